@@ -1,0 +1,1 @@
+"""Benchmarks and the naive reference implementation they (and the tests) compare against."""

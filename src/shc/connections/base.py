@@ -1,0 +1,216 @@
+"""The hyper-connection interface and the coefficient machinery shared by the constrained kinds.
+
+One hyper-connection wraps one branch ``F`` (an attention or MLP sublayer) of a model whose
+residual stream is widened to ``n`` streams ``x`` of shape ``(..., n, C)``::
+
+    u    = sum_i H_pre[i] x_i                          (branch input)
+    x'_j = sum_i H_res[i, j] x_i + H_post[j] F(u)
+
+``width`` computes ``u``, the mixed residual and ``H_post``; ``depth`` adds the branch output
+back. ``mixing`` exposes the three coefficient tensors so tools can read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+class Mixing(NamedTuple):
+    """Per-token coefficients ``pre (..., n)``, ``res (..., n, n)``, ``post (..., n)``.
+
+    float32 for every streams dtype except float64 (see ``compute_dtype``)."""
+
+    pre: torch.Tensor
+    res: torch.Tensor
+    post: torch.Tensor
+
+
+def expand_streams(h: torch.Tensor, num_streams: int) -> torch.Tensor:
+    """``(..., C) -> (..., n, C)``: every stream a copy of ``h``."""
+    if num_streams < 1:
+        raise ValueError(f"num_streams must be >= 1, got {num_streams}")
+    return h.unsqueeze(-2).expand(*h.shape[:-1], num_streams, h.shape[-1]).contiguous()
+
+
+def reduce_streams(x: torch.Tensor) -> torch.Tensor:
+    """``(..., n, C) -> (..., C)``: the sum over streams."""
+    return x.sum(dim=-2)
+
+
+def mix_streams(weights: torch.Tensor, streams: torch.Tensor) -> torch.Tensor:
+    """``out[..., t, :] = sum_s weights[..., s, t] * streams[..., s, :]``, in ``weights``' dtype.
+
+    Written as a sum of ``n`` broadcast products rather than a per-token ``bmm``: on CPU a batched
+    matmul over thousands of tiny matrices loops per token, while this is ``n`` vectorised passes
+    (one fused loop under ``torch.compile``).
+    """
+    x = streams.to(weights.dtype)
+    out = weights[..., 0, :, None] * x[..., 0:1, :]
+    for s in range(1, streams.shape[-2]):
+        out = out + weights[..., s, :, None] * x[..., s : s + 1, :]
+    return out
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for every input dtype but float64 (kept, so float64 gradcheck is exact)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _float32_region(x: torch.Tensor):
+    """Disable autocast so the small-matrix math stays in float32."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
+class HyperConnection(nn.Module):
+    """Base class: ``n`` streams of width ``C`` mixed around one branch.
+
+    Subclasses implement :meth:`mixing`. ``forward`` and ``width``/``depth`` are shared.
+    """
+
+    kind: str = ""
+
+    def __init__(self, num_streams: int, dim: int, layer_index: int = 0) -> None:
+        super().__init__()
+        if num_streams < 1:
+            raise ValueError(f"num_streams must be >= 1, got {num_streams}")
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        if layer_index < 0:
+            raise ValueError(f"layer_index must be >= 0, got {layer_index}")
+        self.num_streams = num_streams
+        self.dim = dim
+        self.layer_index = layer_index
+
+    def extra_repr(self) -> str:
+        return (
+            f"kind={self.kind!r}, num_streams={self.num_streams}, dim={self.dim}, "
+            f"layer_index={self.layer_index}"
+        )
+
+    def register_constant(self, name: str, value: torch.Tensor) -> None:
+        """A non-persistent buffer held in float64 whatever the module's dtype.
+
+        ``module.bfloat16()`` or ``.float()`` would otherwise round exact constants (the Helmert
+        basis, ``J``); they are cast to the compute dtype where used instead.
+        """
+        if not hasattr(self, "_constant_names"):
+            self._constant_names: list[str] = []
+        self._constant_names.append(name)
+        self.register_buffer(name, value.to(torch.float64), persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        saved = {name: getattr(self, name) for name in getattr(self, "_constant_names", [])}
+        super()._apply(fn, recurse)
+        for name, master in saved.items():
+            moved = getattr(self, name)
+            if moved.dtype != torch.float64:
+                setattr(self, name, master.to(device=moved.device))
+        return self
+
+    def check_streams(self, streams: torch.Tensor) -> None:
+        expected = (self.num_streams, self.dim)
+        if streams.dim() < 2 or tuple(streams.shape[-2:]) != expected:
+            raise ValueError(
+                f"{self.kind}: streams must have shape (..., n, dim) = (..., {expected[0]}, {expected[1]}), "
+                f"got {tuple(streams.shape)}"
+            )
+
+    def mixing(self, streams: torch.Tensor) -> Mixing:
+        raise NotImplementedError
+
+    def width(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(u, mixed, h_post)``: branch input (..., C) and ``H_res``-mixed streams
+        (..., n, C), both in the streams' dtype, and ``H_post`` (..., n) in ``compute_dtype``.
+        ``u`` and ``mixed`` come from one pass over the streams."""
+        self.check_streams(streams)
+        pre, res, post = self.mixing(streams)
+        weights = torch.cat([pre.unsqueeze(-1), res], dim=-1)  # (..., n, 1 + n)
+        out = mix_streams(weights, streams).to(streams.dtype)
+        return out[..., 0, :], out[..., 1:, :], post
+
+    def depth(self, mixed: torch.Tensor, h_post: torch.Tensor, branch_out: torch.Tensor) -> torch.Tensor:
+        """``x'_j = mixed_j + H_post[j] * branch_out``, computed in ``h_post``'s dtype, in ``mixed``'s."""
+        dt = h_post.dtype
+        new = mixed.to(dt) + h_post.unsqueeze(-1) * branch_out.unsqueeze(-2).to(dt)
+        return new.to(mixed.dtype)
+
+    def forward(self, streams: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        u, mixed, h_post = self.width(streams)
+        return self.depth(mixed, h_post, branch(u))
+
+
+def _pm_one_bias(num_streams: int, layer_index: int) -> torch.Tensor:
+    """``+1`` at ``layer_index mod n``, ``-1`` elsewhere (the H_pre / H_post static bias)."""
+    b = -torch.ones(num_streams)
+    b[layer_index % num_streams] = 1.0
+    return b
+
+
+class CoefficientConnection(HyperConnection):
+    """Machinery shared by mHC, mHC-lite, KromHC and sHC (DESIGN.md section 2).
+
+    ``x~ = RMSNorm(flatten(x))`` over ``n*C`` features; one fused zero-initialised projection
+    ``d = x~ @ W`` gives the raw coefficients of every group; per group ``coef = s * d + b`` with
+    a scalar gate ``s`` (init 0.01) and a static bias ``b``::
+
+        H_pre  = sigmoid(s_pre d_pre + b_pre)
+        H_post = 2 sigmoid(s_post d_post + b_post)
+        H_res  = method-specific function of the residual coefficients
+
+    The RMSNorm is folded into the projection: ``x~ @ W = rsqrt(mean(x^2) + eps) * (x @ (g W))``,
+    so the normalised ``n*C`` tensor is never materialised.
+
+    Subclasses set ``res_groups`` (sizes of the residual coefficient groups, one gate each),
+    ``res_bias()`` and ``res_matrix(coefs)``.
+    """
+
+    def __init__(self, num_streams: int, dim: int, layer_index: int = 0, eps: float = 1e-6) -> None:
+        super().__init__(num_streams, dim, layer_index)
+        n = num_streams
+        self.eps = eps
+        groups = (n, n, *self.res_groups())
+        self.group_sizes = groups
+        total = sum(groups)
+        self.norm_weight = nn.Parameter(torch.ones(n * dim))
+        self.proj = nn.Parameter(torch.zeros(n * dim, total))
+        self.gates = nn.Parameter(torch.full((len(groups),), 0.01))
+        bias = torch.cat([_pm_one_bias(n, layer_index), _pm_one_bias(n, layer_index), self.res_bias()])
+        self.bias = nn.Parameter(bias)
+        # which gate scales each coefficient
+        gate_index = torch.tensor([g for g, size in enumerate(groups) for _ in range(size)], dtype=torch.long)
+        self.register_buffer("gate_index", gate_index, persistent=False)
+
+    # --- method-specific part -------------------------------------------------------------
+    def res_groups(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def res_bias(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def res_matrix(self, coefs: list[torch.Tensor]) -> torch.Tensor:
+        """``H_res`` (..., n, n) from the gated+biased residual coefficient groups."""
+        raise NotImplementedError
+
+    # --- shared part ----------------------------------------------------------------------
+    def coefficients(self, streams: torch.Tensor) -> torch.Tensor:
+        """``s * (x~ @ W) + b`` for every group, in ``compute_dtype``, shape (..., total)."""
+        dt = compute_dtype(streams)
+        with _float32_region(streams):
+            flat = streams.reshape(*streams.shape[:-2], -1).to(dt)
+            inv_rms = torch.rsqrt(flat.pow(2).mean(-1, keepdim=True) + self.eps)
+            raw = (flat @ (self.norm_weight.to(dt).unsqueeze(-1) * self.proj.to(dt))) * inv_rms
+            return raw * self.gates.to(dt)[self.gate_index] + self.bias.to(dt)
+
+    def mixing(self, streams: torch.Tensor) -> Mixing:
+        self.check_streams(streams)
+        coef = self.coefficients(streams)
+        with _float32_region(streams):
+            parts = list(torch.split(coef, self.group_sizes, dim=-1))
+            pre = torch.sigmoid(parts[0])
+            post = 2 * torch.sigmoid(parts[1])
+            res = self.res_matrix(parts[2:])
+        return Mixing(pre, res, post)

@@ -1,0 +1,49 @@
+"""HC: dynamic Hyper-Connections (Zhu et al., arXiv 2409.19606). Unconstrained.
+
+Per-stream ``x~_i = RMSNorm(x_i)`` over ``C`` (learnable gain), then::
+
+    alpha  = alpha_static + s_alpha * tanh(x~ @ W_alpha)     (n, n+1), W_alpha (C, n+1) zero-init
+    H_pre  = alpha[:, 0],   H_res = alpha[:, 1:]
+    H_post = beta_static + s_beta * tanh(x~ @ w_beta)       w_beta (C,) zero-init
+
+with ``alpha_static = [e_{layer_index mod n} | I_n]``, ``beta_static = 1`` (both learnable, as
+in the HC paper) and gates ``s_alpha = s_beta = 0.01`` at init. No sums, no norm bound.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import HyperConnection, Mixing, _float32_region, compute_dtype
+
+
+class HC(HyperConnection):
+    kind = "hc"
+
+    def __init__(self, num_streams: int, dim: int, layer_index: int = 0, eps: float = 1e-6) -> None:
+        super().__init__(num_streams, dim, layer_index)
+        n = num_streams
+        self.eps = eps
+        self.norm_weight = nn.Parameter(torch.ones(dim))
+        self.alpha_proj = nn.Parameter(torch.zeros(dim, n + 1))
+        self.alpha_gate = nn.Parameter(torch.tensor(0.01))
+        alpha_static = torch.zeros(n, n + 1)
+        alpha_static[layer_index % n, 0] = 1.0
+        alpha_static[:, 1:] = torch.eye(n)
+        self.alpha_static = nn.Parameter(alpha_static)
+        self.beta_proj = nn.Parameter(torch.zeros(dim))
+        self.beta_gate = nn.Parameter(torch.tensor(0.01))
+        self.beta_static = nn.Parameter(torch.ones(n))
+
+    def mixing(self, streams: torch.Tensor) -> Mixing:
+        self.check_streams(streams)
+        dt = compute_dtype(streams)
+        with _float32_region(streams):
+            x = streams.to(dt)
+            normed = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.norm_weight.to(dt)
+            alpha_dynamic = torch.tanh(normed @ self.alpha_proj.to(dt))
+            alpha = self.alpha_static.to(dt) + self.alpha_gate.to(dt) * alpha_dynamic
+            post_dynamic = torch.tanh(normed @ self.beta_proj.to(dt))
+            post = self.beta_static.to(dt) + self.beta_gate.to(dt) * post_dynamic
+        return Mixing(alpha[..., 0], alpha[..., 1:], post)

@@ -1,0 +1,45 @@
+"""mHC-lite: doubly stochastic by Birkhoff-von Neumann (arXiv 2601.05732).
+
+``a = softmax(s_res d_res + b_res)`` over all ``n!`` permutations (``b_res = 0`` for the identity,
+``-8`` for every other); ``H_res = sum_r a_r P_r``. Exactly doubly stochastic, but ``n!``
+coefficients per token: ``n > 8`` is refused.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..linalg import permutation_matrices
+from .base import CoefficientConnection
+
+MAX_STREAMS = 8
+OTHER_PERMUTATION_BIAS = -8.0
+
+
+class MHCLite(CoefficientConnection):
+    kind = "mhc_lite"
+
+    def __init__(self, num_streams: int, dim: int, layer_index: int = 0, eps: float = 1e-6) -> None:
+        if num_streams > MAX_STREAMS:
+            raise ValueError(
+                f"mhc_lite: num_streams must be <= {MAX_STREAMS} (n! coefficients per token), "
+                f"got {num_streams}"
+            )
+        super().__init__(num_streams, dim, layer_index, eps)
+        n = num_streams
+        self.register_constant("permutations", permutation_matrices(n).reshape(-1, n * n))
+
+    def res_groups(self) -> tuple[int, ...]:
+        return (math.factorial(self.num_streams),)
+
+    def res_bias(self) -> torch.Tensor:
+        b = torch.full((math.factorial(self.num_streams),), OTHER_PERMUTATION_BIAS)
+        b[0] = 0.0  # identity permutation comes first
+        return b
+
+    def res_matrix(self, coefs: list[torch.Tensor]) -> torch.Tensor:
+        n = self.num_streams
+        weights = torch.softmax(coefs[0], dim=-1)
+        return (weights @ self.permutations.to(weights.dtype)).reshape(*weights.shape[:-1], n, n)

@@ -1,0 +1,31 @@
+"""The plain residual connection, ``x' = x + F(x)``, as a one-stream hyper-connection."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import HyperConnection, Mixing
+
+
+class Residual(HyperConnection):
+    """``n = 1``: ``H_pre = H_res = H_post = 1``. No parameters."""
+
+    kind = "residual"
+
+    def __init__(self, num_streams: int, dim: int, layer_index: int = 0) -> None:
+        if num_streams != 1:
+            raise ValueError(f"residual: num_streams must be 1, got {num_streams}")
+        super().__init__(num_streams, dim, layer_index)
+
+    def mixing(self, streams: torch.Tensor) -> Mixing:
+        self.check_streams(streams)
+        ones = streams.new_ones(streams.shape[:-1], dtype=torch.float32)
+        return Mixing(ones, ones.unsqueeze(-1), ones)
+
+    def width(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # identity coefficients: skip the mixing arithmetic altogether
+        self.check_streams(streams)
+        return streams[..., 0, :], streams, streams.new_ones(streams.shape[:-1], dtype=torch.float32)
+
+    def depth(self, mixed: torch.Tensor, h_post: torch.Tensor, branch_out: torch.Tensor) -> torch.Tensor:
+        return mixed + branch_out.unsqueeze(-2).to(mixed.dtype)

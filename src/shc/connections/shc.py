@@ -1,0 +1,67 @@
+"""sHC / s²HC: Spectral-Sphere-Constrained Hyper-Connections (arXiv 2603.20896).
+
+With ``m = n - 1`` and ``k = m(m-1)/2``, the ``m^2 = 2k + m`` residual coefficients split into
+``d_U (k)``, ``d_V (k)``, ``d_sigma (m)``, each with its own gate and bias::
+
+    z_U   = gamma_U tanh(s_U d_U + b_U),   z_V = gamma_V tanh(s_V d_V + b_V)
+    sigma = tanh(s_sigma d_sigma + b_sigma)               each sigma_i in (-1, 1)
+    U = Cayley(skew(z_U)),  V = Cayley(skew(z_V))         orthogonal, det +1
+    E = U diag(sigma) V^T                                  (m x m)
+    H_res = J + P E P^T                                    J = 11^T / n, P the Helmert basis
+
+so rows and columns of ``H_res`` sum to 1, its singular values are ``{1} ∪ {|sigma_i|}``
+(spectral norm exactly 1), entries may be negative, and the set is closed under products.
+At init ``U = V = I`` and ``H_res = J + tanh(b_sigma) (I - J)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..linalg import cayley_from_params, helmert_basis
+from .base import CoefficientConnection
+
+DEFAULT_SIGMA_BIAS = 4.0
+
+
+class SHC(CoefficientConnection):
+    kind = "shc"
+
+    def __init__(
+        self,
+        num_streams: int,
+        dim: int,
+        layer_index: int = 0,
+        eps: float = 1e-6,
+        sigma_bias: float = DEFAULT_SIGMA_BIAS,
+    ) -> None:
+        if num_streams < 2:
+            raise ValueError(f"shc: num_streams must be >= 2, got {num_streams}")
+        self.sigma_bias = float(sigma_bias)
+        self.rank = num_streams - 1  # m
+        self.num_angles = self.rank * (self.rank - 1) // 2  # k
+        super().__init__(num_streams, dim, layer_index, eps)
+        self.gamma = nn.Parameter(torch.ones(2))  # (gamma_U, gamma_V)
+        n = num_streams
+        self.register_constant("helmert", helmert_basis(n, torch.float64))
+        self.register_constant("centre", torch.full((n, n), 1.0 / n, dtype=torch.float64))
+
+    def res_groups(self) -> tuple[int, ...]:
+        return (self.num_angles, self.num_angles, self.rank)  # d_U, d_V, d_sigma
+
+    def res_bias(self) -> torch.Tensor:
+        return torch.cat([torch.zeros(2 * self.num_angles), torch.full((self.rank,), self.sigma_bias)])
+
+    def res_matrix(self, coefs: list[torch.Tensor]) -> torch.Tensor:
+        coef_u, coef_v, coef_sigma = coefs
+        m = self.rank
+        gamma = self.gamma.to(coef_u.dtype)
+        u = cayley_from_params(gamma[0] * torch.tanh(coef_u), m)
+        v = cayley_from_params(gamma[1] * torch.tanh(coef_v), m)
+        sigma = torch.tanh(coef_sigma)
+        # P E P^T = (P U) diag(sigma) (P V)^T
+        helmert = self.helmert.to(u.dtype)
+        pu = helmert @ u
+        pv = helmert @ v
+        return self.centre.to(u.dtype) + (pu * sigma.unsqueeze(-2)) @ pv.transpose(-1, -2)
