@@ -1,0 +1,30 @@
+"""The ``shc`` command. Each subsystem registers its own subcommands (``register(subparsers)``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _registrars():
+    # Imported lazily so that `shc --help` stays fast and each subsystem owns its commands.
+    from .demo import register as demo
+
+    return [demo]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shc", description="Spectral-Sphere-Constrained Hyper-Connections")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for register in _registrars():
+        register(subparsers)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"shc {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
