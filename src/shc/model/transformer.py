@@ -1,0 +1,159 @@
+"""A decoder-only language model (Qwen3 style) whose residual stream is a hyper-connection.
+
+Wiring (DESIGN.md section 3)::
+
+    x = expand_streams(embed(idx), n)                       (B, T, n, C)
+    for block l:  x = attn_conn_l(x, u -> Attn(Norm(u)))    both connections: layer_index = l
+                  x = mlp_conn_l(x,  u -> MLP(Norm(u)))
+    logits = head(Norm(reduce_streams(x)))                  reduce = sum over the n streams
+
+Connections are called as modules (``conn(x, branch)``) so forward-pre-hooks on them see the
+streams. ``residual`` with one stream is the plain pre-norm transformer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..connections import expand_streams, make_connection, reduce_streams
+from .config import ModelConfig
+from .kv_cache import KVCache, LayerKVCache
+from .layers import Attention, RotaryEmbedding, SwiGLU
+
+
+class Block(nn.Module):
+    """Attention and MLP sublayers, each inside its own hyper-connection."""
+
+    def __init__(self, cfg: ModelConfig, layer_index: int) -> None:
+        super().__init__()
+        conn = cfg.connection
+        self.attn_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.attn = Attention(cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.norm_eps)
+        self.mlp_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.mlp = SwiGLU(cfg.dim, cfg.mlp_dim)
+        self.attn_conn = make_connection(conn.kind, conn.streams, cfg.dim, layer_index, **conn.options)
+        self.mlp_conn = make_connection(conn.kind, conn.streams, cfg.dim, layer_index, **conn.options)
+
+    def forward(
+        self, x: torch.Tensor, rope: RotaryEmbedding, start: int = 0, cache: LayerKVCache | None = None
+    ) -> torch.Tensor:
+        x = self.attn_conn(x, lambda u: self.attn(self.attn_norm(u), rope, start, cache))
+        return self.mlp_conn(x, lambda u: self.mlp(self.mlp_norm(u)))
+
+
+class LanguageModel(nn.Module):
+    """Token ids ``(B, T)`` -> next-token logits ``(B, T, vocab)``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        if cfg.vocab_size is None:
+            raise ValueError(
+                "model.vocab_size is unset: take it from the tokenizer before building the model"
+            )
+        self.cfg = cfg
+        self.num_streams = cfg.connection.streams
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_base)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2 style: N(0, 0.02), output projections scaled by ``1/sqrt(2 L)``; norms to one.
+
+        Connection modules keep their own initialisation (zero projections, static biases)."""
+        out_std = 0.02 / math.sqrt(2 * self.cfg.n_layers)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                std = out_std if name.endswith(("o_proj", "down_proj")) else 0.02
+                nn.init.normal_(module.weight, std=std)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+            elif isinstance(module, nn.RMSNorm):
+                nn.init.ones_(module.weight)
+        self.rope.reset_parameters()
+
+    def connections(self) -> list[nn.Module]:
+        """The hyper-connection modules in the order they are applied."""
+        return [c for b in self.blocks for c in (b.attn_conn, b.mlp_conn)]
+
+    def non_embedding_parameters(self) -> int:
+        """Parameters outside the token embedding and the LM head (counted once if tied)."""
+        skip = {id(self.embed.weight), id(self.head.weight)}
+        return sum(p.numel() for p in self.parameters() if id(p) not in skip)
+
+    def forward(self, idx: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
+        T = idx.shape[-1]
+        if start + T > self.cfg.max_seq_len:
+            raise ValueError(
+                f"sequence of {start + T} tokens is longer than model.max_seq_len={self.cfg.max_seq_len}"
+            )
+        x = expand_streams(self.embed(idx), self.num_streams)
+        for i, block in enumerate(self.blocks):
+            x = block(x, self.rope, start, None if cache is None else cache[i])
+        return self.head(self.norm(reduce_streams(x)))
+
+    def new_cache(self, batch: int, dtype: torch.dtype | None = None) -> KVCache:
+        cfg = self.cfg
+        param = self.embed.weight
+        layers = [
+            LayerKVCache(
+                batch, cfg.n_kv_heads, cfg.max_seq_len, cfg.head_dim, param.device, dtype or param.dtype
+            )
+            for _ in range(cfg.n_layers)
+        ]
+        return KVCache(layers)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample ``max_new_tokens`` continuations of ``idx (B, T)`` with a KV cache.
+
+        ``temperature=0`` is greedy; ``top_k`` keeps the k most likely tokens. When the context
+        reaches ``max_seq_len``, the cache is rebuilt from the last half of the window.
+        """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        was_training = self.training
+        self.eval()
+        window = self.cfg.max_seq_len
+        out = idx
+        cache, pos, logits = None, 0, None
+        for _ in range(max_new_tokens):
+            if cache is None or pos >= window:
+                context = out[:, -(window // 2 if pos >= window else window - 1) :]
+                cache = self.new_cache(out.shape[0])
+                logits = self(context, 0, cache)[:, -1]
+                pos = context.shape[1]
+            next_id = _sample(logits.float(), temperature, top_k, generator)
+            out = torch.cat([out, next_id], dim=1)
+            if pos < window:
+                logits = self(next_id, pos, cache)[:, -1]
+            pos += 1
+        self.train(was_training)
+        return out
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, generator) -> torch.Tensor:
+    if temperature == 0:
+        return logits.argmax(-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
