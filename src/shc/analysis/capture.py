@@ -1,0 +1,283 @@
+"""Capture every hyper-connection's mixing matrices while a model runs, and accumulate diagnostics.
+
+Forward-pre-hooks on every :class:`shc.HyperConnection` inside any ``nn.Module`` see the
+streams each connection is called with (``conn(streams, branch)``) and read the coefficients
+through the public ``conn.mixing(streams)`` under ``no_grad``; nothing private is touched. For
+mHC the Sinkhorn logits come from the public pieces ``conn.coefficients``, ``conn.group_sizes``
+and ``conn.res_logits``.
+
+:func:`capture_statistics` runs batches through a model and returns one :class:`LayerStats`
+per connection call, in the order the connections were applied (depth order), plus the
+statistics of the depth composite (:class:`CompositeStats`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..connections import HyperConnection
+from . import diagnostics as dg
+
+SINKHORN_CURVE_ITERS = 50
+SINKHORN_CURVE_TOKENS = 256  # tokens per batch and layer used for the (costly) Sinkhorn curve
+
+# per-token scalar diagnostics accumulated per layer (mean and max over tokens)
+SCALAR_METRICS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "identity_distance": dg.identity_distance,
+    "off_diagonal_mass": dg.off_diagonal_mass,
+    "negative_fraction": dg.negative_fraction,
+    "negative_mass": dg.negative_mass,
+    "spectral_norm": dg.spectral_norm,
+    "effective_rank": dg.effective_rank,
+    "row_sum_error": dg.row_sum_error,
+    "column_sum_error": dg.column_sum_error,
+}
+
+
+@dataclass
+class Call:
+    """One connection call: which module, and its coefficients flattened to ``(tokens, ...)``."""
+
+    name: str
+    module: HyperConnection
+    pre: torch.Tensor  # (N, n)
+    res: torch.Tensor  # (N, n, n)
+    post: torch.Tensor  # (N, n)
+    logits: torch.Tensor | None  # (N, n, n), mHC only
+
+
+def hyper_connections(model: nn.Module) -> list[tuple[str, HyperConnection]]:
+    """Every :class:`HyperConnection` inside ``model`` with its qualified name (registration order)."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, HyperConnection)]
+
+
+def mhc_logits(conn: HyperConnection, streams: torch.Tensor) -> torch.Tensor:
+    """The pre-Sinkhorn logits ``L`` (..., n, n) of an mHC connection, through its public methods."""
+    coef = conn.coefficients(streams)
+    groups = list(torch.split(coef, conn.group_sizes, dim=-1))
+    return conn.res_logits(groups[2:])
+
+
+class MixingRecorder:
+    """Context manager: while active, every connection call appends a :class:`Call` to ``calls``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.connections = hyper_connections(model)
+        if not self.connections:
+            raise ValueError(f"{type(model).__name__} contains no HyperConnection module")
+        self.calls: list[Call] = []
+        self._handles: list[Any] = []
+
+    def _hook(self, name: str):
+        def hook(module: HyperConnection, args, kwargs):
+            streams = args[0] if args else kwargs["streams"]
+            with torch.no_grad():
+                pre, res, post = module.mixing(streams)
+                n = module.num_streams
+                logits = mhc_logits(module, streams) if module.kind == "mhc" else None
+            flat = lambda t, k: t.detach().reshape(-1, *t.shape[t.dim() - k :]).to("cpu", torch.float64)  # noqa: E731
+            self.calls.append(
+                Call(
+                    name,
+                    module,
+                    flat(pre, 1),
+                    flat(res, 2).reshape(-1, n, n),
+                    flat(post, 1),
+                    None if logits is None else flat(logits, 2),
+                )
+            )
+
+        return hook
+
+    def __enter__(self) -> MixingRecorder:
+        for name, conn in self.connections:
+            self._handles.append(conn.register_forward_pre_hook(self._hook(name), with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def pop(self) -> list[Call]:
+        calls, self.calls = self.calls, []
+        return calls
+
+
+class _Running:
+    """Running sum / max / count of a tensor-valued statistic over tokens."""
+
+    def __init__(self) -> None:
+        self.sum: torch.Tensor | None = None
+        self.sq: torch.Tensor | None = None
+        self.max: torch.Tensor | None = None
+        self.count = 0
+
+    def add(self, values: torch.Tensor) -> None:
+        """``values`` of shape ``(N, ...)``: N token-level samples."""
+        s, q, m = values.sum(0), (values * values).sum(0), values.amax(0)
+        if self.sum is None:
+            self.sum, self.sq, self.max = s, q, m
+        else:
+            self.sum, self.sq, self.max = self.sum + s, self.sq + q, torch.maximum(self.max, m)
+        self.count += values.shape[0]
+
+    def mean(self) -> torch.Tensor:
+        return self.sum / self.count
+
+    def std(self) -> torch.Tensor:
+        mean = self.mean()
+        return (self.sq / self.count - mean * mean).clamp_min(0).sqrt()
+
+
+@dataclass
+class LayerStats:
+    """Diagnostics of one connection, averaged over captured tokens (``max_*`` = worst token)."""
+
+    index: int
+    name: str
+    kind: str
+    layer_index: int
+    num_streams: int
+    tokens: int
+    mean: dict[str, float]  # SCALAR_METRICS, mean over tokens
+    max: dict[str, float]  # SCALAR_METRICS, max over tokens
+    subdominant_singular_values: list[float]  # mean over tokens, descending
+    mean_res: list[list[float]]  # mean H_res
+    pre_mean: list[float]
+    pre_std: list[float]
+    post_mean: list[float]
+    post_std: list[float]
+    sinkhorn_iters: int | None = None
+    sinkhorn_error_curve: list[float] | None = None  # k = 1..50, mHC only
+
+
+@dataclass
+class CompositeStats:
+    """Gains of the depth composite after the first ``l`` connections, ``l = 1..L`` (per-token)."""
+
+    forward_gain_mean: list[float] = field(default_factory=list)
+    forward_gain_max: list[float] = field(default_factory=list)
+    backward_gain_mean: list[float] = field(default_factory=list)
+    backward_gain_max: list[float] = field(default_factory=list)
+    spectral_norm_mean: list[float] = field(default_factory=list)
+    spectral_norm_max: list[float] = field(default_factory=list)
+
+
+@dataclass
+class CaptureResult:
+    layers: list[LayerStats]
+    composite: CompositeStats
+
+    def to_dict(self) -> dict:
+        return {"layers": [asdict(layer) for layer in self.layers], "composite": asdict(self.composite)}
+
+
+class _LayerAccumulator:
+    def __init__(self, index: int, name: str, conn: HyperConnection) -> None:
+        self.index, self.name, self.conn = index, name, conn
+        self.scalars = {key: _Running() for key in SCALAR_METRICS}
+        self.subdominant = _Running()
+        self.res = _Running()
+        self.pre = _Running()
+        self.post = _Running()
+        self.sinkhorn_sum: torch.Tensor | None = None
+        self.sinkhorn_batches = 0
+
+    def add(self, call: Call) -> None:
+        for key, fn in SCALAR_METRICS.items():
+            self.scalars[key].add(fn(call.res))
+        self.subdominant.add(dg.subdominant_singular_values(call.res))
+        self.res.add(call.res)
+        self.pre.add(call.pre)
+        self.post.add(call.post)
+        if call.logits is not None:
+            curve = dg.sinkhorn_error_curve(call.logits[:SINKHORN_CURVE_TOKENS], SINKHORN_CURVE_ITERS)
+            self.sinkhorn_sum = curve if self.sinkhorn_sum is None else self.sinkhorn_sum + curve
+            self.sinkhorn_batches += 1
+
+    def result(self) -> LayerStats:
+        conn = self.conn
+        curve = None if self.sinkhorn_sum is None else (self.sinkhorn_sum / self.sinkhorn_batches).tolist()
+        return LayerStats(
+            index=self.index,
+            name=self.name,
+            kind=conn.kind,
+            layer_index=conn.layer_index,
+            num_streams=conn.num_streams,
+            tokens=self.res.count,
+            mean={k: float(r.mean()) for k, r in self.scalars.items()},
+            max={k: float(r.max) for k, r in self.scalars.items()},
+            subdominant_singular_values=self.subdominant.mean().tolist(),
+            mean_res=self.res.mean().tolist(),
+            pre_mean=self.pre.mean().tolist(),
+            pre_std=self.pre.std().tolist(),
+            post_mean=self.post.mean().tolist(),
+            post_std=self.post.std().tolist(),
+            sinkhorn_iters=getattr(conn, "sinkhorn_iters", None) if conn.kind == "mhc" else None,
+            sinkhorn_error_curve=curve,
+        )
+
+
+def default_forward(model: nn.Module, batch: Any) -> Any:
+    """``model(batch)``, or ``model(batch[0])`` for an ``(inputs, targets)`` pair."""
+    if isinstance(batch, tuple | list):
+        batch = batch[0]
+    return model(batch)
+
+
+def capture_statistics(
+    model: nn.Module,
+    batches: Iterable[Any],
+    forward: Callable[[nn.Module, Any], Any] = default_forward,
+) -> CaptureResult:
+    """Run ``forward(model, batch)`` for every batch under ``no_grad`` and accumulate diagnostics.
+
+    Returns one :class:`LayerStats` per connection call, in the order the calls happened in a
+    forward pass (depth order), and the composite's gains over depth, computed per token from
+    the per-token matrices of every connection. Every batch must call the same connections in
+    the same order.
+    """
+    layers: list[_LayerAccumulator] = []
+    comp = [_Running() for _ in range(3)]  # forward, backward, spectral; each (N, L)
+    order: list[str] | None = None
+    was_training = model.training
+    model.eval()
+    try:
+        with MixingRecorder(model) as recorder, torch.no_grad():
+            for batch in batches:
+                forward(model, batch)
+                calls = recorder.pop()
+                names = [c.name for c in calls]
+                if order is None:
+                    if not calls:
+                        raise ValueError("the forward pass called no HyperConnection")
+                    order = names
+                    layers = [_LayerAccumulator(i, c.name, c.module) for i, c in enumerate(calls)]
+                elif names != order:
+                    raise ValueError("batches called different connections (or in another order)")
+                for acc, call in zip(layers, calls, strict=True):
+                    acc.add(call)
+                prefixes = dg.prefix_composites([c.res for c in calls])
+                stacked = torch.stack(prefixes, dim=1)  # (N, L, n, n)
+                comp[0].add(dg.forward_gain(stacked))
+                comp[1].add(dg.backward_gain(stacked))
+                comp[2].add(dg.spectral_norm(stacked))
+    finally:
+        model.train(was_training)
+    if order is None:
+        raise ValueError("capture_statistics: no batches")
+    composite = CompositeStats(
+        forward_gain_mean=comp[0].mean().tolist(),
+        forward_gain_max=comp[0].max.tolist(),
+        backward_gain_mean=comp[1].mean().tolist(),
+        backward_gain_max=comp[1].max.tolist(),
+        spectral_norm_mean=comp[2].mean().tolist(),
+        spectral_norm_max=comp[2].max.tolist(),
+    )
+    return CaptureResult([acc.result() for acc in layers], composite)
