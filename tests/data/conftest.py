@@ -2,7 +2,28 @@ import random
 
 import pytest
 
-WORDS = "thou art more lovely and more temperate rough winds do shake the darling buds of may naïve café ℵ 🌹".split()
+WORDS = [
+    "thou",
+    "art",
+    "more",
+    "lovely",
+    "and",
+    "more",
+    "temperate",
+    "rough",
+    "winds",
+    "do",
+    "shake",
+    "the",
+    "darling",
+    "buds",
+    "of",
+    "may",
+    "naïve",
+    "café",
+    "ℵ",
+    "🌹",
+]
 
 
 def make_text(seed: int, n_lines: int) -> str:

@@ -81,7 +81,9 @@ def test_build_is_reproducible_and_normalises(tmp_path):
     build = _load_build_script()
     texts = {
         "zeta_gut": "\r\nZETA\r\n\r\nline one   \r\nline two\t\r\n\r\n\r\n",
-        "alpha_gut": "header\n*** START OF THIS PROJECT GUTENBERG EBOOK X ***\nALPHA text\n*** END OF IT ***\nlicence\n",
+        "alpha_gut": (
+            "header\n*** START OF THIS PROJECT GUTENBERG EBOOK X ***\nALPHA text\n*** END OF IT ***\nlicence\n"
+        ),
         "beta_gut": "BETA\n",
         "alpha_gut_f": "First Folio spelling, not used\n",
     }

@@ -85,8 +85,7 @@ class DataConfig:
 
         if not _is_int(self.bpe_vocab_size) or not MIN_BPE_VOCAB <= self.bpe_vocab_size <= MAX_BPE_VOCAB:
             raise ValueError(
-                f"bpe_vocab_size={self.bpe_vocab_size!r}: must be an integer in "
-                f"[{MIN_BPE_VOCAB}, {MAX_BPE_VOCAB}]"
+                f"bpe_vocab_size={self.bpe_vocab_size!r}: must be an integer in [{MIN_BPE_VOCAB}, {MAX_BPE_VOCAB}]"
             )
         _nonempty_str("cache_dir", self.cache_dir)
         _nonempty_str("hf_split", self.hf_split)
@@ -95,9 +94,7 @@ class DataConfig:
             _nonempty_str("hf_config", self.hf_config, "a non-empty string or None")
         if not isinstance(self.hf_streaming, bool):
             raise ValueError(f"hf_streaming={self.hf_streaming!r}: must be True or False")
-        if self.hf_max_documents is not None and (
-            not _is_int(self.hf_max_documents) or self.hf_max_documents < 2
-        ):
+        if self.hf_max_documents is not None and (not _is_int(self.hf_max_documents) or self.hf_max_documents < 2):
             raise ValueError(
                 f"hf_max_documents={self.hf_max_documents!r}: must be None or an integer >= 2 "
                 "(at least one training and one validation document)"

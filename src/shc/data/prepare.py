@@ -69,9 +69,7 @@ def _tokenizer(cfg: DataConfig, source: Source | None, cache: Path) -> Tokenizer
         return ByteTokenizer()
     if cfg.tokenizer == "bpe":
         source = open_source(cfg) if source is None else source
-        key = _key(
-            {"kind": "bpe", "version": 1, "vocab_size": cfg.bpe_vocab_size, "source": source.fingerprint}
-        )
+        key = _key({"kind": "bpe", "version": 1, "vocab_size": cfg.bpe_vocab_size, "source": source.fingerprint})
         path = cache / "tokenizers" / f"bpe-{cfg.bpe_vocab_size}-{key}" / "tokenizer.json"
         if path.exists():
             return BPETokenizer(path, name=f"bpe-{cfg.bpe_vocab_size}")
@@ -99,13 +97,9 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     meta["path"] = str(directory)
 
     def open_split(split: str) -> np.ndarray:
-        return np.memmap(
-            directory / f"{split}.bin", dtype=meta["dtype"], mode="r", shape=(meta[f"{split}_tokens"],)
-        )
+        return np.memmap(directory / f"{split}.bin", dtype=meta["dtype"], mode="r", shape=(meta[f"{split}_tokens"],))
 
-    return PreparedData(
-        tok, open_split("train"), open_split("val"), meta["val_bytes"], meta["train_bytes"], meta
-    )
+    return PreparedData(tok, open_split("train"), open_split("val"), meta["val_bytes"], meta["train_bytes"], meta)
 
 
 def _encode_batch(tok: Tokenizer, texts: list[str]) -> list[list[int]]:

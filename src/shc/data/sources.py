@@ -109,9 +109,7 @@ def choose_val_files(sizes: dict[str, int], val_fraction: float) -> set[str]:
 
 
 def _folder(root: Path, val_fraction: float) -> Source:
-    files = sorted(
-        (p for p in root.rglob("*.txt") if p.is_file()), key=lambda p: p.relative_to(root).as_posix()
-    )
+    files = sorted((p for p in root.rglob("*.txt") if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
     if not files:
         raise ValueError(f"source={str(root)!r}: the folder holds no *.txt files")
     if len(files) == 1:
@@ -159,8 +157,7 @@ def _load_hf_dataset(cfg: DataConfig):
         builder = HF_FILE_BUILDERS.get(local.suffix.lower())
         if builder is None:
             raise ValueError(
-                f"source={cfg.source!r}: cannot read {local.suffix!r} files; "
-                f"use one of {sorted(HF_FILE_BUILDERS)}"
+                f"source={cfg.source!r}: cannot read {local.suffix!r} files; use one of {sorted(HF_FILE_BUILDERS)}"
             )
         return datasets.load_dataset(
             builder,
