@@ -1,0 +1,399 @@
+"""Triton kernels for the hyper-connection width and depth steps (imported only when Triton is).
+
+Layout: streams ``x`` are ``(T, n, C)`` contiguous (leading dims flattened), so token ``t`` is
+one row of ``n*C`` elements; every kernel works on a block of ``BT`` tokens and walks the feature
+axis in chunks of ``BK``. ``NP`` is ``n`` padded to a power of two, ``NCP`` the coefficient count
+padded likewise (padded weight columns are zero). All arithmetic is float32; loads are cast up,
+stores cast down to the output's dtype.
+
+Forward
+- ``width_fwd_kernel``: per token block, pass 1 reads the streams once for the RMS statistics
+  and the projection ``y = x @ (g W)`` (a ``tl.dot``); ``raw = y * rsqrt(mean(x^2) + eps)``.
+  ``FUSE_SHC`` then, still in registers: ``coef = s * raw + b``, the sHC coefficients
+  (sigmoids, gated tanh, closed-form 3x3 Cayley, ``J + (PU) diag(sigma) (PV)^T``) and pass 2
+  mixes the (L2-hot) token block into ``u = sum_i pre_i x_i`` and ``mixed_j = sum_i H[i,j] x_i``.
+  Without ``FUSE_SHC`` it only writes ``raw`` and ``inv_rms`` (the projection for other kinds).
+- ``mix_fwd_kernel``: the mixing pass alone, from precomputed per-token coefficients.
+- ``depth_fwd_kernel``: ``out_j = mixed_j + post_j * b``.
+
+Backward
+- ``mix_bwd_coef_kernel``: ``dpre_i = <du, x_i>``, ``dH[i,j] = <dmixed_j, x_i>`` per token.
+- ``width_bwd_dx_kernel``: ``dx_i = pre_i du + sum_j H[i,j] dmixed_j`` (``WITH_MIX``)
+  ``+ dy @ (g W)_i^T + alpha x_i`` (``WITH_PROJ``; ``dy = draw * inv_rms`` and
+  ``alpha = -inv_rms^2 <draw, raw> / (n C)`` come from the caller).
+- ``proj_bwd_weight_kernel``: ``d(gW) = x^T dy``, a reduction over tokens split into ``SPLIT``
+  partial sums.
+- ``depth_bwd_kernel``: ``db = sum_j post_j dout_j``, ``dpost_j = <dout_j, b>``.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _sigmoid(v):
+    return 1.0 / (1.0 + tl.exp(-v))
+
+
+@triton.jit
+def _tanh(v):
+    return 2.0 * _sigmoid(2.0 * v) - 1.0
+
+
+@triton.jit
+def _column(mat, cols, j):
+    """``mat[:, j]`` of a (BT, NCP) register tile, as a (BT,) vector."""
+    return tl.sum(tl.where(cols[None, :] == j, mat, 0.0), axis=1)
+
+
+@triton.jit
+def _columns(mat, cols, start, NP: tl.constexpr):
+    """``mat[:, start:start+NP]`` of a (BT, NCP) register tile (zero past its end)."""
+    r = tl.arange(0, NP)
+    sel = (cols[None, :] == (start + r)[:, None]).to(tl.float32)  # (NP, NCP)
+    return tl.sum(mat[:, None, :] * sel[None, :, :], axis=2)
+
+
+@triton.jit
+def _row(mat3, i, NP: tl.constexpr):
+    """``mat3[:, i, :]`` of a (BT, NP, NP) register tile, as (BT, NP)."""
+    r = tl.arange(0, NP)
+    return tl.sum(tl.where(r[None, :, None] == i, mat3, 0.0), axis=1)
+
+
+@triton.jit
+def _helmert_column(l: tl.constexpr, M: tl.constexpr, NP: tl.constexpr):
+    """Column ``l`` of the Helmert basis (rows padded to NP); zero when ``l >= M``."""
+    r = tl.arange(0, NP)
+    val = tl.where(r <= l, 1.0, tl.where(r == l + 1, -(l + 1.0), 0.0))
+    val = val * tl.rsqrt(tl.full((NP,), (l + 1.0) * (l + 2.0), tl.float32))
+    if l >= M:
+        val = val * 0.0
+    return val
+
+
+@triton.jit
+def _shc_coefficients(coef, cols, gamma_ptr, N: tl.constexpr, NP: tl.constexpr):
+    """sHC ``(pre (BT,NP), H_res (BT,NP,NP), post (BT,NP))`` from gated+biased coefficients.
+
+    Column layout of ``coef``: pre (n) | post (n) | d_U (k) | d_V (k) | d_sigma (m), m = n-1 <= 3.
+    The Cayley transform is the 3x3 closed form ``((1-|w|^2) I + 2ww^T - 2A) / (1+|w|^2)`` of the
+    skew matrix ``A = [[0,a,b],[-a,0,c],[-b,-c,0]]`` (m = 2 embeds as b = c = 0, m = 1 as A = 0:
+    the padded block of U is the identity and its sigma is 0).
+    """
+    M: tl.constexpr = N - 1
+    K: tl.constexpr = M * (M - 1) // 2
+    base: tl.constexpr = 2 * N
+    pre = _sigmoid(_columns(coef, cols, 0, NP))
+    post = 2.0 * _sigmoid(_columns(coef, cols, N, NP))
+    g_u = tl.load(gamma_ptr)
+    g_v = tl.load(gamma_ptr + 1)
+    zero = tl.sum(coef, axis=1) * 0.0
+    ua = zero
+    ub = zero
+    uc = zero
+    va = zero
+    vb = zero
+    vc = zero
+    if K >= 1:
+        ua = g_u * _tanh(_column(coef, cols, base))
+        va = g_v * _tanh(_column(coef, cols, base + K))
+    if K >= 3:
+        ub = g_u * _tanh(_column(coef, cols, base + 1))
+        uc = g_u * _tanh(_column(coef, cols, base + 2))
+        vb = g_v * _tanh(_column(coef, cols, base + K + 1))
+        vc = g_v * _tanh(_column(coef, cols, base + K + 2))
+    s0 = _tanh(_column(coef, cols, base + 2 * K))
+    s1 = zero
+    s2 = zero
+    if M >= 2:
+        s1 = _tanh(_column(coef, cols, base + 2 * K + 1))
+    if M >= 3:
+        s2 = _tanh(_column(coef, cols, base + 2 * K + 2))
+
+    p0 = _helmert_column(0, M, NP)[None, :]
+    p1 = _helmert_column(1, M, NP)[None, :]
+    p2 = _helmert_column(2, M, NP)[None, :]
+
+    # U: w = (c, -b, a), |w|^2 = a^2 + b^2 + c^2
+    w2 = ua * ua + ub * ub + uc * uc
+    inv = 1.0 / (1.0 + w2)
+    d = 1.0 - w2
+    u00 = (d + 2.0 * uc * uc) * inv
+    u01 = (-2.0 * uc * ub - 2.0 * ua) * inv
+    u02 = (2.0 * uc * ua - 2.0 * ub) * inv
+    u10 = (-2.0 * ub * uc + 2.0 * ua) * inv
+    u11 = (d + 2.0 * ub * ub) * inv
+    u12 = (-2.0 * ub * ua - 2.0 * uc) * inv
+    u20 = (2.0 * ua * uc + 2.0 * ub) * inv
+    u21 = (-2.0 * ua * ub + 2.0 * uc) * inv
+    u22 = (d + 2.0 * ua * ua) * inv
+    w2 = va * va + vb * vb + vc * vc
+    inv = 1.0 / (1.0 + w2)
+    d = 1.0 - w2
+    v00 = (d + 2.0 * vc * vc) * inv
+    v01 = (-2.0 * vc * vb - 2.0 * va) * inv
+    v02 = (2.0 * vc * va - 2.0 * vb) * inv
+    v10 = (-2.0 * vb * vc + 2.0 * va) * inv
+    v11 = (d + 2.0 * vb * vb) * inv
+    v12 = (-2.0 * vb * va - 2.0 * vc) * inv
+    v20 = (2.0 * va * vc + 2.0 * vb) * inv
+    v21 = (-2.0 * va * vb + 2.0 * vc) * inv
+    v22 = (d + 2.0 * va * va) * inv
+
+    # (PU)[:, k] and (PV)[:, k], each (BT, NP)
+    pu0 = p0 * u00[:, None] + p1 * u10[:, None] + p2 * u20[:, None]
+    pu1 = p0 * u01[:, None] + p1 * u11[:, None] + p2 * u21[:, None]
+    pu2 = p0 * u02[:, None] + p1 * u12[:, None] + p2 * u22[:, None]
+    pv0 = p0 * v00[:, None] + p1 * v10[:, None] + p2 * v20[:, None]
+    pv1 = p0 * v01[:, None] + p1 * v11[:, None] + p2 * v21[:, None]
+    pv2 = p0 * v02[:, None] + p1 * v12[:, None] + p2 * v22[:, None]
+    res = (
+        (s0[:, None, None] * pu0[:, :, None]) * pv0[:, None, :]
+        + (s1[:, None, None] * pu1[:, :, None]) * pv1[:, None, :]
+        + (s2[:, None, None] * pu2[:, :, None]) * pv2[:, None, :]
+    )
+    res = res + 1.0 / N
+    return pre, res, post
+
+
+@triton.jit
+def _mix_tile(x_ptr, u_ptr, mixed_ptr, pre, res, t, tmask, C: tl.constexpr, N: tl.constexpr,
+              NP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr):
+    """``u = sum_i pre_i x_i`` and ``mixed_j = sum_i H[i,j] x_i`` for one token block."""
+    r = tl.arange(0, NP)
+    row = t.to(tl.int64)
+    for c0 in range(0, C, BK):
+        c = c0 + tl.arange(0, BK)
+        m2 = tmask[:, None] & (c[None, :] < C)
+        u = tl.zeros((BT, BK), tl.float32)
+        mixed = tl.zeros((BT, NP, BK), tl.float32)
+        for i in tl.static_range(N):
+            xi = tl.load(x_ptr + row[:, None] * (N * C) + i * C + c[None, :], mask=m2, other=0.0)
+            xi = xi.to(tl.float32)
+            pre_i = tl.sum(tl.where(r[None, :] == i, pre, 0.0), axis=1)
+            u += pre_i[:, None] * xi
+            mixed += _row(res, i, NP)[:, :, None] * xi[:, None, :]
+        tl.store(u_ptr + row[:, None] * C + c[None, :], u.to(u_ptr.dtype.element_ty), mask=m2)
+        m3 = m2[:, None, :] & (r[None, :, None] < N)
+        offs = row[:, None, None] * (N * C) + r[None, :, None] * C + c[None, None, :]
+        tl.store(mixed_ptr + offs, mixed.to(mixed_ptr.dtype.element_ty), mask=m3)
+
+
+@triton.jit
+def width_fwd_kernel(
+    x_ptr, wg_ptr, scale_ptr, bias_ptr, gamma_ptr,
+    raw_ptr, inv_rms_ptr, post_ptr, u_ptr, mixed_ptr,
+    T, eps,
+    C: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, NCP: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, FUSE_SHC: tl.constexpr, IEEE: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    t = pid * BT + tl.arange(0, BT)
+    tmask = t < T
+    row = t.to(tl.int64)
+    cols = tl.arange(0, NCP)
+    acc = tl.zeros((BT, NCP), tl.float32)
+    sumsq = tl.zeros((BT,), tl.float32)
+    for i in tl.static_range(N):
+        for c0 in range(0, C, BK):
+            c = c0 + tl.arange(0, BK)
+            cmask = c < C
+            xi = tl.load(x_ptr + row[:, None] * (N * C) + i * C + c[None, :],
+                         mask=tmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+            sumsq += tl.sum(xi * xi, axis=1)
+            w = tl.load(wg_ptr + (i * C + c)[:, None] * NCP + cols[None, :], mask=cmask[:, None], other=0.0)
+            if IEEE:
+                acc += tl.dot(xi, w, input_precision="ieee")
+            else:
+                acc += tl.dot(xi, w)
+    inv_rms = tl.rsqrt(sumsq / (N * C) + eps)
+    raw = acc * inv_rms[:, None]
+    tl.store(raw_ptr + row[:, None] * NCP + cols[None, :], raw, mask=tmask[:, None])
+    tl.store(inv_rms_ptr + t, inv_rms, mask=tmask)
+    if FUSE_SHC:
+        coef = raw * tl.load(scale_ptr + cols)[None, :] + tl.load(bias_ptr + cols)[None, :]
+        pre, res, post = _shc_coefficients(coef, cols, gamma_ptr, N, NP)
+        r = tl.arange(0, NP)
+        tl.store(post_ptr + row[:, None] * N + r[None, :], post, mask=tmask[:, None] & (r[None, :] < N))
+        _mix_tile(x_ptr, u_ptr, mixed_ptr, pre, res, t, tmask, C, N, NP, BT, BK)
+
+
+@triton.jit
+def mix_fwd_kernel(
+    x_ptr, pre_ptr, res_ptr, u_ptr, mixed_ptr, T,
+    C: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    t = pid * BT + tl.arange(0, BT)
+    tmask = t < T
+    row = t.to(tl.int64)
+    r = tl.arange(0, NP)
+    rm = r < N
+    pre = tl.load(pre_ptr + row[:, None] * N + r[None, :], mask=tmask[:, None] & rm[None, :], other=0.0)
+    res = tl.load(
+        res_ptr + row[:, None, None] * (N * N) + r[None, :, None] * N + r[None, None, :],
+        mask=tmask[:, None, None] & rm[None, :, None] & rm[None, None, :], other=0.0,
+    )
+    _mix_tile(x_ptr, u_ptr, mixed_ptr, pre.to(tl.float32), res.to(tl.float32), t, tmask, C, N, NP, BT, BK)
+
+
+@triton.jit
+def mix_bwd_coef_kernel(
+    x_ptr, du_ptr, dmixed_ptr, dpre_ptr, dres_ptr, T,
+    C: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    t = pid * BT + tl.arange(0, BT)
+    tmask = t < T
+    row = t.to(tl.int64)
+    r = tl.arange(0, NP)
+    rm = r < N
+    dpre = tl.zeros((BT, NP), tl.float32)
+    dres = tl.zeros((BT, NP, NP), tl.float32)
+    for c0 in range(0, C, BK):
+        c = c0 + tl.arange(0, BK)
+        m2 = tmask[:, None] & (c[None, :] < C)
+        m3 = m2[:, None, :] & rm[None, :, None]
+        offs = row[:, None, None] * (N * C) + r[None, :, None] * C + c[None, None, :]
+        x = tl.load(x_ptr + offs, mask=m3, other=0.0).to(tl.float32)  # (BT, NP, BK): [t, i, c]
+        dm = tl.load(dmixed_ptr + offs, mask=m3, other=0.0).to(tl.float32)  # [t, j, c]
+        du = tl.load(du_ptr + row[:, None] * C + c[None, :], mask=m2, other=0.0).to(tl.float32)
+        dpre += tl.sum(x * du[:, None, :], axis=2)
+        for j in tl.static_range(N):
+            dm_j = tl.sum(tl.where(r[None, :, None] == j, dm, 0.0), axis=1)  # (BT, BK)
+            col = tl.sum(x * dm_j[:, None, :], axis=2)  # (BT, NP): <x_i, dmixed_j>
+            dres += tl.where(r[None, None, :] == j, col[:, :, None], 0.0)
+    tl.store(dpre_ptr + row[:, None] * N + r[None, :], dpre, mask=tmask[:, None] & rm[None, :])
+    tl.store(
+        dres_ptr + row[:, None, None] * (N * N) + r[None, :, None] * N + r[None, None, :], dres,
+        mask=tmask[:, None, None] & rm[None, :, None] & rm[None, None, :],
+    )
+
+
+@triton.jit
+def width_bwd_dx_kernel(
+    x_ptr, du_ptr, dmixed_ptr, pre_ptr, res_ptr, dy_ptr, alpha_ptr, wg_ptr, dx_ptr, T,
+    C: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, NCP: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, WITH_MIX: tl.constexpr, WITH_PROJ: tl.constexpr,
+    IEEE: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    t = pid * BT + tl.arange(0, BT)
+    tmask = t < T
+    row = t.to(tl.int64)
+    r = tl.arange(0, NP)
+    rm = r < N
+    cols = tl.arange(0, NCP)
+    if WITH_MIX:
+        pre = tl.load(pre_ptr + row[:, None] * N + r[None, :], mask=tmask[:, None] & rm[None, :], other=0.0)
+        res = tl.load(
+            res_ptr + row[:, None, None] * (N * N) + r[None, :, None] * N + r[None, None, :],
+            mask=tmask[:, None, None] & rm[None, :, None] & rm[None, None, :], other=0.0,
+        )
+    if WITH_PROJ:
+        dy = tl.load(dy_ptr + row[:, None] * NCP + cols[None, :], mask=tmask[:, None], other=0.0)
+        alpha = tl.load(alpha_ptr + t, mask=tmask, other=0.0)
+    for c0 in range(0, C, BK):
+        c = c0 + tl.arange(0, BK)
+        cmask = c < C
+        m2 = tmask[:, None] & cmask[None, :]
+        if WITH_MIX:
+            du = tl.load(du_ptr + row[:, None] * C + c[None, :], mask=m2, other=0.0).to(tl.float32)
+            offs = row[:, None, None] * (N * C) + r[None, :, None] * C + c[None, None, :]
+            dm = tl.load(dmixed_ptr + offs, mask=m2[:, None, :] & rm[None, :, None], other=0.0)
+            dm = dm.to(tl.float32)
+        for i in tl.static_range(N):
+            dx = tl.zeros((BT, BK), tl.float32)
+            if WITH_MIX:
+                pre_i = tl.sum(tl.where(r[None, :] == i, pre, 0.0), axis=1)
+                dx += pre_i[:, None] * du + tl.sum(_row(res, i, NP)[:, :, None] * dm, axis=1)
+            if WITH_PROJ:
+                xi = tl.load(x_ptr + row[:, None] * (N * C) + i * C + c[None, :], mask=m2, other=0.0)
+                dx += alpha[:, None] * xi.to(tl.float32)
+                wt = tl.load(wg_ptr + (i * C + c)[None, :] * NCP + cols[:, None], mask=cmask[None, :], other=0.0)
+                if IEEE:
+                    dx += tl.dot(dy, wt, input_precision="ieee")
+                else:
+                    dx += tl.dot(dy, wt)
+            tl.store(dx_ptr + row[:, None] * (N * C) + i * C + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m2)
+
+
+@triton.jit
+def proj_bwd_weight_kernel(
+    x_ptr, dy_ptr, out_ptr, T, R, tokens_per_split,
+    NCP: tl.constexpr, BR: tl.constexpr, BT: tl.constexpr, IEEE: tl.constexpr,
+):
+    """``out[split, r, :] = sum_{t in split} x[t, r] dy[t, :]`` with ``x`` viewed as (T, R)."""
+    pid_r = tl.program_id(0)
+    split = tl.program_id(1)
+    rr = pid_r * BR + tl.arange(0, BR)
+    rmask = rr < R
+    cols = tl.arange(0, NCP)
+    acc = tl.zeros((BR, NCP), tl.float32)
+    t_start = split * tokens_per_split
+    for t0 in range(0, tokens_per_split, BT):
+        t = t_start + t0 + tl.arange(0, BT)
+        tmask = (t < T) & (t0 + tl.arange(0, BT) < tokens_per_split)
+        row = t.to(tl.int64)
+        xt = tl.load(x_ptr + row[None, :] * R + rr[:, None], mask=rmask[:, None] & tmask[None, :], other=0.0)
+        dy = tl.load(dy_ptr + row[:, None] * NCP + cols[None, :], mask=tmask[:, None], other=0.0)
+        if IEEE:
+            acc += tl.dot(xt.to(tl.float32), dy, input_precision="ieee")
+        else:
+            acc += tl.dot(xt.to(tl.float32), dy)
+    offs = split.to(tl.int64) * R * NCP + rr[:, None] * NCP + cols[None, :]
+    tl.store(out_ptr + offs, acc, mask=rmask[:, None])
+
+
+@triton.jit
+def depth_fwd_kernel(
+    mixed_ptr, post_ptr, b_ptr, out_ptr, T,
+    C: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    t = pid * BT + tl.arange(0, BT)
+    tmask = t < T
+    row = t.to(tl.int64)
+    r = tl.arange(0, NP)
+    rm = r < N
+    post = tl.load(post_ptr + row[:, None] * N + r[None, :], mask=tmask[:, None] & rm[None, :], other=0.0)
+    post = post.to(tl.float32)
+    for c0 in range(0, C, BK):
+        c = c0 + tl.arange(0, BK)
+        m2 = tmask[:, None] & (c[None, :] < C)
+        m3 = m2[:, None, :] & rm[None, :, None]
+        offs = row[:, None, None] * (N * C) + r[None, :, None] * C + c[None, None, :]
+        b = tl.load(b_ptr + row[:, None] * C + c[None, :], mask=m2, other=0.0).to(tl.float32)
+        mixed = tl.load(mixed_ptr + offs, mask=m3, other=0.0).to(tl.float32)
+        out = mixed + post[:, :, None] * b[:, None, :]
+        tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=m3)
+
+
+@triton.jit
+def depth_bwd_kernel(
+    dout_ptr, post_ptr, b_ptr, db_ptr, dpost_ptr, T,
+    C: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    t = pid * BT + tl.arange(0, BT)
+    tmask = t < T
+    row = t.to(tl.int64)
+    r = tl.arange(0, NP)
+    rm = r < N
+    post = tl.load(post_ptr + row[:, None] * N + r[None, :], mask=tmask[:, None] & rm[None, :], other=0.0)
+    post = post.to(tl.float32)
+    dpost = tl.zeros((BT, NP), tl.float32)
+    for c0 in range(0, C, BK):
+        c = c0 + tl.arange(0, BK)
+        m2 = tmask[:, None] & (c[None, :] < C)
+        m3 = m2[:, None, :] & rm[None, :, None]
+        offs = row[:, None, None] * (N * C) + r[None, :, None] * C + c[None, None, :]
+        b = tl.load(b_ptr + row[:, None] * C + c[None, :], mask=m2, other=0.0).to(tl.float32)
+        dout = tl.load(dout_ptr + offs, mask=m3, other=0.0).to(tl.float32)
+        dpost += tl.sum(dout * b[:, None, :], axis=2)
+        db = tl.sum(post[:, :, None] * dout, axis=1)
+        tl.store(db_ptr + row[:, None] * C + c[None, :], db.to(db_ptr.dtype.element_ty), mask=m2)
+    tl.store(dpost_ptr + row[:, None] * N + r[None, :], dpost, mask=tmask[:, None] & rm[None, :])
