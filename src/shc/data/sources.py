@@ -144,7 +144,12 @@ def _load_hf_dataset(cfg: DataConfig):
     name = cfg.source[len(HF_PREFIX) :]
     local = resolve_path(name)
     if not local.exists():
-        return datasets.load_dataset(name, cfg.hf_config, split=cfg.hf_split, streaming=cfg.hf_streaming)
+        try:
+            return datasets.load_dataset(name, cfg.hf_config, split=cfg.hf_split, streaming=cfg.hf_streaming)
+        except FileNotFoundError:
+            raise
+        except OSError as err:  # e.g. the Hub cannot be reached
+            raise ValueError(f"source={cfg.source!r}: cannot load the dataset from the Hub ({err})") from err
     cache = str(resolve_path(cfg.cache_dir) / "hf_datasets")
     if local.is_dir() and any((local / m).exists() for m in _SAVED_DATASET_MARKERS):
         ds = datasets.load_from_disk(str(local))
