@@ -39,7 +39,7 @@ def _sigmoid(v):
 
 @triton.jit
 def _tanh(v):
-    return 2.0 * _sigmoid(2.0 * v) - 1.0
+    return 2.0 / (1.0 + tl.exp(-2.0 * v)) - 1.0
 
 
 @triton.jit
@@ -54,13 +54,6 @@ def _columns(mat, cols, start, NP: tl.constexpr):
     r = tl.arange(0, NP)
     sel = (cols[None, :] == (start + r)[:, None]).to(tl.float32)  # (NP, NCP)
     return tl.sum(mat[:, None, :] * sel[None, :, :], axis=2)
-
-
-@triton.jit
-def _row(mat3, i, NP: tl.constexpr):
-    """``mat3[:, i, :]`` of a (BT, NP, NP) register tile, as (BT, NP)."""
-    r = tl.arange(0, NP)
-    return tl.sum(tl.where(r[None, :, None] == i, mat3, 0.0), axis=1)
 
 
 @triton.jit
@@ -175,7 +168,7 @@ def _mix_tile(x_ptr, u_ptr, mixed_ptr, pre, res, t, tmask, C: tl.constexpr, N: t
             xi = xi.to(tl.float32)
             pre_i = tl.sum(tl.where(r[None, :] == i, pre, 0.0), axis=1)
             u += pre_i[:, None] * xi
-            mixed += _row(res, i, NP)[:, :, None] * xi[:, None, :]
+            mixed += tl.sum(tl.where(r[None, :, None] == i, res, 0.0), axis=1)[:, :, None] * xi[:, None, :]
         tl.store(u_ptr + row[:, None] * C + c[None, :], u.to(u_ptr.dtype.element_ty), mask=m2)
         m3 = m2[:, None, :] & (r[None, :, None] < N)
         offs = row[:, None, None] * (N * C) + r[None, :, None] * C + c[None, None, :]
@@ -309,7 +302,8 @@ def width_bwd_dx_kernel(
             dx = tl.zeros((BT, BK), tl.float32)
             if WITH_MIX:
                 pre_i = tl.sum(tl.where(r[None, :] == i, pre, 0.0), axis=1)
-                dx += pre_i[:, None] * du + tl.sum(_row(res, i, NP)[:, :, None] * dm, axis=1)
+                res_i = tl.sum(tl.where(r[None, :, None] == i, res, 0.0), axis=1)  # H[i, :]
+                dx += pre_i[:, None] * du + tl.sum(res_i[:, :, None] * dm, axis=1)
             if WITH_PROJ:
                 xi = tl.load(x_ptr + row[:, None] * (N * C) + i * C + c[None, :], mask=m2, other=0.0)
                 dx += alpha[:, None] * xi.to(tl.float32)
