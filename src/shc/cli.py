@@ -8,9 +8,11 @@ import sys
 
 def _registrars():
     # Imported lazily so that `shc --help` stays fast and each subsystem owns its commands.
+    from .analysis.commands import register as analysis
+    from .data.commands import register as data
     from .demo import register as demo
 
-    return [demo]
+    return [demo, data, analysis]
 
 
 def main(argv: list[str] | None = None) -> int:

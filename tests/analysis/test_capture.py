@@ -101,3 +101,25 @@ def test_hooks_removed_and_grad_untouched():
 def test_no_connection_is_an_error():
     with pytest.raises(ValueError, match="no HyperConnection"):
         capture_statistics(nn.Linear(2, 2), [torch.zeros(1, 2)])
+
+
+def test_language_model_capture_in_depth_order():
+    from shc.model import ConnectionConfig, LanguageModel, ModelConfig
+
+    cfg = ModelConfig(
+        vocab_size=32, dim=16, n_layers=3, n_heads=2, n_kv_heads=1, head_dim=8, mlp_dim=32, max_seq_len=16,
+        connection=ConnectionConfig(kind="shc", streams=4),
+    )
+    model = LanguageModel(cfg)
+    tokens = torch.randint(0, 32, (2, 6))
+    result = capture_statistics(model, [tokens])
+    assert len(result.layers) == 2 * cfg.n_layers
+    assert [layer.name for layer in result.layers] == [
+        f"blocks.{i}.{part}_conn" for i in range(cfg.n_layers) for part in ("attn", "mlp")
+    ]
+    assert [layer.layer_index for layer in result.layers] == [0, 0, 1, 1, 2, 2]
+    # sHC: sums 1 and spectral norm 1 at every layer and along the whole composite
+    for layer in result.layers:
+        assert layer.max["spectral_norm"] == pytest.approx(1.0, abs=1e-5)
+        assert layer.max["row_sum_error"] < 1e-5
+    assert max(result.composite.spectral_norm_max) == pytest.approx(1.0, abs=1e-4)
