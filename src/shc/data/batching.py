@@ -8,13 +8,17 @@ import numpy as np
 import torch
 
 
+def _is_index(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def _check(tokens: np.ndarray, seq_len: int, batch_size: int, rank: int, world_size: int) -> None:
     if tokens.ndim != 1:
         raise ValueError(f"tokens must be a 1-D array, got shape {tokens.shape}")
     for name, value in (("seq_len", seq_len), ("batch_size", batch_size), ("world_size", world_size)):
-        if not isinstance(value, int) or value < 1:
+        if not _is_index(value) or value < 1:
             raise ValueError(f"{name}={value!r}: must be an integer >= 1")
-    if not isinstance(rank, int) or not 0 <= rank < world_size:
+    if not _is_index(rank) or not 0 <= rank < world_size:
         raise ValueError(f"rank={rank!r}: must be an integer in [0, world_size={world_size})")
     if tokens.shape[0] < seq_len + 1:
         raise ValueError(
@@ -38,16 +42,16 @@ class TokenBatcher:
         self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
     ):
         _check(tokens, seq_len, batch_size, rank, world_size)
-        if not isinstance(seed, int) or seed < 0:
+        if not _is_index(seed) or seed < 0:
             raise ValueError(f"seed={seed!r}: must be an integer >= 0")
         self.tokens, self.seq_len, self.batch_size = tokens, seq_len, batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
 
     def batch(self, step: int, micro: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)``, int64 ``(batch_size, seq_len)``, ``y[:, t] = x[:, t + 1]`` continued by one token."""
-        if not isinstance(step, int) or step < 0 or not isinstance(micro, int) or micro < 0:
+        if not _is_index(step) or step < 0 or not _is_index(micro) or micro < 0:
             raise ValueError(f"step={step!r}, micro={micro!r}: must be integers >= 0")
-        rng = np.random.default_rng([self.seed, step, micro, self.rank])
+        rng = np.random.default_rng([int(self.seed), int(step), int(micro), int(self.rank)])
         starts = rng.integers(0, self.tokens.shape[0] - self.seq_len, size=self.batch_size)
         return _windows(self.tokens, starts, self.seq_len)
 
@@ -68,7 +72,7 @@ def val_batches(
     covered do not depend on ``world_size`` when the counts divide evenly.
     """
     _check(tokens, seq_len, batch_size, rank, world_size)
-    if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
+    if max_batches is not None and (not _is_index(max_batches) or max_batches < 1):
         raise ValueError(f"max_batches={max_batches!r}: must be None or an integer >= 1")
     n_windows = (tokens.shape[0] - 1) // seq_len
     per_batch = min(batch_size, n_windows // world_size)
