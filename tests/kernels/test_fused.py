@@ -1,0 +1,144 @@
+"""The fused Triton width/depth (under the CPU interpreter) against the PyTorch path.
+
+Tolerances (max abs error relative to max(1, max |reference|)):
+- float32: 2e-5 for values, 5e-5 for gradients (the kernels use exact float32 dots here; the
+  rest is the order of float32 sums);
+- bfloat16 streams: both paths compute in float32 and round the outputs to bfloat16, so they
+  differ by a few bfloat16 ulps (2^-8 relative) where a rounding lands differently, and that
+  propagates into the gradients: 2e-2 for values and gradients.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import shc
+from shc import kernels
+
+C = 40  # not a multiple of the 32-wide feature blocks set in conftest
+FP32_TOL = (2e-5, 5e-5)
+BF16_TOL = (2e-2, 2e-2)
+
+
+def perturbed(kind: str, n: int, seed: int = 0, **options):
+    """A connection with every parameter moved off its init by N(0, 0.5^2) noise."""
+    conn = shc.make_connection(kind, n, C, layer_index=1, **options)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in conn.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    return conn
+
+
+def layer(width, depth, conn, streams, weight):
+    """width -> a nonlinear branch -> depth."""
+    u, mixed, h_post = width(conn, streams)
+    out = depth(conn, mixed, h_post, torch.tanh(u) * weight)
+    return u, mixed, h_post, out
+
+
+def torch_width(conn, streams):
+    return conn.width(streams)
+
+
+def torch_depth(conn, mixed, h_post, branch_out):
+    return conn.depth(mixed, h_post, branch_out)
+
+
+def fused_depth(conn, mixed, h_post, branch_out):
+    return kernels.depth(mixed, h_post, branch_out)
+
+
+def assert_close(got, ref, tol, what):
+    assert got.shape == ref.shape, what
+    assert got.dtype == ref.dtype, what
+    err = (got.float() - ref.float()).abs().max().item()
+    scale = max(1.0, ref.float().abs().max().item())
+    assert err <= tol * scale, f"{what}: max error {err:.3e} > {tol:.1e} * {scale:.3g}"
+
+
+def check_against_pytorch(conn, lead, dtype, tol):
+    n = conn.num_streams
+    gen = torch.Generator().manual_seed(1)
+    streams = torch.randn(*lead, n, C, generator=gen).to(dtype).requires_grad_()
+    weight = torch.randn(C, generator=gen).to(dtype).requires_grad_()
+    grad_out = torch.randn(*lead, n, C, generator=gen).to(dtype)
+    inputs = [streams, weight, *conn.parameters()]
+    names = ["streams", "branch weight", *(name for name, _ in conn.named_parameters())]
+    results = []
+    for width, depth in ((kernels.width, fused_depth), (torch_width, torch_depth)):
+        outs = layer(width, depth, conn, streams, weight)
+        grads = torch.autograd.grad(outs[-1], inputs, grad_out, allow_unused=True, materialize_grads=True)
+        results.append((outs, grads))
+    (outs, grads), (ref_outs, ref_grads) = results
+    for got, ref, what in zip(outs, ref_outs, ("u", "mixed", "h_post", "new streams"), strict=True):
+        assert_close(got, ref, tol[0], what)
+    for got, ref, what in zip(grads, ref_grads, names, strict=True):
+        assert_close(got, ref, tol[1], f"grad of {what}")
+
+
+@pytest.mark.parametrize(
+    ("kind", "n", "lead"),
+    [
+        ("shc", 2, (2, 7)),
+        ("shc", 3, (19,)),
+        ("shc", 4, (2, 7)),
+        ("shc", 4, (19,)),
+        ("shc", 5, (13,)),  # n > 4: projection kernel + PyTorch coefficients + mixing kernel
+        ("mhc", 4, (13,)),
+        ("mhc_lite", 3, (13,)),
+        ("kromhc", 4, (13,)),
+        ("hc", 3, (13,)),
+    ],
+)
+def test_fused_matches_pytorch_float32(kind, n, lead):
+    check_against_pytorch(perturbed(kind, n), lead, torch.float32, FP32_TOL)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_fused_shc_matches_pytorch_bfloat16(n):
+    check_against_pytorch(perturbed("shc", n, seed=n), (19,), torch.bfloat16, BF16_TOL)
+
+
+def test_fused_shc_at_init_is_the_closed_form():
+    """At init H_res = J + tanh(4)(I - J), H_pre/H_post the ±1-bias sigmoids, whatever the input."""
+    n = 4
+    conn = shc.make_connection("shc", n, C, layer_index=2)
+    streams = torch.randn(5, n, C)
+    u, mixed, h_post = kernels.width(conn, streams)
+    eye, centre = torch.eye(n), torch.full((n, n), 1.0 / n)
+    res = centre + torch.tanh(torch.tensor(4.0)) * (eye - centre)
+    bias = -torch.ones(n)
+    bias[2] = 1.0
+    torch.testing.assert_close(mixed, torch.einsum("st,bsd->btd", res, streams), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(u, torch.einsum("s,bsd->bd", torch.sigmoid(bias), streams), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(h_post, (2 * torch.sigmoid(bias)).expand(5, n))
+
+
+def test_switches_force_pytorch(monkeypatch):
+    x = torch.zeros(3, 2, C)
+    assert kernels.available(x)  # interpreter forced by the fixture
+    monkeypatch.setenv("SHC_DISABLE_TRITON", "1")
+    assert not kernels.available(x)
+    assert kernels.maybe_width(perturbed("shc", 2), x) is None
+    monkeypatch.delenv("SHC_DISABLE_TRITON")
+    monkeypatch.setattr(kernels, "use_triton", False)
+    assert not kernels.available(x)
+    monkeypatch.setattr(kernels, "use_triton", True)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert not kernels.available(x)  # CPU without the interpreter: always PyTorch
+
+
+def test_maybe_width_skips_unsupported():
+    x = torch.zeros(3, 2, C)
+    assert kernels.maybe_width(shc.make_connection("residual", 1, C), x[:, :1]) is None
+    assert kernels.maybe_width(perturbed("shc", 2), x.double()) is None
+    assert kernels.maybe_width(perturbed("shc", 2), x) is not None
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ValueError, match="unsupported"):
+        kernels.width(perturbed("shc", 3), torch.zeros(4, 2, C))
+    with pytest.raises(ValueError, match="do not match"):
+        kernels.depth(torch.zeros(4, 3, C), torch.zeros(4, 3), torch.zeros(4, C + 1))
