@@ -11,8 +11,9 @@ def _registrars():
     from .analysis.commands import register as analysis
     from .data.commands import register as data
     from .demo import register as demo
+    from .train.commands import register as train
 
-    return [demo, data, analysis]
+    return [demo, data, analysis, train]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,110 @@
+"""``shc train``, ``shc eval``, ``shc generate`` end to end on a microscopic model."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from shc.cli import main
+
+MICRO = [
+    "model.dim=16",
+    "model.n_layers=1",
+    "model.n_heads=2",
+    "model.n_kv_heads=1",
+    "model.head_dim=8",
+    "model.mlp_dim=32",
+    "model.max_seq_len=32",
+    "train.seq_len=16",
+    "train.batch_size=4",
+    "train.eval_interval=3",
+    "train.eval_batches=2",
+    "train.checkpoint_interval=3",
+    "train.progress=false",
+    "train.threads=1",
+    "train.precision=fp32",
+]
+
+
+@pytest.fixture
+def args(tmp_path):
+    rng = random.Random(0)
+    text = "\n".join(" ".join(rng.choice(["to", "be", "or", "not"]) for _ in range(8)) for _ in range(600))
+    (tmp_path / "corpus.txt").write_text(text)
+    sets = [f"data.source={tmp_path / 'corpus.txt'}", f"data.cache_dir={tmp_path / 'cache'}", *MICRO]
+    return [x for s in sets for x in ("--set", s)]
+
+
+def test_train_eval_generate(tmp_path, args, capsys):
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "--preset",
+        "demo",
+        "--connection",
+        "shc",
+        "--streams",
+        "2",
+        "--steps",
+        "3",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+        *args,
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "val_loss" in printed and str(out) in printed
+    assert (out / "DONE").is_file()
+
+    assert main(argv) == 2  # exists: refused
+    assert "already exists" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--steps", "6", "--resume"]) == 0  # config read back from the run
+    assert json.loads((out / "DONE").read_text())["step"] == 6
+
+    assert main(["eval", str(out), "--batches", "2", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["step"] == 6 and result["val_loss"] > 0 and result["val_bpb"] > 0
+
+    assert (
+        main(
+            [
+                "generate",
+                str(out),
+                "--prompt",
+                "to be",
+                "--max-new-tokens",
+                "12",
+                "--temperature",
+                "0",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.startswith("to be")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--connection", "nope"], "unknown connection kind 'nope'"),
+        (["--streams", "0"], "streams must be"),
+        (["--preset", "huge"], "unknown preset"),
+        (["--connection", "residual", "--streams", "3"], "streams=1"),
+    ],
+)
+def test_bad_flags_fail_with_exit_code_2_and_write_nothing(tmp_path, args, capsys, flags, message):
+    out = tmp_path / "bad"
+    assert main(["train", "--out", str(out), *flags, *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_eval_of_a_missing_run(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "nothing")]) == 2
+    assert "no config" in capsys.readouterr().err

@@ -1,0 +1,60 @@
+"""A microscopic model on a small generated corpus: each run takes about a second."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from shc.train import build_config
+
+MICRO = [
+    "model.dim=16",
+    "model.n_layers=2",
+    "model.n_heads=2",
+    "model.n_kv_heads=1",
+    "model.head_dim=8",
+    "model.mlp_dim=32",
+    "model.max_seq_len=32",
+    "train.seq_len=16",
+    "train.batch_size=4",
+    "train.steps=8",
+    "train.warmup_steps=2",
+    "train.eval_interval=4",
+    "train.eval_batches=2",
+    "train.log_interval=1",
+    "train.checkpoint_interval=4",
+    "train.progress=false",
+    "train.threads=1",
+    "train.precision=fp32",
+    "train.lr=1e-2",
+    "train.min_lr=1e-3",
+]
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """A text file of ~30 KB with learnable structure (a small vocabulary of words)."""
+    rng = random.Random(0)
+    words = ["the", "king", "queen", "shall", "speak", "to", "thee", "and", "my", "lord", "is", "good"]
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(4, 10))) + "." for _ in range(1200)]
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n".join(lines))
+    return path
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def make_cfg(corpus, cache_dir, tmp_path):
+    """``make_cfg(*overrides, name="run", **flags)`` -> a validated micro TrainConfig in tmp_path."""
+
+    def make(*overrides, name: str = "run", **flags):
+        base = [f"data.source={corpus}", f"data.cache_dir={cache_dir}"]
+        flags.setdefault("out", str(tmp_path / name))
+        return build_config("demo", overrides=[*base, *MICRO, *overrides], **flags)
+
+    return make

@@ -1,0 +1,68 @@
+"""Config resolution: precedence, parsing, validation at the edge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shc.model import get_preset
+from shc.train import TrainConfig, build_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_preset_file_flags_overrides_precedence(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"preset": "tiny", "train": {"lr": 1e-2, "steps": 7, "seed": 3}}))
+    cfg = build_config(None, f, ["train.seed=9", "model.connection.options.sigma_bias=2"], steps=11)
+    assert cfg.preset == "tiny"
+    assert cfg.model.dim == get_preset("tiny").model.dim  # from the preset
+    assert cfg.train.batch_size == get_preset("tiny").training["batch_size"]
+    assert cfg.train.lr == 1e-2  # from the file
+    assert cfg.train.steps == 11  # the flag beats the file
+    assert cfg.train.seed == 9  # the override beats everything
+    assert cfg.model.connection.options == {"sigma_bias": 2}
+    assert build_config("demo", f).preset == "demo"  # --preset beats the file's preset
+
+
+def test_yaml_style_floats_and_kind_defaults():
+    cfg = build_config("demo", overrides=["train.lr=1e-3", "train.min_lr=0"])
+    assert cfg.train.lr == 1e-3 and isinstance(cfg.train.min_lr, float)
+    assert build_config("demo", connection="residual").model.connection.streams == 1
+    assert build_config("demo", connection="mhc").model.connection.streams == 4
+    assert build_config("demo", connection="hc", streams=2).model.connection.streams == 2
+
+
+def test_round_trip_through_yaml():
+    cfg = build_config("tiny", connection="mhc", overrides=["model.connection.options.sinkhorn_iters=5"])
+    assert TrainConfig.from_dict(yaml.safe_load(cfg.to_yaml())) == cfg
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"preset": "huge"}, ValueError, "unknown preset 'huge'"),
+        ({"connection": "foo"}, ValueError, "unknown connection kind 'foo'; choose one of residual"),
+        ({"streams": 0}, ValueError, "streams must be an integer >= 1"),
+        ({"connection": "residual", "streams": 4}, ValueError, "needs streams=1"),
+        ({"overrides": ["train.seq_len=999"]}, ValueError, "longer than the model supports"),
+        ({"overrides": ["data.source=/no/such/file.txt"]}, FileNotFoundError, "no such file"),
+        ({"overrides": ["train.precision=fp16"]}, ValueError, "precision must be one of"),
+        ({"overrides": ["train.lrr=1"]}, ValueError, "unknown setting.*train.lrr"),
+        ({"overrides": ["train.lr"]}, ValueError, "section.key=value"),
+        ({"overrides": ["train.lr=fast"]}, ValueError, "train.lr must be a number"),
+        ({"config_file": "/no/such.yaml"}, FileNotFoundError, "config file"),
+    ],
+)
+def test_bad_values_are_refused(kwargs, error, match):
+    kwargs.setdefault("preset", "demo")
+    with pytest.raises(error, match=match):
+        build_config(**kwargs)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_validate(path):
+    cfg = build_config(None, path)
+    assert cfg.train.seq_len <= cfg.model.max_seq_len

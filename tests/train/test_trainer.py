@@ -1,0 +1,175 @@
+"""The training loop on a microscopic model: learning, run directory, resume, faults."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import shc.train.trainer as trainer_mod
+from shc.train import NonFiniteLossError, evaluate, is_finished, load_run, read_metrics, train
+from shc.train.checkpoint import list_checkpoints
+from shc.train.metrics import COLUMNS
+
+
+def patch_loss(monkeypatch, at_call: int, action):
+    """Make the ``at_call``-th (1-based) training loss call (and later ones) do ``action(loss)``."""
+    original = trainer_mod.lm_loss
+    calls = {"n": 0}
+
+    def loss_fn(model, x, y):
+        loss = original(model, x, y)
+        if model.training:
+            calls["n"] += 1
+            if calls["n"] >= at_call:
+                return action(loss)
+        return loss
+
+    monkeypatch.setattr(trainer_mod, "lm_loss", loss_fn)
+
+
+def train_losses(run_dir):
+    return [(r["step"], r["loss"]) for r in read_metrics(run_dir) if r["loss"] is not None]
+
+
+def test_loss_goes_down_and_the_run_dir_is_complete(make_cfg):
+    cfg = make_cfg("train.steps=24", "train.eval_interval=12", "train.checkpoint_interval=12")
+    run = train(cfg)
+    rows = read_metrics(run)
+    assert tuple(rows[0]) == COLUMNS
+    evals = [r for r in rows if r["val_loss"] is not None]
+    assert [r["step"] for r in evals] == [0, 12, 24]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5
+    assert all(r["val_bpb"] > 0 for r in evals)
+    steps = [r for r in rows if r["loss"] is not None]
+    assert [r["step"] for r in steps] == list(range(1, 25))
+    assert all(r["grad_norm"] > 0 and r["tokens_per_s"] > 0 and r["peak_mem_mb"] > 0 for r in steps)
+    assert steps[-1]["tokens"] == 24 * 4 * 16
+    assert (run / "config.yaml").is_file() and any((run / "tensorboard").iterdir())
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000012", "step_00000024"]
+    assert is_finished(run)
+    done = json.loads((run / "DONE").read_text())
+    assert done["step"] == 24 and done["val_loss"] == pytest.approx(evals[-1]["val_loss"])
+    hres = read_metrics(run, "h_res.csv")
+    assert len(hres) == 3 * 4  # 3 evals x (2 layers x 2 connections)
+    assert {r["connection"] for r in hres} == {"l00.attn", "l00.mlp", "l01.attn", "l01.mlp"}
+    assert all(r["spectral_norm"] == pytest.approx(1.0, abs=1e-4) for r in hres)  # sHC: exactly 1
+
+
+def test_resume_after_interrupt_matches_the_uninterrupted_run(make_cfg, monkeypatch):
+    full = train(make_cfg(name="full"))
+    cfg = make_cfg(name="cut")
+
+    def interrupt(loss):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        patch_loss(m, 6, interrupt)  # interrupted during step 6: steps 1..5 done
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg)
+    cut = cfg.run_dir
+    assert not is_finished(cut)
+    assert list_checkpoints(cut)[-1].name == "step_00000005"
+    train(make_cfg(name="cut"), resume=True)
+    assert train_losses(cut) == train_losses(full)  # exactly equal, every step
+    a = load_file(str(list_checkpoints(full)[-1] / "model.safetensors"))
+    b = load_file(str(list_checkpoints(cut)[-1] / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_can_extend_a_finished_run_but_not_change_it(make_cfg):
+    run = train(make_cfg("train.steps=4"))
+    with pytest.raises(ValueError, match="config differs .* model.dim"):
+        train(make_cfg("train.steps=8", "model.dim=24"), resume=True)
+    train(make_cfg("train.steps=8"), resume=True)
+    assert [s for s, _ in train_losses(run)] == list(range(1, 9))
+    assert json.loads((run / "DONE").read_text())["step"] == 8
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(make_cfg, monkeypatch):
+    cfg = make_cfg()
+    patch_loss(monkeypatch, 6, lambda loss: loss * float("nan"))
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at step 5.*step_00000004"):
+        train(cfg)
+    assert not is_finished(cfg.run_dir)
+    assert [p.name for p in list_checkpoints(cfg.run_dir)] == ["step_00000004"]
+    weights = load_file(str(list_checkpoints(cfg.run_dir)[0] / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_existing_run_dir_is_never_overwritten_silently(make_cfg):
+    cfg = make_cfg("train.steps=2")
+    train(cfg)
+    marker = cfg.run_dir / "config.yaml"
+    before = marker.read_text()
+    with pytest.raises(FileExistsError, match="--resume .* --overwrite"):
+        train(make_cfg("train.steps=2"))
+    assert marker.read_text() == before
+    train(make_cfg("train.steps=3"), overwrite=True)
+    assert json.loads((cfg.run_dir / "DONE").read_text())["step"] == 3
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(make_cfg(name="never-started"), resume=True)
+
+
+def test_corrupt_or_mismatched_checkpoint_is_refused(make_cfg, tmp_path):
+    run = train(make_cfg("train.steps=4"))
+    ckpt = list_checkpoints(run)[-1]
+    weights = ckpt / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match="corrupt"):
+        load_run(run)
+    with pytest.raises(ValueError, match="corrupt"):
+        train(make_cfg("train.steps=8"), resume=True)
+    # weights of another shape under this run's name
+    other = train(make_cfg("train.steps=4", "model.dim=24", name="other"))
+    weights.write_bytes((list_checkpoints(other)[-1] / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="does not match the model config: shape of .* is"):
+        load_run(run)
+    shorter = train(make_cfg("train.steps=1", name="shorter"))  # weights and state from other steps
+    weights.write_bytes((list_checkpoints(shorter)[-1] / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="inconsistent: weights are from step 1, trainer state from step 4"):
+        load_run(run)
+    (ckpt / "trainer.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="corrupt"):
+        train(make_cfg("train.steps=8"), resume=True)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "model.connection.streams=0",
+        "model.connection.kind=nope",
+        "data.source=/no/such/corpus.txt",
+        "train.seq_len=64",
+        "preset=nope",
+    ],
+)
+def test_bad_config_fails_before_any_file_is_written(make_cfg, tmp_path, bad):
+    with pytest.raises((ValueError, FileNotFoundError)):
+        make_cfg(bad, name="bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_load_run_evaluate_and_generate(make_cfg):
+    run = train(make_cfg("train.steps=4"))
+    model, cfg, tokenizer = load_run(run)
+    assert not model.training and cfg.model.vocab_size == tokenizer.vocab_size
+    result = evaluate(run, max_batches=2, device="cpu")
+    assert result["step"] == 4 and math.isfinite(result["val_loss"])
+    assert result["val_bpb"] > 0
+    ids = torch.tensor([tokenizer.encode("the king")])
+    out = model.generate(ids, 10, temperature=0)
+    assert out.shape == (1, ids.shape[1] + 10)
+    assert tokenizer.decode(out[0].tolist()).startswith("the king")
+
+
+def test_grad_accumulation_equals_the_larger_batch(make_cfg):
+    """Two micro-batches of 4 give the mean loss of their union (batches are drawn per micro-step)."""
+    run = train(make_cfg("train.steps=2", "train.grad_accum=2", "train.grad_clip=1e9", name="accum"))
+    rows = [r for r in read_metrics(run) if r["loss"] is not None]
+    assert rows[-1]["tokens"] == 2 * 2 * 4 * 16
+    assert all(math.isfinite(r["loss"]) for r in rows)
