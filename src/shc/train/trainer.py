@@ -152,7 +152,8 @@ class Trainer:
         self.forward_model = torch.compile(self.model) if t.compile else self.model
         self.batcher = TokenBatcher(self.data.train, t.seq_len, t.batch_size, t.seed, info.rank, info.world_size)
         self.tokens_per_step = t.batch_size * t.seq_len * t.grad_accum * info.world_size
-        self.last_checkpoint = ckpt
+        self.last_checkpoint = ckpt  # path (rank 0 knows it)
+        self.saved_step = self.step if ckpt is not None else None  # every rank knows it
         self.log = None
         if info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -216,6 +217,7 @@ class Trainer:
     # --- the loop -----------------------------------------------------------------------------
     def save(self) -> None:
         model_state, optim_state = self._state_dicts()  # collective under FSDP: every rank
+        self.saved_step = self.step
         if self.info.is_main:
             self.last_checkpoint = save_checkpoint(
                 self.run_dir,
@@ -340,7 +342,7 @@ class Trainer:
                     self.save()
         except KeyboardInterrupt:
             bar.close()
-            if self.last_checkpoint is None or _step_of(self.last_checkpoint) != self.step:
+            if self.saved_step != self.step:
                 self.save()
             if info.is_main:
                 print(
@@ -353,7 +355,7 @@ class Trainer:
             if self.log is not None:
                 self.log.close()
                 self.log = None
-        if self.last_checkpoint is None or _step_of(self.last_checkpoint) != self.step:
+        if self.saved_step != self.step:
             self.save()
         if val_loss is None:  # resumed a finished run: nothing trained, report the eval anyway
             val_loss = self.evaluate()[0]
