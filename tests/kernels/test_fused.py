@@ -1,11 +1,16 @@
 """The fused Triton width/depth (under the CPU interpreter) against the PyTorch path.
 
-Tolerances (max abs error relative to max(1, max |reference|)):
-- float32: 2e-5 for values, 5e-5 for gradients (the kernels use exact float32 dots here; the
-  rest is the order of float32 sums);
-- bfloat16 streams: both paths compute in float32 and round the outputs to bfloat16, so they
-  differ by a few bfloat16 ulps (2^-8 relative) where a rounding lands differently, and that
-  propagates into the gradients: 2e-2 for values and gradients.
+Errors are max abs differences relative to max(1, max |reference|).
+- float32: fused vs PyTorch within 2e-5 for values, 5e-5 for gradients (exact float32 dots under
+  the interpreter; the rest is the order of float32 sums). Measured: below 3e-6.
+- bfloat16 streams: both paths compute in float32 and round to bfloat16 where their outputs are
+  stored, but not at the same places, so they differ by bfloat16 rounding (2^-8 relative), and
+  parameter gradients summed over tokens can cancel. The criterion is therefore against the
+  float32 truth (same parameters, float32 streams): the fused error must be at most twice the
+  PyTorch bf16 path's error plus 2^-7. The floor is one bfloat16 ulp because Triton's
+  interpreter casts float32 to bfloat16 by truncation (a GPU rounds to nearest): the fused
+  outputs carry up to 1 ulp where PyTorch's carry 1/2. Measured (n = 2, 3, 4): values 4e-3 to
+  1e-2 from the truth (PyTorch: 7e-4 to 4e-3), gradients 2e-4 to 6e-3 (PyTorch: 2e-4 to 5e-3).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from shc import kernels
 
 C = 40  # not a multiple of the 32-wide feature blocks set in conftest
 FP32_TOL = (2e-5, 5e-5)
-BF16_TOL = (2e-2, 2e-2)
+BF16_FACTOR, BF16_FLOOR = 2.0, 2.0**-7
 
 
 def perturbed(kind: str, n: int, seed: int = 0, **options):
@@ -50,32 +55,42 @@ def fused_depth(conn, mixed, h_post, branch_out):
     return kernels.depth(mixed, h_post, branch_out)
 
 
-def assert_close(got, ref, tol, what):
-    assert got.shape == ref.shape, what
-    assert got.dtype == ref.dtype, what
+def rel_err(got, ref):
     err = (got.float() - ref.float()).abs().max().item()
-    scale = max(1.0, ref.float().abs().max().item())
-    assert err <= tol * scale, f"{what}: max error {err:.3e} > {tol:.1e} * {scale:.3g}"
+    return err / max(1.0, ref.float().abs().max().item())
 
 
-def check_against_pytorch(conn, lead, dtype, tol):
+def run(width, depth, conn, streams, weight, grad_out):
+    """Outputs of width/branch/depth and the gradients of streams, branch weight and parameters."""
+    streams = streams.detach().requires_grad_()
+    weight = weight.detach().requires_grad_()
+    outs = layer(width, depth, conn, streams, weight)
+    inputs = [streams, weight, *conn.parameters()]
+    grads = torch.autograd.grad(outs[-1], inputs, grad_out, allow_unused=True, materialize_grads=True)
+    names = ["u", "mixed", "h_post", "new streams", "d streams", "d branch weight"]
+    names += [f"d {name}" for name, _ in conn.named_parameters()]
+    return dict(zip(names, (*outs, *grads), strict=True))
+
+
+def check_against_pytorch(conn, lead, dtype):
     n = conn.num_streams
     gen = torch.Generator().manual_seed(1)
-    streams = torch.randn(*lead, n, C, generator=gen).to(dtype).requires_grad_()
-    weight = torch.randn(C, generator=gen).to(dtype).requires_grad_()
+    streams = torch.randn(*lead, n, C, generator=gen).to(dtype)
+    weight = torch.randn(C, generator=gen).to(dtype)
     grad_out = torch.randn(*lead, n, C, generator=gen).to(dtype)
-    inputs = [streams, weight, *conn.parameters()]
-    names = ["streams", "branch weight", *(name for name, _ in conn.named_parameters())]
-    results = []
-    for width, depth in ((kernels.width, fused_depth), (torch_width, torch_depth)):
-        outs = layer(width, depth, conn, streams, weight)
-        grads = torch.autograd.grad(outs[-1], inputs, grad_out, allow_unused=True, materialize_grads=True)
-        results.append((outs, grads))
-    (outs, grads), (ref_outs, ref_grads) = results
-    for got, ref, what in zip(outs, ref_outs, ("u", "mixed", "h_post", "new streams"), strict=True):
-        assert_close(got, ref, tol[0], what)
-    for got, ref, what in zip(grads, ref_grads, names, strict=True):
-        assert_close(got, ref, tol[1], f"grad of {what}")
+    fused = run(kernels.width, fused_depth, conn, streams, weight, grad_out)
+    ref = run(torch_width, torch_depth, conn, streams, weight, grad_out)
+    for name, got in fused.items():
+        assert got.shape == ref[name].shape and got.dtype == ref[name].dtype, name
+    if dtype == torch.float32:
+        for name, got in fused.items():
+            tol = FP32_TOL[name.startswith("d ")]
+            assert rel_err(got, ref[name]) <= tol, f"{name}: {rel_err(got, ref[name]):.2e} > {tol:.0e}"
+        return
+    truth = run(torch_width, torch_depth, conn, streams.float(), weight.float(), grad_out.float())
+    for name, got in fused.items():
+        err, ref_err = rel_err(got, truth[name]), rel_err(ref[name], truth[name])
+        assert err <= BF16_FACTOR * ref_err + BF16_FLOOR, f"{name}: fused {err:.2e} vs PyTorch {ref_err:.2e}"
 
 
 @pytest.mark.parametrize(
@@ -93,12 +108,12 @@ def check_against_pytorch(conn, lead, dtype, tol):
     ],
 )
 def test_fused_matches_pytorch_float32(kind, n, lead):
-    check_against_pytorch(perturbed(kind, n), lead, torch.float32, FP32_TOL)
+    check_against_pytorch(perturbed(kind, n), lead, torch.float32)
 
 
 @pytest.mark.parametrize("n", [2, 3, 4])
 def test_fused_shc_matches_pytorch_bfloat16(n):
-    check_against_pytorch(perturbed("shc", n, seed=n), (19,), torch.bfloat16, BF16_TOL)
+    check_against_pytorch(perturbed("shc", n, seed=n), (19,), torch.bfloat16)
 
 
 def test_fused_shc_at_init_is_the_closed_form():

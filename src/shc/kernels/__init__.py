@@ -132,7 +132,8 @@ def depth(mixed: torch.Tensor, h_post: torch.Tensor, branch_out: torch.Tensor) -
 
 
 def _usable(tensor: torch.Tensor) -> bool:
-    return available(tensor) and not torch.compiler.is_compiling()
+    # is_compiling() first: under torch.compile nothing else here is traced
+    return not torch.compiler.is_compiling() and available(tensor)
 
 
 def maybe_width(conn, streams: torch.Tensor):

@@ -43,8 +43,9 @@ def _device(x: torch.Tensor):
 
 
 def _ieee(x: torch.Tensor) -> bool:
-    """float32 streams get exact float32 dots; lower precision ones TF32 tensor-core dots."""
-    return x.dtype == torch.float32
+    """Exact float32 dots for float32 streams under ``torch.get_float32_matmul_precision() ==
+    "highest"`` (PyTorch's default, as its own matmuls); TF32 tensor-core dots otherwise."""
+    return x.dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest"
 
 
 def _padded_weight(wg: torch.Tensor, ncp: int) -> torch.Tensor:
