@@ -17,6 +17,10 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .. import kernels
+from .ops import depth_add, project_rms, width_mix
 
 
 class Mixing(NamedTuple):
@@ -41,20 +45,6 @@ def reduce_streams(x: torch.Tensor) -> torch.Tensor:
     return x.sum(dim=-2)
 
 
-def mix_streams(weights: torch.Tensor, streams: torch.Tensor) -> torch.Tensor:
-    """``out[..., t, :] = sum_s weights[..., s, t] * streams[..., s, :]``, in ``weights``' dtype.
-
-    Written as a sum of ``n`` broadcast products rather than a per-token ``bmm``: on CPU a batched
-    matmul over thousands of tiny matrices loops per token, while this is ``n`` vectorised passes
-    (one fused loop under ``torch.compile``).
-    """
-    x = streams.to(weights.dtype)
-    out = weights[..., 0, :, None] * x[..., 0:1, :]
-    for s in range(1, streams.shape[-2]):
-        out = out + weights[..., s, :, None] * x[..., s : s + 1, :]
-    return out
-
-
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """float32 for every input dtype but float64 (kept, so float64 gradcheck is exact)."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -73,7 +63,7 @@ class HyperConnection(nn.Module):
 
     kind: str = ""
 
-    def __init__(self, num_streams: int, dim: int, layer_index: int = 0) -> None:
+    def __init__(self, num_streams: int, dim: int, layer_index: int = 0, recompute: bool = False) -> None:
         super().__init__()
         if num_streams < 1:
             raise ValueError(f"num_streams must be >= 1, got {num_streams}")
@@ -84,6 +74,7 @@ class HyperConnection(nn.Module):
         self.num_streams = num_streams
         self.dim = dim
         self.layer_index = layer_index
+        self.recompute = bool(recompute)
 
     def extra_repr(self) -> str:
         return (
@@ -125,18 +116,33 @@ class HyperConnection(nn.Module):
     def width(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return ``(u, mixed, h_post)``: branch input (..., C) and ``H_res``-mixed streams
         (..., n, C), both in the streams' dtype, and ``H_post`` (..., n) in ``compute_dtype``.
-        ``u`` and ``mixed`` come from one pass over the streams."""
+
+        With ``recompute=True`` (and gradients enabled) nothing computed here is kept for
+        backward except the streams themselves: the coefficient math and the mixing run again
+        in backward (``torch.utils.checkpoint``), trading one more forward of the width
+        connection for its saved activations."""
         self.check_streams(streams)
+        if streams.is_cuda:  # fused Triton kernels (shc.kernels) when usable, else PyTorch below
+            fused = kernels.maybe_width(self, streams)
+            if fused is not None:
+                return fused
+        if self.recompute and torch.is_grad_enabled():
+            return checkpoint(self.width_fast, streams, use_reentrant=False)
+        return self.width_fast(streams)
+
+    def width_fast(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The width connection itself: coefficients, then one mixing pass over the streams."""
         pre, res, post = self.mixing(streams)
-        weights = torch.cat([pre.unsqueeze(-1), res], dim=-1)  # (..., n, 1 + n)
-        out = mix_streams(weights, streams).to(streams.dtype)
-        return out[..., 0, :], out[..., 1:, :], post
+        u, mixed = width_mix(pre, res, streams)
+        return u, mixed, post
 
     def depth(self, mixed: torch.Tensor, h_post: torch.Tensor, branch_out: torch.Tensor) -> torch.Tensor:
         """``x'_j = mixed_j + H_post[j] * branch_out``, computed in ``h_post``'s dtype, in ``mixed``'s."""
-        dt = h_post.dtype
-        new = mixed.to(dt) + h_post.unsqueeze(-1) * branch_out.unsqueeze(-2).to(dt)
-        return new.to(mixed.dtype)
+        if mixed.is_cuda:  # fused Triton kernel (shc.kernels) when usable, else PyTorch below
+            fused = kernels.maybe_depth(self, mixed, h_post, branch_out)
+            if fused is not None:
+                return fused
+        return depth_add(mixed, h_post, branch_out)
 
     def forward(self, streams: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         u, mixed, h_post = self.width(streams)
@@ -168,8 +174,10 @@ class CoefficientConnection(HyperConnection):
     ``res_bias()`` and ``res_matrix(coefs)``.
     """
 
-    def __init__(self, num_streams: int, dim: int, layer_index: int = 0, eps: float = 1e-6) -> None:
-        super().__init__(num_streams, dim, layer_index)
+    def __init__(
+        self, num_streams: int, dim: int, layer_index: int = 0, eps: float = 1e-6, recompute: bool = False
+    ) -> None:
+        super().__init__(num_streams, dim, layer_index, recompute)
         n = num_streams
         self.eps = eps
         groups = (n, n, *self.res_groups())
@@ -200,9 +208,9 @@ class CoefficientConnection(HyperConnection):
         """``s * (x~ @ W) + b`` for every group, in ``compute_dtype``, shape (..., total)."""
         dt = compute_dtype(streams)
         with _float32_region(streams):
-            flat = streams.reshape(*streams.shape[:-2], -1).to(dt)
-            inv_rms = torch.rsqrt(flat.pow(2).mean(-1, keepdim=True) + self.eps)
-            raw = (flat @ (self.norm_weight.to(dt).unsqueeze(-1) * self.proj.to(dt))) * inv_rms
+            flat = streams.reshape(*streams.shape[:-2], -1)
+            weight = self.norm_weight.to(dt).unsqueeze(-1) * self.proj.to(dt)
+            raw = project_rms(flat, weight, self.eps)
             return raw * self.gates.to(dt)[self.gate_index] + self.bias.to(dt)
 
     def mixing(self, streams: torch.Tensor) -> Mixing:

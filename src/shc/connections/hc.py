@@ -8,6 +8,7 @@ Per-stream ``x~_i = RMSNorm(x_i)`` over ``C`` (learnable gain), then::
 
 with ``alpha_static = [e_{layer_index mod n} | I_n]``, ``beta_static = 1`` (both learnable, as
 in the HC paper) and gates ``s_alpha = s_beta = 0.01`` at init. No sums, no norm bound.
+``W_alpha`` and ``w_beta`` run as one projection with the RMSNorm folded in (``project_rms``).
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ import torch
 from torch import nn
 
 from .base import HyperConnection, Mixing, _float32_region, compute_dtype
+from .ops import project_rms
 
 
 class HC(HyperConnection):
     kind = "hc"
 
-    def __init__(self, num_streams: int, dim: int, layer_index: int = 0, eps: float = 1e-6) -> None:
-        super().__init__(num_streams, dim, layer_index)
+    def __init__(
+        self, num_streams: int, dim: int, layer_index: int = 0, eps: float = 1e-6, recompute: bool = False
+    ) -> None:
+        super().__init__(num_streams, dim, layer_index, recompute)
         n = num_streams
         self.eps = eps
         self.norm_weight = nn.Parameter(torch.ones(dim))
@@ -39,11 +43,13 @@ class HC(HyperConnection):
     def mixing(self, streams: torch.Tensor) -> Mixing:
         self.check_streams(streams)
         dt = compute_dtype(streams)
+        n = self.num_streams
         with _float32_region(streams):
-            x = streams.to(dt)
-            normed = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.norm_weight.to(dt)
-            alpha_dynamic = torch.tanh(normed @ self.alpha_proj.to(dt))
-            alpha = self.alpha_static.to(dt) + self.alpha_gate.to(dt) * alpha_dynamic
-            post_dynamic = torch.tanh(normed @ self.beta_proj.to(dt))
-            post = self.beta_static.to(dt) + self.beta_gate.to(dt) * post_dynamic
+            # RMSNorm(x_i) @ [W_alpha | w_beta] as one projection with the norm folded in
+            weight = self.norm_weight.to(dt).unsqueeze(-1) * torch.cat(
+                [self.alpha_proj.to(dt), self.beta_proj.to(dt).unsqueeze(-1)], dim=-1
+            )
+            dynamic = torch.tanh(project_rms(streams, weight, self.eps))  # (..., n, n + 2)
+            alpha = self.alpha_static.to(dt) + self.alpha_gate.to(dt) * dynamic[..., : n + 1]
+            post = self.beta_static.to(dt) + self.beta_gate.to(dt) * dynamic[..., n + 1]
         return Mixing(alpha[..., 0], alpha[..., 1:], post)

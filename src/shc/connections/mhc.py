@@ -20,12 +20,18 @@ class MHC(CoefficientConnection):
     kind = "mhc"
 
     def __init__(
-        self, num_streams: int, dim: int, layer_index: int = 0, eps: float = 1e-6, sinkhorn_iters: int = 20
+        self,
+        num_streams: int,
+        dim: int,
+        layer_index: int = 0,
+        eps: float = 1e-6,
+        sinkhorn_iters: int = 20,
+        recompute: bool = False,
     ) -> None:
         if sinkhorn_iters < 1:
             raise ValueError(f"mhc: sinkhorn_iters must be >= 1, got {sinkhorn_iters}")
         self.sinkhorn_iters = sinkhorn_iters
-        super().__init__(num_streams, dim, layer_index, eps)
+        super().__init__(num_streams, dim, layer_index, eps, recompute)
 
     def res_groups(self) -> tuple[int, ...]:
         return (self.num_streams**2,)

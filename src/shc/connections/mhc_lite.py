@@ -21,13 +21,15 @@ OTHER_PERMUTATION_BIAS = -8.0
 class MHCLite(CoefficientConnection):
     kind = "mhc_lite"
 
-    def __init__(self, num_streams: int, dim: int, layer_index: int = 0, eps: float = 1e-6) -> None:
+    def __init__(
+        self, num_streams: int, dim: int, layer_index: int = 0, eps: float = 1e-6, recompute: bool = False
+    ) -> None:
         if num_streams > MAX_STREAMS:
             raise ValueError(
                 f"mhc_lite: num_streams must be <= {MAX_STREAMS} (n! coefficients per token), "
                 f"got {num_streams}"
             )
-        super().__init__(num_streams, dim, layer_index, eps)
+        super().__init__(num_streams, dim, layer_index, eps, recompute)
         n = num_streams
         self.register_constant("permutations", permutation_matrices(n).reshape(-1, n * n))
 

@@ -41,7 +41,9 @@ def make_connection(
 ) -> HyperConnection:
     """Build one hyper-connection of ``kind`` over ``num_streams`` streams of width ``dim``.
 
-    Options: ``eps`` (all but residual), ``sinkhorn_iters`` (mhc), ``sigma_bias`` (shc).
+    Options: ``eps`` (all but residual), ``sinkhorn_iters`` (mhc), ``sigma_bias`` (shc),
+    ``recompute`` (all; recompute the width connection in backward instead of keeping its
+    activations, a no-op for residual).
     """
     cls = connection_class(kind)
     if num_streams < 1:

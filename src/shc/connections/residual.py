@@ -4,28 +4,29 @@ from __future__ import annotations
 
 import torch
 
-from .base import HyperConnection, Mixing
+from .base import HyperConnection, Mixing, compute_dtype
 
 
 class Residual(HyperConnection):
-    """``n = 1``: ``H_pre = H_res = H_post = 1``. No parameters."""
+    """``n = 1``: ``H_pre = H_res = H_post = 1``. No parameters. ``recompute`` is accepted and
+    ignored (there is nothing to recompute)."""
 
     kind = "residual"
 
-    def __init__(self, num_streams: int, dim: int, layer_index: int = 0) -> None:
+    def __init__(self, num_streams: int, dim: int, layer_index: int = 0, recompute: bool = False) -> None:
         if num_streams != 1:
             raise ValueError(f"residual: num_streams must be 1, got {num_streams}")
-        super().__init__(num_streams, dim, layer_index)
+        super().__init__(num_streams, dim, layer_index, recompute=False)
 
     def mixing(self, streams: torch.Tensor) -> Mixing:
         self.check_streams(streams)
-        ones = streams.new_ones(streams.shape[:-1], dtype=torch.float32)
+        ones = streams.new_ones(streams.shape[:-1], dtype=compute_dtype(streams))
         return Mixing(ones, ones.unsqueeze(-1), ones)
 
     def width(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # identity coefficients: skip the mixing arithmetic altogether
         self.check_streams(streams)
-        return streams[..., 0, :], streams, streams.new_ones(streams.shape[:-1], dtype=torch.float32)
+        return streams[..., 0, :], streams, streams.new_ones(streams.shape[:-1], dtype=compute_dtype(streams))
 
     def depth(self, mixed: torch.Tensor, h_post: torch.Tensor, branch_out: torch.Tensor) -> torch.Tensor:
         return mixed + branch_out.unsqueeze(-2).to(mixed.dtype)

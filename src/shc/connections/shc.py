@@ -35,17 +35,23 @@ class SHC(CoefficientConnection):
         layer_index: int = 0,
         eps: float = 1e-6,
         sigma_bias: float = DEFAULT_SIGMA_BIAS,
+        recompute: bool = False,
     ) -> None:
         if num_streams < 2:
             raise ValueError(f"shc: num_streams must be >= 2, got {num_streams}")
         self.sigma_bias = float(sigma_bias)
         self.rank = num_streams - 1  # m
         self.num_angles = self.rank * (self.rank - 1) // 2  # k
-        super().__init__(num_streams, dim, layer_index, eps)
+        super().__init__(num_streams, dim, layer_index, eps, recompute)
         self.gamma = nn.Parameter(torch.ones(2))  # (gamma_U, gamma_V)
         n = num_streams
         self.register_constant("helmert", helmert_basis(n, torch.float64))
         self.register_constant("centre", torch.full((n, n), 1.0 / n, dtype=torch.float64))
+        # vec(P E P^T) = vec(E) @ K with K[(i, k), (a, b)] = P[a, i] P[b, k]: one GEMM over all
+        # tokens replaces two per-token (n x m) matmuls
+        helmert = self.helmert
+        sandwich = torch.einsum("ai,bk->ikab", helmert, helmert).reshape(self.rank**2, n * n)
+        self.register_constant("sandwich", sandwich)
 
     def res_groups(self) -> tuple[int, ...]:
         return (self.num_angles, self.num_angles, self.rank)  # d_U, d_V, d_sigma
@@ -60,8 +66,8 @@ class SHC(CoefficientConnection):
         u = cayley_from_params(gamma[0] * torch.tanh(coef_u), m)
         v = cayley_from_params(gamma[1] * torch.tanh(coef_v), m)
         sigma = torch.tanh(coef_sigma)
-        # P E P^T = (P U) diag(sigma) (P V)^T
-        helmert = self.helmert.to(u.dtype)
-        pu = helmert @ u
-        pv = helmert @ v
-        return self.centre.to(u.dtype) + (pu * sigma.unsqueeze(-2)) @ pv.transpose(-1, -2)
+        # E[i, k] = sum_j U[i, j] sigma[j] V[k, j], as a broadcast product over m^3 numbers per token
+        e = ((u * sigma.unsqueeze(-2)).unsqueeze(-2) * v.unsqueeze(-3)).sum(-1)
+        n = self.num_streams
+        res = self.centre.to(e.dtype).reshape(n * n) + e.reshape(*e.shape[:-2], m * m) @ self.sandwich.to(e.dtype)
+        return res.reshape(*e.shape[:-2], n, n)
