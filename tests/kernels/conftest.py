@@ -1,5 +1,9 @@
 """Run the Triton kernels under Triton's CPU interpreter, with small blocks.
 
+The interpreter (Triton 3.x) casts float32 to bfloat16 by truncating the mantissa, where a GPU
+rounds to nearest even; the fixture makes the interpreter round to nearest (through torch) so
+the bfloat16 comparisons test the kernels, not that difference.
+
 Triton decides between compiling and interpreting when a function is decorated, and its own
 ``tl.sum`` & co. are decorated when ``triton`` is first imported, so ``TRITON_INTERPRET=1`` is
 set here, at collection, before any test imports Triton (nothing else in the suite imports it at
@@ -12,7 +16,9 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
 import pytest
+import torch
 
 _TRITON_ALREADY_IMPORTED = "triton" in sys.modules
 os.environ["TRITON_INTERPRET"] = "1"
@@ -24,6 +30,7 @@ def triton_interpreter(monkeypatch):
     if _TRITON_ALREADY_IMPORTED:
         pytest.fail("triton was imported before tests/kernels/conftest.py set TRITON_INTERPRET=1; "
                     "run `pytest tests/kernels` on its own")
+    _round_bfloat16_to_nearest(monkeypatch)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.delenv("SHC_DISABLE_TRITON", raising=False)
     from shc.kernels import fused_width
@@ -31,3 +38,19 @@ def triton_interpreter(monkeypatch):
     monkeypatch.setattr(fused_width, "BLOCK_T", 16)
     monkeypatch.setattr(fused_width, "BLOCK_K", 32)
     monkeypatch.setattr(fused_width, "BLOCK_R", 32)
+
+
+def _round_bfloat16_to_nearest(monkeypatch) -> None:
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    builder = interpreter.InterpreterBuilder
+    truncating = builder.cast_impl
+
+    def cast_impl(self, src, dst_type):
+        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
+            rounded = torch.from_numpy(np.ascontiguousarray(src.data, dtype=np.float32)).to(torch.bfloat16)
+            return interpreter.TensorHandle(rounded.view(torch.int16).numpy().view(np.uint16), tl.bfloat16)
+        return truncating(self, src, dst_type)
+
+    monkeypatch.setattr(builder, "cast_impl", cast_impl)

@@ -4,13 +4,11 @@ Errors are max abs differences relative to max(1, max |reference|).
 - float32: fused vs PyTorch within 2e-5 for values, 5e-5 for gradients (exact float32 dots under
   the interpreter; the rest is the order of float32 sums). Measured: below 3e-6.
 - bfloat16 streams: both paths compute in float32 and round to bfloat16 where their outputs are
-  stored, but not at the same places, so they differ by bfloat16 rounding (2^-8 relative), and
-  parameter gradients summed over tokens can cancel. The criterion is therefore against the
-  float32 truth (same parameters, float32 streams): the fused error must be at most twice the
-  PyTorch bf16 path's error plus 2^-7. The floor is one bfloat16 ulp because Triton's
-  interpreter casts float32 to bfloat16 by truncation (a GPU rounds to nearest): the fused
-  outputs carry up to 1 ulp where PyTorch's carry 1/2. Measured (n = 2, 3, 4): values 4e-3 to
-  1e-2 from the truth (PyTorch: 7e-4 to 4e-3), gradients 2e-4 to 6e-3 (PyTorch: 2e-4 to 5e-3).
+  stored, but not at the same places, and parameter gradients summed over tokens can cancel, so
+  the criterion is against the float32 truth (same parameters, float32 streams): the fused error
+  must be at most 1.5 times the PyTorch bf16 path's error plus 1e-3. Measured (n = 2, 3, 4): the
+  fused and PyTorch errors agree to two digits (values 8e-4 to 4e-3, gradients 4e-4 to 8e-3).
+  (conftest makes the interpreter round float32 -> bfloat16 to nearest, as a GPU does.)
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from shc import kernels
 
 C = 40  # not a multiple of the 32-wide feature blocks set in conftest
 FP32_TOL = (2e-5, 5e-5)
-BF16_FACTOR, BF16_FLOOR = 2.0, 2.0**-7
+BF16_FACTOR, BF16_FLOOR = 1.5, 1e-3
 
 
 def perturbed(kind: str, n: int, seed: int = 0, **options):
@@ -157,3 +155,19 @@ def test_bad_shapes_raise():
         kernels.width(perturbed("shc", 3), torch.zeros(4, 2, C))
     with pytest.raises(ValueError, match="do not match"):
         kernels.depth(torch.zeros(4, 3, C), torch.zeros(4, 3), torch.zeros(4, C + 1))
+
+
+def test_connections_take_pytorch_path_on_cpu(monkeypatch):
+    """The hook in HyperConnection.width/depth is a device-type branch: CPU never reaches the
+    kernels, even with the interpreter forced (and torch.compile on CPU never sees them)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("shc.kernels called for a CPU tensor")
+
+    monkeypatch.setattr(kernels, "maybe_width", refuse)
+    monkeypatch.setattr(kernels, "maybe_depth", refuse)
+    conn = perturbed("shc", 3)
+    x = torch.randn(2, 5, 3, C)
+    out = conn(x, torch.tanh)  # PyTorch path
+    u, mixed, h_post = kernels.width(conn, x)
+    torch.testing.assert_close(out, kernels.depth(mixed, h_post, torch.tanh(u)), atol=1e-5, rtol=1e-5)
