@@ -14,7 +14,7 @@ MICRO = (
     "model.dim=16", "model.n_layers=2", "model.n_heads=2", "model.n_kv_heads=1", "model.head_dim=8",
     "model.mlp_dim=32", "train.seq_len=16", "train.batch_size=2", "train.eval_batches=1",
     "train.log_interval=1", "train.eval_interval=2", "train.warmup_steps=1", "train.checkpoint_interval=2",
-    "train.progress=false",
+    "train.progress=false", "train.threads=1",
 )  # fmt: skip
 
 SECTIONS = (
@@ -41,7 +41,7 @@ def compared(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
     overrides = (*MICRO, f"data.cache_dir={root / 'cache'}")
     cfg = CompareConfig("demo", ("residual", "mhc"), streams=2, seeds=1, out=root / "out", steps=4,
-                        overrides=overrides, analyze_batches=1).validate()
+                        overrides=overrides, analyze_batches=1, bench_rounds=2).validate()
     summary = run_compare(cfg, log=lambda msg: None)
     return cfg, summary
 
@@ -66,6 +66,11 @@ def test_report_has_every_section(compared):
     table = saved["connection_parameters_per_layer"]["table"]
     assert table["mhc_lite"]["9"] is None and table["kromhc"]["3"] is None and table["residual"]["2"] is None
     assert "| mhc |" in summary_table(summary, cfg.methods)
+    bench = json.loads((cfg.out / "throughput.json").read_text())
+    assert {m: len(t) for m, t in bench["step_s"].items()} == {"residual": 2, "mhc": 2}
+    assert mhc["overhead_pct_vs_residual"] == pytest.approx(
+        100 * (bench["tokens_per_s"]["residual"] / bench["tokens_per_s"]["mhc"] - 1)
+    )
 
 
 def test_rerun_skips_finished_and_resumes_interrupted(compared, monkeypatch):
@@ -105,6 +110,8 @@ def test_bad_input(tmp_path, capsys):
         CompareConfig("demo", ("residual", "nope")).validate()
     with pytest.raises(ValueError, match="seeds"):
         CompareConfig("demo", ("residual",), seeds=0).validate()
+    with pytest.raises(ValueError, match="bench_rounds"):
+        CompareConfig("demo", ("residual",), bench_rounds=-1).validate()
     assert main(["analyze", str(tmp_path / "missing")]) == 2
     assert "no run directory" in capsys.readouterr().err
 

@@ -40,6 +40,7 @@ def _compare(args) -> int:
         steps=args.steps,
         overrides=tuple(args.set),
         analyze_batches=args.batches,
+        bench_rounds=args.bench_rounds,
     ).validate()
     summary = run_compare(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(summary_table(summary, cfg.methods))
@@ -70,4 +71,6 @@ def register(subparsers) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="trainer config override applied to every run (repeatable)")
     p.add_argument("--batches", type=int, default=DEFAULT_BATCHES, help="validation batches per analysis")
+    p.add_argument("--bench-rounds", type=int, default=5,
+                   help="rounds of the interleaved throughput measurement after training (0: skip)")
     p.set_defaults(func=_compare)

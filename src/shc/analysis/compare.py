@@ -58,6 +58,7 @@ class CompareConfig:
     steps: int | None = None
     overrides: tuple[str, ...] = ()
     analyze_batches: int = DEFAULT_BATCHES
+    bench_rounds: int = 5  # interleaved throughput rounds after training (0: skip)
 
     def validate(self) -> CompareConfig:
         kinds = available_connections()
@@ -72,6 +73,8 @@ class CompareConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.bench_rounds, int) or self.bench_rounds < 0:
+            raise ValueError(f"bench_rounds must be an integer >= 0, got {self.bench_rounds!r}")
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
             raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
         self.out = Path(self.out)
@@ -127,9 +130,77 @@ def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
         if i < len(jobs) - 1 and time.time() - last_report > INTERIM_REPORT_S:
             write_report(cfg, wall_s=time.time() - started)
             last_report = time.time()
+    bench_path = cfg.out / "throughput.json"
+    if cfg.bench_rounds and not _bench_current(bench_path, cfg):
+        log(f"[compare] interleaved throughput: {cfg.bench_rounds} rounds x {BENCH_STEPS} steps per method")
+        write_json(bench_path, interleaved_throughput(cfg))
     summary = write_report(cfg, wall_s=time.time() - started)
     log(f"[compare] report: {cfg.out / 'report.md'} ({time.time() - started:.0f} s)")
     return summary
+
+
+# --- throughput, interleaved ---------------------------------------------------------------------
+
+BENCH_STEPS = 2  # timed training steps per method per round
+
+
+def _bench_current(path: Path, cfg: CompareConfig) -> bool:
+    if not path.exists():
+        return False
+    import json
+
+    saved = json.loads(path.read_text())
+    return saved.get("rounds") == cfg.bench_rounds and set(saved.get("tokens_per_s", {})) == set(cfg.methods)
+
+
+def interleaved_throughput(cfg: CompareConfig) -> dict:
+    """Training-step throughput of every method, measured side by side in this process.
+
+    Each method's model is built from its seed-0 run's ``config.yaml`` (random weights, AdamW);
+    after one warm-up step each, ``bench_rounds`` rounds time ``BENCH_STEPS`` steps
+    (forward, backward, optimiser) of every method on the same random batch, in a rotating order,
+    so slow phases of a shared machine hit every method alike. Returns the median tokens/s.
+    """
+    from ..model import LanguageModel
+    from ..train.config import load_config
+
+    torch.manual_seed(0)
+    setups = {}
+    for method in cfg.methods:
+        tcfg = load_config(cfg.run_dir(method, 0) / "config.yaml")
+        model = LanguageModel(tcfg.model).train()
+        setups[method] = (model, torch.optim.AdamW(model.parameters(), lr=1e-4))
+    batch, seq_len, vocab = tcfg.train.batch_size, tcfg.train.seq_len, tcfg.model.vocab_size
+    if tcfg.train.threads is not None:
+        torch.set_num_threads(tcfg.train.threads)  # as the runs trained
+    tokens = torch.randint(0, vocab, (batch, seq_len + 1))
+    x, y = tokens[:, :-1], tokens[:, 1:]
+
+    def step(model, opt) -> None:
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for model, opt in setups.values():
+        step(model, opt)
+    times: dict[str, list[float]] = {m: [] for m in setups}
+    order = list(setups)
+    for r in range(cfg.bench_rounds):
+        for method in order[r % len(order) :] + order[: r % len(order)]:
+            t0 = time.perf_counter()
+            for _ in range(BENCH_STEPS):
+                step(*setups[method])
+            times[method].append((time.perf_counter() - t0) / BENCH_STEPS)
+    return {
+        "rounds": cfg.bench_rounds,
+        "steps_per_round": BENCH_STEPS,
+        "batch": [batch, seq_len],
+        "threads": torch.get_num_threads(),
+        "step_s": times,
+        "tokens_per_s": {m: batch * seq_len / float(np.median(t)) for m, t in times.items()},
+    }
 
 
 # --- reading runs --------------------------------------------------------------------------------
@@ -233,24 +304,31 @@ def parameter_table(dim: int) -> dict[str, dict[str, int | None]]:
 # --- the report ----------------------------------------------------------------------------------
 
 
-def summarise(cfg: CompareConfig, records: dict[str, list[RunRecord]], dim: int, wall_s: float) -> dict:
+def summarise(
+    cfg: CompareConfig, records: dict[str, list[RunRecord]], dim: int, wall_s: float, bench: dict | None
+) -> dict:
     methods: dict[str, dict] = {}
     base = records.get("residual")
-    base_speed = float(np.mean([r.tokens_per_s for r in base])) if base else None
+    bench = bench or {}
+    bench_speed = bench.get("tokens_per_s", {})
+    base_speed = bench_speed.get("residual")
     base_loss = float(np.mean([r.val_loss[-1] for r in base])) if base else None
     for method, recs in records.items():
         if not recs:
             continue
         vl = mean_std([r.val_loss[-1] for r in recs])
-        speed = float(np.mean([r.tokens_per_s for r in recs]))
+        speed = bench_speed.get(method)
         entry = {
             "seeds": [r.seed for r in recs],
             "final_step": int(min(r.val_steps[-1] for r in recs)),
             "val_loss": vl,
             "val_bpb": mean_std([r.val_bpb[-1] for r in recs]),
             "val_loss_diff_to_residual": None if base_loss is None else vl["mean"] - base_loss,
+            "tokens_per_s_training_log": float(np.mean([r.tokens_per_s for r in recs])),
             "tokens_per_s": speed,
-            "overhead_pct_vs_residual": None if not base_speed else 100.0 * (base_speed / speed - 1.0),
+            "overhead_pct_vs_residual": (
+                None if not (base_speed and speed) else 100.0 * (base_speed / speed - 1.0)
+            ),
             "peak_mem_mb": float(np.max([r.peak_mem_mb for r in recs])),
             "max_grad_norm": float(np.max([r.max_grad_norm for r in recs])),
             "loss_spikes": int(sum(r.spikes for r in recs)),
@@ -293,6 +371,7 @@ def summarise(cfg: CompareConfig, records: dict[str, list[RunRecord]], dim: int,
         "methods_requested": list(cfg.methods),
         "wall_s_this_invocation": wall_s,
         "machine": machine_description(),
+        "throughput_bench": bench,
         "spike_definition": SPIKE_DEFINITION,
         "methods": methods,
         "connection_parameters_per_layer": {"dim": dim, "table": parameter_table(dim)},
@@ -405,20 +484,26 @@ def report_markdown(cfg: CompareConfig, summary: dict, figures: list[str], comma
     lines += [
         "## Throughput, memory and parameters",
         "",
-        "Throughput: median `tokens_per_s` of the logged training steps after warm-up, averaged over "
-        "seeds; overhead = `tokens_per_s(residual) / tokens_per_s(method) - 1` (extra time per "
-        "token), all measured by this compare run on the same machine (runs that ran at "
-        "different times share the machine with other jobs: differences of a few % are noise).",
+        "Throughput: training tokens/s of each method measured side by side after training "
+        "(`interleaved_throughput`: each model rebuilt from its config, "
+        f"{(summary['throughput_bench'] or {}).get('rounds', 0)} rounds x {BENCH_STEPS} timed steps "
+        "of forward + backward + AdamW on one batch of the preset's shape, methods in rotating "
+        "order, median); overhead = `tokens/s(residual) / tokens/s(method) - 1` (extra time per "
+        "token). The training-log column is the median logged `tokens_per_s` of each run after "
+        "warm-up (runs trained one after another on a machine shared with other jobs: noisier). "
+        "Peak memory: the trainer's `peak_mem_mb` (CPU: the process's peak resident set size, "
+        "which includes everything the process loaded before).",
         "",
     ]
     rows = [
         [m, fmt(ms[m]["tokens_per_s"], 1),
          "-" if ms[m]["overhead_pct_vs_residual"] is None else f"{ms[m]['overhead_pct_vs_residual']:+.1f}%",
+         fmt(ms[m]["tokens_per_s_training_log"], 1),
          fmt(ms[m]["peak_mem_mb"], 1), ms[m].get("params_total", "-"), ms[m].get("params_connections", "-")]
         for m in order
     ]
-    lines += [md_table(["method", "tokens/s", "overhead", "peak mem (MB)", "params total",
-                        "params in connections"], rows), ""]
+    lines += [md_table(["method", "tokens/s (interleaved)", "overhead", "tokens/s (training log)",
+                        "peak mem (MB)", "params total", "params in connections"], rows), ""]
     lines += ["## Stability", "", f"Definition: {SPIKE_DEFINITION}.", ""]
     rows = [[m, fmt(ms[m]["max_grad_norm"], 3), ms[m]["loss_spikes"]] for m in order]
     lines += [md_table(["method", "max grad norm (before clipping)", "loss spikes (all seeds)"], rows), ""]
@@ -509,7 +594,11 @@ def write_report(cfg: CompareConfig, wall_s: float, command: str | None = None) 
                 records[method].append(rec)
     if dim is None:
         raise FileNotFoundError(f"no runs under {cfg.out}")
-    summary = summarise(cfg, records, dim, wall_s)
+    import json
+
+    bench_path = cfg.out / "throughput.json"
+    bench = json.loads(bench_path.read_text()) if bench_path.exists() else None
+    summary = summarise(cfg, records, dim, wall_s, bench)
     command = command or compare_command(cfg)
     summary["command"] = command
     figures = write_plots(cfg.out, records, summary)
