@@ -26,8 +26,8 @@ import triton
 
 from . import triton_kernels as K
 
-BLOCK_T = 16  # tokens per program (tl.dot needs >= 16)
-BLOCK_K = 128  # features per chunk
+BLOCK_T = 32  # tokens per program (tl.dot needs >= 16); each program re-reads g W (n C x 32) from L2
+BLOCK_K = 64  # features per chunk
 BLOCK_R = 64  # rows of g W per program in the weight-gradient kernel
 NUM_WARPS = 4
 
