@@ -9,11 +9,12 @@ import sys
 def _registrars():
     # Imported lazily so that `shc --help` stays fast and each subsystem owns its commands.
     from .analysis.commands import register as analysis
+    from .bench.commands import register as bench
     from .data.commands import register as data
     from .demo import register as demo
     from .train.commands import register as train
 
-    return [demo, data, analysis, train]
+    return [demo, data, analysis, train, bench]
 
 
 def main(argv: list[str] | None = None) -> int:
