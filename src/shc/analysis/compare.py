@@ -550,7 +550,7 @@ def report_markdown(cfg: CompareConfig, summary: dict, figures: list[str], comma
             "",
             "Mean column-sum error of `sinkhorn_log(L, k)` on the captured logits L (rows are exact).",
             "",
-            md_table([f"k={k}" for k in picks], [[fmt(curve[k - 1], 3) for k in picks]]),
+            md_table([f"k={k}" for k in picks], [[f"{curve[k - 1]:.2e}" for k in picks]]),
             "",
             "![Sinkhorn error](sinkhorn_error.png)",
             "",

@@ -154,7 +154,7 @@ def analysis_markdown(result: CaptureResult, title: str, info: dict[str, Any]) -
             f"## Sinkhorn column-sum error vs iterations (mean over layers; configured: "
             f"{summary['sinkhorn_iters']})",
             "",
-            md_table([f"k={k}" for k in picks], [[fmt(curve[k - 1], 3) for k in picks]]),
+            md_table([f"k={k}" for k in picks], [[f"{curve[k - 1]:.2e}" for k in picks]]),
             "",
         ]
     lines += [
