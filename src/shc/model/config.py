@@ -95,7 +95,5 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(
-                f"unknown model setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}"
-            )
+            raise ValueError(f"unknown model setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
         return cls(**data)

@@ -38,12 +38,11 @@ _add(
             lr=3e-3,
             min_lr=3e-4,
             warmup_steps=20,
-            steps=200,
+            steps=300,
             eval_interval=25,
             eval_batches=8,
             log_interval=10,
             checkpoint_interval=100,
-            precision="fp32",
         ),
     )
 )
@@ -57,13 +56,12 @@ _add(
             batch_size=8,
             lr=3e-3,
             min_lr=3e-4,
-            warmup_steps=20,
-            steps=200,
+            warmup_steps=30,
+            steps=300,
             eval_interval=50,
             eval_batches=16,
             log_interval=10,
-            checkpoint_interval=200,
-            precision="fp32",
+            checkpoint_interval=300,
         ),
     )
 )
@@ -90,9 +88,7 @@ _add(
     Preset(
         "small",
         "12 layers, d 512",
-        ModelConfig(
-            dim=512, n_layers=12, n_heads=8, n_kv_heads=4, head_dim=64, mlp_dim=1536, max_seq_len=512
-        ),
+        ModelConfig(dim=512, n_layers=12, n_heads=8, n_kv_heads=4, head_dim=64, mlp_dim=1536, max_seq_len=512),
         dict(
             seq_len=512,
             batch_size=16,

@@ -51,9 +51,7 @@ class LanguageModel(nn.Module):
         super().__init__()
         cfg.validate()
         if cfg.vocab_size is None:
-            raise ValueError(
-                "model.vocab_size is unset: take it from the tokenizer before building the model"
-            )
+            raise ValueError("model.vocab_size is unset: take it from the tokenizer before building the model")
         self.cfg = cfg
         self.num_streams = cfg.connection.streams
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
@@ -92,9 +90,7 @@ class LanguageModel(nn.Module):
     def forward(self, idx: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
         T = idx.shape[-1]
         if start + T > self.cfg.max_seq_len:
-            raise ValueError(
-                f"sequence of {start + T} tokens is longer than model.max_seq_len={self.cfg.max_seq_len}"
-            )
+            raise ValueError(f"sequence of {start + T} tokens is longer than model.max_seq_len={self.cfg.max_seq_len}")
         x = expand_streams(self.embed(idx), self.num_streams)
         for i, block in enumerate(self.blocks):
             x = block(x, self.rope, start, None if cache is None else cache[i])
@@ -104,9 +100,7 @@ class LanguageModel(nn.Module):
         cfg = self.cfg
         param = self.embed.weight
         layers = [
-            LayerKVCache(
-                batch, cfg.n_kv_heads, cfg.max_seq_len, cfg.head_dim, param.device, dtype or param.dtype
-            )
+            LayerKVCache(batch, cfg.n_kv_heads, cfg.max_seq_len, cfg.head_dim, param.device, dtype or param.dtype)
             for _ in range(cfg.n_layers)
         ]
         return KVCache(layers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -75,6 +76,8 @@ def _train(args) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     evals = [r for r in read_metrics(run_dir) if r["val_loss"] is not None]
     print(f"run: {run_dir}")
     print("validation loss (nats/token) and bits per byte:")

@@ -22,7 +22,7 @@ import yaml
 from ..data import DataConfig
 from ..model import ConnectionConfig, ModelConfig, get_preset
 
-PRECISIONS = ("bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -41,7 +41,9 @@ class TrainSettings:
     beta2: float = 0.95
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    precision: str = "bf16"  # autocast dtype; "fp32" disables autocast
+    # "bf16": autocast to bfloat16; "fp32": no autocast; "auto": bf16 on CUDA, fp32 on CPU (CPUs
+    # without native bf16 matmul run it slower: 2.4x on the 2-core dev machine, tiny preset)
+    precision: str = "auto"
     compile: bool = False
     seed: int = 0
     eval_interval: int = 50

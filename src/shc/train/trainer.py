@@ -66,10 +66,17 @@ def lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` -> ``"bf16"`` on CUDA, ``"fp32"`` elsewhere."""
+    if precision == "auto":
+        return "bf16" if torch.device(device).type == "cuda" else "fp32"
+    return precision
+
+
 def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
+    if resolve_precision(precision, device) == "fp32":
         return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 @torch.no_grad()
@@ -103,6 +110,8 @@ def validation_loss(
         total += torch.stack([loss.double() * y.numel(), torch.tensor(float(y.numel()), device=device)])
     model.train(was_training)
     total = D.all_reduce_sum(total, info)
+    if total[1] == 0:
+        raise ValueError("no validation batch: the validation split is too small for this seq_len and batch size")
     return (total[0] / total[1]).item()
 
 
@@ -117,6 +126,13 @@ class Trainer:
         self.run_dir = cfg.run_dir
         self._check_run_dir(resume, overwrite)  # before anything is written
         self.info = D.setup(cfg.train.device)
+        try:
+            self._build(cfg, resume)
+        except BaseException:
+            D.teardown(self.info)
+            raise
+
+    def _build(self, cfg: TrainConfig, resume: bool) -> None:
         info, t = self.info, cfg.train
         if t.threads is not None:
             torch.set_num_threads(t.threads)
@@ -133,6 +149,15 @@ class Trainer:
         elif cfg.model.vocab_size < vocab:
             raise ValueError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {vocab}")
 
+        if (
+            next(val_batches(self.data.val, t.seq_len, t.batch_size, t.eval_batches, info.rank, info.world_size), None)
+            is None
+        ):
+            raise ValueError(
+                f"evaluation would see no batch: train.eval_batches={t.eval_batches} over {info.world_size} "
+                f"rank(s) with {self.data.n_val_tokens} validation tokens; raise train.eval_batches to at "
+                "least the number of ranks or use more validation data"
+            )
         ckpt = None
         if resume:
             self._check_same_run(load_config(self.run_dir / CONFIG))
