@@ -172,7 +172,8 @@ def test_grad_accumulation_averages_the_micro_batches(make_cfg):
     trainer = Trainer(make_cfg("train.grad_accum=2", "train.grad_clip=1e9", name="accum"))
     try:
         model = trainer.raw_model
-        batches = [trainer.batcher.batch(0, micro) for micro in range(2)]
+        device = trainer.info.device
+        batches = [[t.to(device) for t in trainer.batcher.batch(0, micro)] for micro in range(2)]
         losses = [trainer_mod.lm_loss(model, x, y) for x, y in batches]
         expected_loss = sum(losses) / 2
         expected_grads = torch.autograd.grad(expected_loss, list(model.parameters()))
