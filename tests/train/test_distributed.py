@@ -20,7 +20,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> None:
+def _worker(rank: int, world: int, port: int, cfg_dict: dict, out: str, resume_steps: int = 0) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
     )
@@ -29,6 +29,10 @@ def _worker(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> None:
     try:
         trainer = Trainer(TrainConfig.from_dict(cfg_dict))
         trainer.fit()
+        if resume_steps:  # continue the finished run from its checkpoint
+            cfg_dict["train"]["steps"] = resume_steps
+            trainer = Trainer(TrainConfig.from_dict(cfg_dict), resume=True)
+            trainer.fit()
         params = []
         for p in trainer.raw_model.parameters():
             p = p.detach()
@@ -51,10 +55,11 @@ def test_two_ranks_stay_in_sync(make_cfg, tmp_path, monkeypatch, fsdp):
         "train.grad_accum=2",
         name="ddp",
     )
-    mp.spawn(_worker, args=(2, _free_port(), cfg.to_dict(), str(tmp_path)), nprocs=2, join=True)
+    # 3 steps, then resumed from the step-3 checkpoint up to step 4
+    mp.spawn(_worker, args=(2, _free_port(), cfg.to_dict(), str(tmp_path), 4), nprocs=2, join=True)
     a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert torch.equal(a, b)
     rows = [r for r in read_metrics(cfg.run_dir) if r["loss"] is not None]
-    assert [r["step"] for r in rows] == [1, 2, 3]
-    assert rows[-1]["tokens"] == 3 * 2 * 2 * 4 * 16  # steps x ranks x accum x batch x seq
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert rows[-1]["tokens"] == 4 * 2 * 2 * 4 * 16  # steps x ranks x accum x batch x seq
     assert (cfg.run_dir / "DONE").is_file()
