@@ -42,10 +42,13 @@ def _device(x: torch.Tensor):
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
-def _ieee(x: torch.Tensor) -> bool:
-    """Exact float32 dots for float32 streams under ``torch.get_float32_matmul_precision() ==
-    "highest"`` (PyTorch's default, as its own matmuls); TF32 tensor-core dots otherwise."""
-    return x.dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest"
+def _dot_precision(x: torch.Tensor) -> str:
+    """Tensor-core TF32 dots, except float32 streams under PyTorch's default
+    ``torch.get_float32_matmul_precision() == "highest"``: three-pass TF32 ("tf32x3", float32
+    accuracy). bfloat16/float16 stream values are exact in TF32; only ``g W`` is rounded."""
+    if x.dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
+        return "tf32x3"
+    return "tf32"
 
 
 def _padded_weight(wg: torch.Tensor, ncp: int) -> torch.Tensor:
@@ -80,7 +83,7 @@ def _projection_forward(x, wg_pad, eps, fuse_shc=False, scale=None, bias=None, g
         K.width_fwd_kernel[_grid(t)](
             x, wg_pad, scale, bias, gamma, raw, inv_rms, post, u, mixed, t, eps,
             C=c, N=n, NP=_pow2(n, 2), NCP=ncp, BT=BLOCK_T, BK=BLOCK_K, FUSE_SHC=fuse_shc,
-            IEEE=_ieee(x), num_warps=NUM_WARPS,
+            DOT_PRECISION=_dot_precision(x), num_warps=NUM_WARPS,
         )
     if fuse_shc:
         return raw, inv_rms, post, u, mixed
@@ -120,7 +123,7 @@ def _dx(x, dx_dtype, du=None, dmixed=None, pre=None, res=None, dy=None, alpha=No
             pre if with_mix else dummy, res if with_mix else dummy,
             dy if with_proj else dummy, alpha if with_proj else dummy, wg_pad if with_proj else dummy,
             dx, t, C=c, N=n, NP=_pow2(n, 2), NCP=ncp, BT=BLOCK_T, BK=BLOCK_K,
-            WITH_MIX=with_mix, WITH_PROJ=with_proj, IEEE=_ieee(x), num_warps=NUM_WARPS,
+            WITH_MIX=with_mix, WITH_PROJ=with_proj, DOT_PRECISION=_dot_precision(x), num_warps=NUM_WARPS,
         )
     return dx
 
@@ -137,7 +140,7 @@ def _weight_grad(x, dy, total):
     partial = x.new_empty(split, rows, ncp, dtype=torch.float32)
     with _device(x):
         K.proj_bwd_weight_kernel[(row_blocks, split)](
-            x, dy, partial, t, rows, per_split, NCP=ncp, BR=BLOCK_R, BT=BLOCK_T, IEEE=_ieee(x),
+            x, dy, partial, t, rows, per_split, NCP=ncp, BR=BLOCK_R, BT=BLOCK_T, DOT_PRECISION=_dot_precision(x),
             num_warps=NUM_WARPS,
         )
     return partial.sum(0)[:, :total]

@@ -4,7 +4,8 @@ Layout: streams ``x`` are ``(T, n, C)`` contiguous (leading dims flattened), so 
 one row of ``n*C`` elements; every kernel works on a block of ``BT`` tokens and walks the feature
 axis in chunks of ``BK``. ``NP`` is ``n`` padded to a power of two, ``NCP`` the coefficient count
 padded likewise (padded weight columns are zero). All arithmetic is float32; loads are cast up,
-stores cast down to the output's dtype.
+stores cast down to the output's dtype. The three dots (projection, its two gradients) take float32
+operands at ``DOT_PRECISION`` ("tf32", or "tf32x3" ~ float32 accuracy at 3x the tensor-core work).
 
 Forward
 - ``width_fwd_kernel``: per token block, pass 1 reads the streams once for the RMS statistics
@@ -153,26 +154,60 @@ def _shc_coefficients(coef, cols, gamma_ptr, N: tl.constexpr, NP: tl.constexpr):
 
 
 @triton.jit
-def _mix_tile(x_ptr, u_ptr, mixed_ptr, pre, res, t, tmask, C: tl.constexpr, N: tl.constexpr,
-              NP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr):
-    """``u = sum_i pre_i x_i`` and ``mixed_j = sum_i H[i,j] x_i`` for one token block."""
+def _split_columns(mat, NP: tl.constexpr, N: tl.constexpr):
+    """The first N columns of a (BT, NP) register tile, as a tuple of (BT,) vectors."""
     r = tl.arange(0, NP)
-    row = t.to(tl.int64)
+    out = ()
+    for i in tl.static_range(N):
+        out = out + (tl.sum(tl.where(r[None, :] == i, mat, 0.0), axis=1),)
+    return out
+
+
+@triton.jit
+def _split_matrix(mat3, NP: tl.constexpr, N: tl.constexpr):
+    """A (BT, NP, NP) register tile as a tuple of N*N (BT,) vectors; entry ``i*N + j`` is
+    ``mat3[:, i, j]``."""
+    r = tl.arange(0, NP)
+    out = ()
+    for i in tl.static_range(N):
+        row_i = tl.sum(tl.where(r[None, :, None] == i, mat3, 0.0), axis=1)
+        for j in tl.static_range(N):
+            out = out + (tl.sum(tl.where(r[None, :] == j, row_i, 0.0), axis=1),)
+    return out
+
+
+@triton.jit
+def _load_entries(ptr, row, tmask, K: tl.constexpr):
+    """Per-token coefficients ``ptr[t, k]`` (row-major, K per token) as a tuple of K (BT,) vectors."""
+    out = ()
+    for k in tl.static_range(K):
+        out = out + (tl.load(ptr + row * K + k, mask=tmask, other=0.0).to(tl.float32),)
+    return out
+
+
+@triton.jit
+def _mix_tile(x_ptr, u_ptr, mixed_ptr, pre, res, row, tmask, C: tl.constexpr, N: tl.constexpr,
+              BK: tl.constexpr):
+    """``u = sum_i pre_i x_i`` and ``mixed_j = sum_i H[i,j] x_i`` for one token block: pointers at
+    its first token, ``row`` the int32 token offsets within it, ``pre`` (N) and ``res`` (N*N,
+    row-major) tuples of per-token (BT,) coefficients. Every tile is 2-D (BT, BK)."""
     for c0 in range(0, C, BK):
         c = c0 + tl.arange(0, BK)
         m2 = tmask[:, None] & (c[None, :] < C)
-        u = tl.zeros((BT, BK), tl.float32)
-        mixed = tl.zeros((BT, NP, BK), tl.float32)
+        xs = ()
         for i in tl.static_range(N):
             xi = tl.load(x_ptr + row[:, None] * (N * C) + i * C + c[None, :], mask=m2, other=0.0)
-            xi = xi.to(tl.float32)
-            pre_i = tl.sum(tl.where(r[None, :] == i, pre, 0.0), axis=1)
-            u += pre_i[:, None] * xi
-            mixed += tl.sum(tl.where(r[None, :, None] == i, res, 0.0), axis=1)[:, :, None] * xi[:, None, :]
+            xs = xs + (xi.to(tl.float32),)
+        u = pre[0][:, None] * xs[0]
+        for i in tl.static_range(1, N):
+            u += pre[i][:, None] * xs[i]
         tl.store(u_ptr + row[:, None] * C + c[None, :], u.to(u_ptr.dtype.element_ty), mask=m2)
-        m3 = m2[:, None, :] & (r[None, :, None] < N)
-        offs = row[:, None, None] * (N * C) + r[None, :, None] * C + c[None, None, :]
-        tl.store(mixed_ptr + offs, mixed.to(mixed_ptr.dtype.element_ty), mask=m3)
+        for j in tl.static_range(N):
+            mixed = res[j][:, None] * xs[0]
+            for i in tl.static_range(1, N):
+                mixed += res[i * N + j][:, None] * xs[i]
+            offs = row[:, None] * (N * C) + j * C + c[None, :]
+            tl.store(mixed_ptr + offs, mixed.to(mixed_ptr.dtype.element_ty), mask=m2)
 
 
 @triton.jit
@@ -181,12 +216,19 @@ def width_fwd_kernel(
     raw_ptr, inv_rms_ptr, post_ptr, u_ptr, mixed_ptr,
     T, eps,
     C: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, NCP: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, FUSE_SHC: tl.constexpr, IEEE: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, FUSE_SHC: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
     t = pid * BT + tl.arange(0, BT)
     tmask = t < T
-    row = t.to(tl.int64)
+    row = tl.arange(0, BT)  # int32 offsets inside the block; pointers moved to its start
+    start = pid.to(tl.int64) * BT
+    x_ptr += start * N * C
+    raw_ptr += start * NCP
+    inv_rms_ptr += start
+    post_ptr += start * N
+    u_ptr += start * C
+    mixed_ptr += start * N * C
     cols = tl.arange(0, NCP)
     acc = tl.zeros((BT, NCP), tl.float32)
     sumsq = tl.zeros((BT,), tl.float32)
@@ -198,20 +240,19 @@ def width_fwd_kernel(
                          mask=tmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
             sumsq += tl.sum(xi * xi, axis=1)
             w = tl.load(wg_ptr + (i * C + c)[:, None] * NCP + cols[None, :], mask=cmask[:, None], other=0.0)
-            if IEEE:
-                acc += tl.dot(xi, w, input_precision="ieee")
-            else:
-                acc += tl.dot(xi, w)
+            acc += tl.dot(xi, w, input_precision=DOT_PRECISION)
     inv_rms = tl.rsqrt(sumsq / (N * C) + eps)
     raw = acc * inv_rms[:, None]
     tl.store(raw_ptr + row[:, None] * NCP + cols[None, :], raw, mask=tmask[:, None])
-    tl.store(inv_rms_ptr + t, inv_rms, mask=tmask)
+    tl.store(inv_rms_ptr + row, inv_rms, mask=tmask)
     if FUSE_SHC:
         coef = raw * tl.load(scale_ptr + cols)[None, :] + tl.load(bias_ptr + cols)[None, :]
         pre, res, post = _shc_coefficients(coef, cols, gamma_ptr, N, NP)
         r = tl.arange(0, NP)
         tl.store(post_ptr + row[:, None] * N + r[None, :], post, mask=tmask[:, None] & (r[None, :] < N))
-        _mix_tile(x_ptr, u_ptr, mixed_ptr, pre, res, t, tmask, C, N, NP, BT, BK)
+        pre_t = _split_columns(pre, NP, N)
+        res_t = _split_matrix(res, NP, N)
+        _mix_tile(x_ptr, u_ptr, mixed_ptr, pre_t, res_t, row, tmask, C, N, BK)
 
 
 @triton.jit
@@ -222,15 +263,16 @@ def mix_fwd_kernel(
     pid = tl.program_id(0)
     t = pid * BT + tl.arange(0, BT)
     tmask = t < T
-    row = t.to(tl.int64)
-    r = tl.arange(0, NP)
-    rm = r < N
-    pre = tl.load(pre_ptr + row[:, None] * N + r[None, :], mask=tmask[:, None] & rm[None, :], other=0.0)
-    res = tl.load(
-        res_ptr + row[:, None, None] * (N * N) + r[None, :, None] * N + r[None, None, :],
-        mask=tmask[:, None, None] & rm[None, :, None] & rm[None, None, :], other=0.0,
-    )
-    _mix_tile(x_ptr, u_ptr, mixed_ptr, pre.to(tl.float32), res.to(tl.float32), t, tmask, C, N, NP, BT, BK)
+    row = tl.arange(0, BT)  # int32 offsets inside the block; pointers moved to its start
+    start = pid.to(tl.int64) * BT
+    x_ptr += start * N * C
+    pre_ptr += start * N
+    res_ptr += start * N * N
+    u_ptr += start * C
+    mixed_ptr += start * N * C
+    pre = _load_entries(pre_ptr, row, tmask, N)
+    res = _load_entries(res_ptr, row, tmask, N * N)
+    _mix_tile(x_ptr, u_ptr, mixed_ptr, pre, res, row, tmask, C, N, BK)
 
 
 @triton.jit
@@ -241,7 +283,13 @@ def mix_bwd_coef_kernel(
     pid = tl.program_id(0)
     t = pid * BT + tl.arange(0, BT)
     tmask = t < T
-    row = t.to(tl.int64)
+    row = tl.arange(0, BT)  # int32 offsets inside the block; pointers moved to its start
+    start = pid.to(tl.int64) * BT
+    x_ptr += start * N * C
+    du_ptr += start * C
+    dmixed_ptr += start * N * C
+    dpre_ptr += start * N
+    dres_ptr += start * N * N
     r = tl.arange(0, NP)
     rm = r < N
     dpre = tl.zeros((BT, NP), tl.float32)
@@ -249,16 +297,19 @@ def mix_bwd_coef_kernel(
     for c0 in range(0, C, BK):
         c = c0 + tl.arange(0, BK)
         m2 = tmask[:, None] & (c[None, :] < C)
-        m3 = m2[:, None, :] & rm[None, :, None]
-        offs = row[:, None, None] * (N * C) + r[None, :, None] * C + c[None, None, :]
-        x = tl.load(x_ptr + offs, mask=m3, other=0.0).to(tl.float32)  # (BT, NP, BK): [t, i, c]
-        dm = tl.load(dmixed_ptr + offs, mask=m3, other=0.0).to(tl.float32)  # [t, j, c]
         du = tl.load(du_ptr + row[:, None] * C + c[None, :], mask=m2, other=0.0).to(tl.float32)
-        dpre += tl.sum(x * du[:, None, :], axis=2)
-        for j in tl.static_range(N):
-            dm_j = tl.sum(tl.where(r[None, :, None] == j, dm, 0.0), axis=1)  # (BT, BK)
-            col = tl.sum(x * dm_j[:, None, :], axis=2)  # (BT, NP): <x_i, dmixed_j>
-            dres += tl.where(r[None, None, :] == j, col[:, :, None], 0.0)
+        xs = ()
+        dms = ()
+        for i in tl.static_range(N):
+            offs = row[:, None] * (N * C) + i * C + c[None, :]
+            xs = xs + (tl.load(x_ptr + offs, mask=m2, other=0.0).to(tl.float32),)
+            dms = dms + (tl.load(dmixed_ptr + offs, mask=m2, other=0.0).to(tl.float32),)
+        for i in tl.static_range(N):
+            dpre += tl.where(r[None, :] == i, tl.sum(du * xs[i], axis=1)[:, None], 0.0)
+            for j in tl.static_range(N):
+                dot_ij = tl.sum(xs[i] * dms[j], axis=1)  # <x_i, dmixed_j>
+                sel = (r[:, None] == i) & (r[None, :] == j)
+                dres += tl.where(sel[None, :, :], dot_ij[:, None, None], 0.0)
     tl.store(dpre_ptr + row[:, None] * N + r[None, :], dpre, mask=tmask[:, None] & rm[None, :])
     tl.store(
         dres_ptr + row[:, None, None] * (N * N) + r[None, :, None] * N + r[None, None, :], dres,
@@ -271,54 +322,57 @@ def width_bwd_dx_kernel(
     x_ptr, du_ptr, dmixed_ptr, pre_ptr, res_ptr, dy_ptr, alpha_ptr, wg_ptr, dx_ptr, T,
     C: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, NCP: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, WITH_MIX: tl.constexpr, WITH_PROJ: tl.constexpr,
-    IEEE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
     t = pid * BT + tl.arange(0, BT)
     tmask = t < T
-    row = t.to(tl.int64)
-    r = tl.arange(0, NP)
-    rm = r < N
+    row = tl.arange(0, BT)  # int32 offsets inside the block; pointers moved to its start
+    start = pid.to(tl.int64) * BT
+    x_ptr += start * N * C
+    du_ptr += start * C
+    dmixed_ptr += start * N * C
+    pre_ptr += start * N
+    res_ptr += start * N * N
+    dy_ptr += start * NCP
+    alpha_ptr += start
+    dx_ptr += start * N * C
+    tl.arange(0, NP)
     cols = tl.arange(0, NCP)
     if WITH_MIX:
-        pre = tl.load(pre_ptr + row[:, None] * N + r[None, :], mask=tmask[:, None] & rm[None, :], other=0.0)
-        res = tl.load(
-            res_ptr + row[:, None, None] * (N * N) + r[None, :, None] * N + r[None, None, :],
-            mask=tmask[:, None, None] & rm[None, :, None] & rm[None, None, :], other=0.0,
-        )
+        pre = _load_entries(pre_ptr, row, tmask, N)
+        res = _load_entries(res_ptr, row, tmask, N * N)
     if WITH_PROJ:
         dy = tl.load(dy_ptr + row[:, None] * NCP + cols[None, :], mask=tmask[:, None], other=0.0)
-        alpha = tl.load(alpha_ptr + t, mask=tmask, other=0.0)
+        alpha = tl.load(alpha_ptr + row, mask=tmask, other=0.0)
     for c0 in range(0, C, BK):
         c = c0 + tl.arange(0, BK)
         cmask = c < C
         m2 = tmask[:, None] & cmask[None, :]
         if WITH_MIX:
             du = tl.load(du_ptr + row[:, None] * C + c[None, :], mask=m2, other=0.0).to(tl.float32)
-            offs = row[:, None, None] * (N * C) + r[None, :, None] * C + c[None, None, :]
-            dm = tl.load(dmixed_ptr + offs, mask=m2[:, None, :] & rm[None, :, None], other=0.0)
-            dm = dm.to(tl.float32)
+            dms = ()
+            for j in tl.static_range(N):
+                dm = tl.load(dmixed_ptr + row[:, None] * (N * C) + j * C + c[None, :], mask=m2, other=0.0)
+                dms = dms + (dm.to(tl.float32),)
         for i in tl.static_range(N):
             dx = tl.zeros((BT, BK), tl.float32)
             if WITH_MIX:
-                pre_i = tl.sum(tl.where(r[None, :] == i, pre, 0.0), axis=1)
-                res_i = tl.sum(tl.where(r[None, :, None] == i, res, 0.0), axis=1)  # H[i, :]
-                dx += pre_i[:, None] * du + tl.sum(res_i[:, :, None] * dm, axis=1)
+                dx += pre[i][:, None] * du
+                for j in tl.static_range(N):
+                    dx += res[i * N + j][:, None] * dms[j]
             if WITH_PROJ:
                 xi = tl.load(x_ptr + row[:, None] * (N * C) + i * C + c[None, :], mask=m2, other=0.0)
                 dx += alpha[:, None] * xi.to(tl.float32)
                 wt = tl.load(wg_ptr + (i * C + c)[None, :] * NCP + cols[:, None], mask=cmask[None, :], other=0.0)
-                if IEEE:
-                    dx += tl.dot(dy, wt, input_precision="ieee")
-                else:
-                    dx += tl.dot(dy, wt)
+                dx += tl.dot(dy, wt, input_precision=DOT_PRECISION)
             tl.store(dx_ptr + row[:, None] * (N * C) + i * C + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m2)
 
 
 @triton.jit
 def proj_bwd_weight_kernel(
     x_ptr, dy_ptr, out_ptr, T, R, tokens_per_split,
-    NCP: tl.constexpr, BR: tl.constexpr, BT: tl.constexpr, IEEE: tl.constexpr,
+    NCP: tl.constexpr, BR: tl.constexpr, BT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """``out[split, r, :] = sum_{t in split} x[t, r] dy[t, :]`` with ``x`` viewed as (T, R)."""
     pid_r = tl.program_id(0)
@@ -334,10 +388,7 @@ def proj_bwd_weight_kernel(
         row = t.to(tl.int64)
         xt = tl.load(x_ptr + row[None, :] * R + rr[:, None], mask=rmask[:, None] & tmask[None, :], other=0.0)
         dy = tl.load(dy_ptr + row[:, None] * NCP + cols[None, :], mask=tmask[:, None], other=0.0)
-        if IEEE:
-            acc += tl.dot(xt.to(tl.float32), dy, input_precision="ieee")
-        else:
-            acc += tl.dot(xt.to(tl.float32), dy)
+        acc += tl.dot(xt.to(tl.float32), dy, input_precision=DOT_PRECISION)
     offs = split.to(tl.int64) * R * NCP + rr[:, None] * NCP + cols[None, :]
     tl.store(out_ptr + offs, acc, mask=rmask[:, None])
 
@@ -350,20 +401,23 @@ def depth_fwd_kernel(
     pid = tl.program_id(0)
     t = pid * BT + tl.arange(0, BT)
     tmask = t < T
-    row = t.to(tl.int64)
-    r = tl.arange(0, NP)
-    rm = r < N
-    post = tl.load(post_ptr + row[:, None] * N + r[None, :], mask=tmask[:, None] & rm[None, :], other=0.0)
-    post = post.to(tl.float32)
+    row = tl.arange(0, BT)  # int32 offsets inside the block; pointers moved to its start
+    start = pid.to(tl.int64) * BT
+    mixed_ptr += start * N * C
+    post_ptr += start * N
+    b_ptr += start * C
+    out_ptr += start * N * C
+    tl.arange(0, NP)
+    post = _load_entries(post_ptr, row, tmask, N)
     for c0 in range(0, C, BK):
         c = c0 + tl.arange(0, BK)
         m2 = tmask[:, None] & (c[None, :] < C)
-        m3 = m2[:, None, :] & rm[None, :, None]
-        offs = row[:, None, None] * (N * C) + r[None, :, None] * C + c[None, None, :]
         b = tl.load(b_ptr + row[:, None] * C + c[None, :], mask=m2, other=0.0).to(tl.float32)
-        mixed = tl.load(mixed_ptr + offs, mask=m3, other=0.0).to(tl.float32)
-        out = mixed + post[:, :, None] * b[:, None, :]
-        tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=m3)
+        for j in tl.static_range(N):
+            offs = row[:, None] * (N * C) + j * C + c[None, :]
+            mixed = tl.load(mixed_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+            out = mixed + post[j][:, None] * b
+            tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=m2)
 
 
 @triton.jit
@@ -374,20 +428,25 @@ def depth_bwd_kernel(
     pid = tl.program_id(0)
     t = pid * BT + tl.arange(0, BT)
     tmask = t < T
-    row = t.to(tl.int64)
+    row = tl.arange(0, BT)  # int32 offsets inside the block; pointers moved to its start
+    start = pid.to(tl.int64) * BT
+    dout_ptr += start * N * C
+    post_ptr += start * N
+    b_ptr += start * C
+    db_ptr += start * C
+    dpost_ptr += start * N
     r = tl.arange(0, NP)
-    rm = r < N
-    post = tl.load(post_ptr + row[:, None] * N + r[None, :], mask=tmask[:, None] & rm[None, :], other=0.0)
-    post = post.to(tl.float32)
+    post = _load_entries(post_ptr, row, tmask, N)
     dpost = tl.zeros((BT, NP), tl.float32)
     for c0 in range(0, C, BK):
         c = c0 + tl.arange(0, BK)
         m2 = tmask[:, None] & (c[None, :] < C)
-        m3 = m2[:, None, :] & rm[None, :, None]
-        offs = row[:, None, None] * (N * C) + r[None, :, None] * C + c[None, None, :]
         b = tl.load(b_ptr + row[:, None] * C + c[None, :], mask=m2, other=0.0).to(tl.float32)
-        dout = tl.load(dout_ptr + offs, mask=m3, other=0.0).to(tl.float32)
-        dpost += tl.sum(dout * b[:, None, :], axis=2)
-        db = tl.sum(post[:, :, None] * dout, axis=1)
+        db = tl.zeros((BT, BK), tl.float32)
+        for j in tl.static_range(N):
+            dout = tl.load(dout_ptr + row[:, None] * (N * C) + j * C + c[None, :], mask=m2, other=0.0)
+            dout = dout.to(tl.float32)
+            dpost += tl.where(r[None, :] == j, tl.sum(dout * b, axis=1)[:, None], 0.0)
+            db += post[j][:, None] * dout
         tl.store(db_ptr + row[:, None] * C + c[None, :], db.to(db_ptr.dtype.element_ty), mask=m2)
-    tl.store(dpost_ptr + row[:, None] * N + r[None, :], dpost, mask=tmask[:, None] & rm[None, :])
+    tl.store(dpost_ptr + row[:, None] * N + r[None, :], dpost, mask=tmask[:, None] & (r[None, :] < N))
