@@ -66,6 +66,10 @@ def test_report_has_every_section(compared):
     table = saved["connection_parameters_per_layer"]["table"]
     assert table["mhc_lite"]["9"] is None and table["kromhc"]["3"] is None and table["residual"]["2"] is None
     assert "| mhc |" in summary_table(summary, cfg.methods)
+    memory = json.loads((cfg.out / "memory.json").read_text())["methods"]
+    assert set(memory) == {"residual", "mhc"}
+    assert all(m["peak_rss_mb"] >= m["rss_before_steps_mb"] > 0 for m in memory.values())
+    assert mhc["memory"] == memory["mhc"]
     bench = json.loads((cfg.out / "throughput.json").read_text())
     assert {m: len(t) for m, t in bench["step_s"].items()} == {"residual": 2, "mhc": 2}
     assert mhc["overhead_pct_vs_residual"] == pytest.approx(

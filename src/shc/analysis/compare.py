@@ -25,6 +25,7 @@ import torch
 from ..connections import available_connections, connection_parameter_count
 from . import plots
 from .analyze import DEFAULT_BATCHES, analyze_run
+from .probe import random_batch, training_step
 from .report import atomic_write_text, fmt, md_table, write_json
 
 SPIKE_WINDOW = 10
@@ -134,6 +135,10 @@ def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
     if cfg.bench_rounds and not _bench_current(bench_path, cfg):
         log(f"[compare] interleaved throughput: {cfg.bench_rounds} rounds x {BENCH_STEPS} steps per method")
         write_json(bench_path, interleaved_throughput(cfg))
+    memory_path = cfg.out / "memory.json"
+    if not _memory_current(memory_path, cfg):
+        log("[compare] peak memory: a few training steps per method, each in a fresh process")
+        write_json(memory_path, measure_memory(cfg))
     summary = write_report(cfg, wall_s=time.time() - started)
     log(f"[compare] report: {cfg.out / 'report.md'} ({time.time() - started:.0f} s)")
     return summary
@@ -173,15 +178,10 @@ def interleaved_throughput(cfg: CompareConfig) -> dict:
     batch, seq_len, vocab = tcfg.train.batch_size, tcfg.train.seq_len, tcfg.model.vocab_size
     if tcfg.train.threads is not None:
         torch.set_num_threads(tcfg.train.threads)  # as the runs trained
-    tokens = torch.randint(0, vocab, (batch, seq_len + 1))
-    x, y = tokens[:, :-1], tokens[:, 1:]
+    x, y = random_batch(batch, seq_len, vocab)
 
     def step(model, opt) -> None:
-        logits = model(x)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        training_step(model, opt, x, y)
 
     for model, opt in setups.values():
         step(model, opt)
@@ -201,6 +201,35 @@ def interleaved_throughput(cfg: CompareConfig) -> dict:
         "step_s": times,
         "tokens_per_s": {m: batch * seq_len / float(np.median(t)) for m, t in times.items()},
     }
+
+
+MEMORY_STEPS = 3
+
+
+def _memory_current(path: Path, cfg: CompareConfig) -> bool:
+    import json
+
+    return path.exists() and set(json.loads(path.read_text()).get("methods", {})) == set(cfg.methods)
+
+
+def measure_memory(cfg: CompareConfig) -> dict:
+    """Peak resident memory of ``MEMORY_STEPS`` training steps per method, each method in a fresh
+    process (``python -m shc.analysis.probe``), so no run's memory is counted for another."""
+    import json
+    import subprocess
+    import sys
+
+    out = {}
+    for method in cfg.methods:
+        config = cfg.run_dir(method, 0) / "config.yaml"
+        proc = subprocess.run(
+            [sys.executable, "-m", "shc.analysis.probe", str(config), str(MEMORY_STEPS)],
+            capture_output=True, text=True, check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"memory probe for {method} failed:\n{proc.stderr[-2000:]}")
+        out[method] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"steps": MEMORY_STEPS, "methods": out}
 
 
 # --- reading runs --------------------------------------------------------------------------------
@@ -305,7 +334,12 @@ def parameter_table(dim: int) -> dict[str, dict[str, int | None]]:
 
 
 def summarise(
-    cfg: CompareConfig, records: dict[str, list[RunRecord]], dim: int, wall_s: float, bench: dict | None
+    cfg: CompareConfig,
+    records: dict[str, list[RunRecord]],
+    dim: int,
+    wall_s: float,
+    bench: dict | None,
+    memory: dict | None = None,
 ) -> dict:
     methods: dict[str, dict] = {}
     base = records.get("residual")
@@ -329,7 +363,8 @@ def summarise(
             "overhead_pct_vs_residual": (
                 None if not (base_speed and speed) else 100.0 * (base_speed / speed - 1.0)
             ),
-            "peak_mem_mb": float(np.max([r.peak_mem_mb for r in recs])),
+            "peak_mem_mb_training_log": float(np.max([r.peak_mem_mb for r in recs])),
+            "memory": ((memory or {}).get("methods") or {}).get(method),
             "max_grad_norm": float(np.max([r.max_grad_norm for r in recs])),
             "loss_spikes": int(sum(r.spikes for r in recs)),
         }
@@ -491,19 +526,23 @@ def report_markdown(cfg: CompareConfig, summary: dict, figures: list[str], comma
         "order, median); overhead = `tokens/s(residual) / tokens/s(method) - 1` (extra time per "
         "token). The training-log column is the median logged `tokens_per_s` of each run after "
         "warm-up (runs trained one after another on a machine shared with other jobs: noisier). "
-        "Peak memory: the trainer's `peak_mem_mb` (CPU: the process's peak resident set size, "
-        "which includes everything the process loaded before).",
+        f"Memory: peak resident set size of a fresh process that builds the method's model and "
+        f"runs {MEMORY_STEPS} training steps on one batch (`python -m shc.analysis.probe`), and the "
+        "increase during those steps (activations, gradients, optimiser state). The trainer's own "
+        "CPU `peak_mem_mb` is the peak of the whole compare process and is kept in summary.json only.",
         "",
     ]
     rows = [
         [m, fmt(ms[m]["tokens_per_s"], 1),
          "-" if ms[m]["overhead_pct_vs_residual"] is None else f"{ms[m]['overhead_pct_vs_residual']:+.1f}%",
          fmt(ms[m]["tokens_per_s_training_log"], 1),
-         fmt(ms[m]["peak_mem_mb"], 1), ms[m].get("params_total", "-"), ms[m].get("params_connections", "-")]
+         fmt((ms[m]["memory"] or {}).get("peak_rss_mb"), 1), fmt((ms[m]["memory"] or {}).get("steps_increase_mb"), 1),
+         ms[m].get("params_total", "-"), ms[m].get("params_connections", "-")]
         for m in order
     ]
     lines += [md_table(["method", "tokens/s (interleaved)", "overhead", "tokens/s (training log)",
-                        "peak mem (MB)", "params total", "params in connections"], rows), ""]
+                        "peak mem (MB)", "of which training steps (MB)", "params total", "params in connections"],
+                       rows), ""]
     lines += ["## Stability", "", f"Definition: {SPIKE_DEFINITION}.", ""]
     rows = [[m, fmt(ms[m]["max_grad_norm"], 3), ms[m]["loss_spikes"]] for m in order]
     lines += [md_table(["method", "max grad norm (before clipping)", "loss spikes (all seeds)"], rows), ""]
@@ -596,9 +635,10 @@ def write_report(cfg: CompareConfig, wall_s: float, command: str | None = None) 
         raise FileNotFoundError(f"no runs under {cfg.out}")
     import json
 
-    bench_path = cfg.out / "throughput.json"
+    bench_path, memory_path = cfg.out / "throughput.json", cfg.out / "memory.json"
     bench = json.loads(bench_path.read_text()) if bench_path.exists() else None
-    summary = summarise(cfg, records, dim, wall_s, bench)
+    memory = json.loads(memory_path.read_text()) if memory_path.exists() else None
+    summary = summarise(cfg, records, dim, wall_s, bench, memory)
     command = command or compare_command(cfg)
     summary["command"] = command
     figures = write_plots(cfg.out, records, summary)
