@@ -61,17 +61,38 @@ def cayley_from_params(z: torch.Tensor, m: int) -> torch.Tensor:
         # U = [[c, -s], [s, c]]
         return torch.stack([c, -s, s, c], dim=-1).reshape(*lead, 2, 2)
     if m == 3:
-        # A = [[0, a, b], [-a, 0, c], [-b, -c, 0]]; axial vector (up to sign) w = (c, -b, a)
-        a, b, c = z[..., 0], z[..., 1], z[..., 2]
-        w = torch.stack([c, -b, a], dim=-1)
-        w2 = (w * w).sum(-1)
-        outer = 2 * w.unsqueeze(-1) * w.unsqueeze(-2)
-        zero = torch.zeros_like(a)
-        two_a = torch.stack([zero, a, b, -a, zero, c, -b, -c, zero], dim=-1).reshape(*lead, 3, 3)
-        eye = torch.eye(3, dtype=z.dtype, device=z.device)
-        num = (1 - w2)[..., None, None] * eye + outer - 2 * two_a
-        return num / (1 + w2)[..., None, None]
+        # A = [[0, a, b], [-a, 0, c], [-b, -c, 0]]; axial vector (up to sign) w = (c, -b, a),
+        # |w|^2 = |z|^2. A and w are linear in z: two constant maps instead of per-entry stacks.
+        skew_map, axial_map = _m3_maps(z.dtype, z.device)
+        w = z @ axial_map
+        w2 = (z * z).sum(-1, keepdim=True)
+        outer = (w.unsqueeze(-1) * w.unsqueeze(-2)).reshape(*lead, 9)
+        # (1 - |w|^2) I on the diagonal entries 0, 4, 8 of the flattened 3 x 3
+        num = 2 * outer - 2 * (z @ skew_map)
+        num[..., ::4] += 1 - w2
+        return (num / (1 + w2)).reshape(*lead, 3, 3)
     return cayley(skew_from_params(z, m))
+
+
+_M3_CACHE: dict = {}
+
+
+def _m3_maps(dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Constant linear maps for m = 3: ``vec(A) = z @ skew_map`` (3, 9), ``w = z @ axial_map`` (3, 3).
+
+    Cached per (dtype, device) in eager mode (building them is a dozen tiny ops: the bulk of a
+    one-token call); under ``torch.compile`` they are built inline and constant-folded."""
+    key = (dtype, device)
+    if not torch.compiler.is_compiling() and key in _M3_CACHE:
+        return _M3_CACHE[key]
+    skew_map = torch.zeros(3, 9, dtype=dtype, device=device)
+    for k, (i, j) in enumerate(((0, 1), (0, 2), (1, 2))):
+        skew_map[k, 3 * i + j] = 1.0
+        skew_map[k, 3 * j + i] = -1.0
+    axial_map = torch.tensor([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0], [1.0, 0.0, 0.0]], dtype=dtype, device=device)
+    if not torch.compiler.is_compiling():
+        _M3_CACHE[key] = (skew_map, axial_map)
+    return skew_map, axial_map
 
 
 def helmert_basis(n: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:

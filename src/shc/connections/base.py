@@ -12,6 +12,7 @@ back. ``mixing`` exposes the three coefficient tensors so tools can read them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -51,8 +52,11 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def _float32_region(x: torch.Tensor):
-    """Disable autocast so the small-matrix math stays in float32."""
-    return torch.autocast(device_type=x.device.type, enabled=False)
+    """Disable autocast so the small-matrix math stays in float32 (a no-op context when autocast
+    is off: entering ``torch.autocast`` costs microseconds per call, which adds up in decode)."""
+    if torch.compiler.is_compiling() or torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(device_type=x.device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class HyperConnection(nn.Module):
@@ -83,15 +87,26 @@ class HyperConnection(nn.Module):
         )
 
     def register_constant(self, name: str, value: torch.Tensor) -> None:
-        """A non-persistent buffer held in float64 whatever the module's dtype.
+        """A non-persistent buffer held in float64 whatever the module's dtype, plus a float32 copy
+        (a plain attribute, refreshed on every ``.to``/``.cuda``).
 
         ``module.bfloat16()`` or ``.float()`` would otherwise round exact constants (the Helmert
-        basis, ``J``); they are cast to the compute dtype where used instead.
+        basis, ``J``); :meth:`constant` hands them out in the compute dtype without a cast per
+        call (the float32 copy is rounded once from the float64 master).
         """
         if not hasattr(self, "_constant_names"):
             self._constant_names: list[str] = []
         self._constant_names.append(name)
         self.register_buffer(name, value.to(torch.float64), persistent=False)
+        if not hasattr(self, "_float32_constants"):
+            self._float32_constants: dict[str, torch.Tensor] = {}
+        self._float32_constants[name] = getattr(self, name).float()  # a plain attribute, not a buffer
+
+    def constant(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """The constant ``name`` in ``dtype`` (float32 and float64 are stored, others cast)."""
+        if dtype == torch.float32:
+            return self._float32_constants[name]
+        return getattr(self, name).to(dtype)
 
     def _apply(self, fn, recurse=True):
         saved = {name: getattr(self, name) for name in getattr(self, "_constant_names", [])}
@@ -100,6 +115,7 @@ class HyperConnection(nn.Module):
             moved = getattr(self, name)
             if moved.dtype != torch.float64:
                 setattr(self, name, master.to(device=moved.device))
+            self._float32_constants[name] = getattr(self, name).float()
         return self
 
     def check_streams(self, streams: torch.Tensor) -> None:

@@ -44,4 +44,4 @@ class MHCLite(CoefficientConnection):
     def res_matrix(self, coefs: list[torch.Tensor]) -> torch.Tensor:
         n = self.num_streams
         weights = torch.softmax(coefs[0], dim=-1)
-        return (weights @ self.permutations.to(weights.dtype)).reshape(*weights.shape[:-1], n, n)
+        return (weights @ self.constant("permutations", weights.dtype)).reshape(*weights.shape[:-1], n, n)

@@ -34,6 +34,15 @@ def _compiling() -> bool:
     return torch.compiler.is_compiling()
 
 
+def _plain(*tensors: torch.Tensor) -> bool:
+    """Use plain ops (no custom backward): under compile, or when nothing needs a gradient
+    (inference, decode: one token at a time, where the ``autograd.Function`` call overhead
+    would dominate)."""
+    if torch.compiler.is_compiling():
+        return True
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
 def _batched(t: torch.Tensor, rows: int) -> torch.Tensor:
     """``(..., rows, cols) -> (B, rows, cols)`` for the ``bmm`` family."""
     return t.reshape(-1, rows, t.shape[-1])
@@ -72,7 +81,7 @@ def project_rms(flat: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
     ``flat`` (..., F), ``weight`` (F, K) -> (..., K). Equals ``RMSNorm(flat) @ W`` for
     ``weight = gain[:, None] * W``.
     """
-    if _compiling():
+    if _plain(flat, weight):
         x = flat.to(weight.dtype)
         return (x @ weight) * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
     return _ProjectRMS.apply(flat, weight, eps)
@@ -110,6 +119,11 @@ def width_mix(pre: torch.Tensor, res: torch.Tensor, streams: torch.Tensor) -> tu
 
     Computed in ``pre``'s dtype, returned in the streams' dtype.
     """
+    if not _compiling() and _plain(pre, res, streams):
+        x = streams.to(pre.dtype)
+        u = torch.matmul(pre.unsqueeze(-2), x).squeeze(-2)
+        mixed = torch.matmul(res.transpose(-1, -2), x)
+        return u.to(streams.dtype), mixed.to(streams.dtype)
     if _compiling():
         x = streams.to(pre.dtype)
         u = (pre.unsqueeze(-1) * x).sum(-2)
@@ -142,8 +156,8 @@ class _DepthAdd(torch.autograd.Function):
 
 def depth_add(mixed: torch.Tensor, post: torch.Tensor, branch_out: torch.Tensor) -> torch.Tensor:
     """``x'_j = mixed_j + post[j] * branch_out``, computed in ``post``'s dtype, in ``mixed``'s."""
-    if _compiling():
+    if _plain(mixed, post, branch_out):
         dt = post.dtype
-        out = mixed.to(dt) + post.unsqueeze(-1) * branch_out.unsqueeze(-2).to(dt)
+        out = torch.addcmul(mixed.to(dt), post.unsqueeze(-1), branch_out.unsqueeze(-2).to(dt))
         return out.to(mixed.dtype)
     return _DepthAdd.apply(mixed, post, branch_out)

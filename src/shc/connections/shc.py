@@ -60,14 +60,22 @@ class SHC(CoefficientConnection):
         return torch.cat([torch.zeros(2 * self.num_angles), torch.full((self.rank,), self.sigma_bias)])
 
     def res_matrix(self, coefs: list[torch.Tensor]) -> torch.Tensor:
-        coef_u, coef_v, coef_sigma = coefs
-        m = self.rank
-        gamma = self.gamma.to(coef_u.dtype)
-        u = cayley_from_params(gamma[0] * torch.tanh(coef_u), m)
-        v = cayley_from_params(gamma[1] * torch.tanh(coef_v), m)
-        sigma = torch.tanh(coef_sigma)
-        # E[i, k] = sum_j U[i, j] sigma[j] V[k, j], as a broadcast product over m^3 numbers per token
-        e = ((u * sigma.unsqueeze(-2)).unsqueeze(-2) * v.unsqueeze(-3)).sum(-1)
-        n = self.num_streams
-        res = self.centre.to(e.dtype).reshape(n * n) + e.reshape(*e.shape[:-2], m * m) @ self.sandwich.to(e.dtype)
-        return res.reshape(*e.shape[:-2], n, n)
+        m, n, k = self.rank, self.num_streams, self.num_angles
+        # one tanh for all three groups, then the per-group scales (gamma_U, gamma_V, 1)
+        act = torch.tanh(torch.cat(coefs, dim=-1))
+        lead = act.shape[:-1]
+        if m == 1:
+            e = act  # U = V = 1: E = sigma
+        else:
+            scale = torch.cat([self.gamma.to(act.dtype).repeat_interleave(k), act.new_ones(m)])
+            act = act * scale
+            # U and V in one batched Cayley transform, (..., 2, m, m)
+            uv = cayley_from_params(act[..., : 2 * k].reshape(*lead, 2, k), m)
+            sigma = act[..., 2 * k :]
+            u, v = uv[..., 0, :, :], uv[..., 1, :, :]
+            # E[i, k] = sum_j U[i, j] sigma[j] V[k, j], a broadcast product over m^3 numbers per token
+            e = ((u * sigma.unsqueeze(-2)).unsqueeze(-2) * v.unsqueeze(-3)).sum(-1).reshape(*lead, m * m)
+        res = torch.addmm(
+            self.constant("centre", e.dtype).reshape(1, n * n), e.reshape(-1, m * m), self.constant("sandwich", e.dtype)
+        )
+        return res.reshape(*lead, n, n)
