@@ -8,13 +8,16 @@ Run on a CUDA machine; it imports only torch, triton and shc (``pip install -e .
 It prints everything and writes ``--out`` (JSON) plus the same stem with ``.md`` (a summary).
 Stages, in order, each independent (a failure is recorded with its traceback and the rest still
 run; a stage, or a case within one, that would start after ``--budget`` seconds is skipped):
-``env`` (device, versions), ``correctness`` (fused vs PyTorch path: values and every gradient),
-``copy`` (device copy bandwidth), ``sweep`` (block sizes of the fused kernels, fwd+bwd at
-C = 2048; the fastest are used from then on unless ``--keep-blocks``), ``layer`` (width +
-identity branch + depth, n = 4, 8192 tokens, C in {1024, 2048} bf16: fused vs PyTorch eager vs
+``env`` (device, versions), ``copy`` (device copy bandwidth), ``sweep`` (block sizes of the
+fused kernels, sHC fwd+bwd at C = 2048 bf16; the fastest are used from then on unless
+``--keep-blocks``), ``correctness`` (fused vs PyTorch path, values and every gradient: sHC n = 4
+bf16 and fp32, n = 3 bf16, mHC n = 4 bf16; C = 1024, 4099 tokens), ``layer`` (width + identity
+branch + depth, n = 4, 8192 tokens, C in {1024, 2048} bf16: fused vs PyTorch eager vs
 torch.compile, and C = 1024 fp32 streams: fused vs eager; fwd+bwd and fwd only; achieved
 bandwidth for the byte model below) and ``step`` (training step of the qwen3-0.6b shape with
-``--layers`` layers: residual vs sHC n = 4 with and without the kernels).
+``--layers`` layers, bf16 autocast: residual vs sHC n = 4 with and without the kernels).
+Triton compiles each kernel variant on first use (seconds each); the order above lets later
+stages reuse the variants compiled by earlier ones.
 
 Byte model (``b`` bytes per stream element, T tokens, n streams, width C; coefficients, the
 projection weight and per-token scalars are O(T n^2) and ignored). What any width+depth must move:
@@ -145,15 +148,14 @@ def stage_env(args, results):
         "triton": triton.__version__,
         "shc": shc.__version__,
         "kernels_available": kernels.available(torch.zeros(1, device="cuda")),
-        "blocks": {"BLOCK_T": fused_width.BLOCK_T, "BLOCK_K": fused_width.BLOCK_K,
-                   "BLOCK_R": fused_width.BLOCK_R, "NUM_WARPS": fused_width.NUM_WARPS},
+        "blocks": blocks(),
     }
 
 
 def stage_correctness(args, results):
+    # n = 2 and hc are covered by the interpreter tests; every case here compiles new variants
     cases = [
-        ("shc", 4, torch.bfloat16), ("shc", 4, torch.float32), ("shc", 3, torch.bfloat16),
-        ("shc", 2, torch.bfloat16), ("mhc", 4, torch.bfloat16), ("hc", 4, torch.bfloat16),
+        ("shc", 4, torch.bfloat16), ("shc", 4, torch.float32), ("shc", 3, torch.bfloat16), ("mhc", 4, torch.bfloat16),
     ]
     tokens, dim, dev = SIZES["corr_tokens"], SIZES["corr_dim"], SIZES["device"]  # ragged token count
     out = []
@@ -201,7 +203,7 @@ def stage_correctness(args, results):
         out.append(row)
     criterion = (f"float32: fused vs PyTorch <= {FP32_TOL}; bfloat16: fused vs float32 truth <= "
                  f"{BF16_FACTOR} x (PyTorch bf16 vs truth) + {BF16_FLOOR}")
-    return {"criterion": criterion, "cases": out}
+    return {"criterion": criterion, "blocks": blocks(), "cases": out}
 
 
 def stage_copy(args, results):
@@ -281,7 +283,7 @@ def stage_layer(args, results):
                 row["traceback"] = traceback.format_exc()
             print("  " + json.dumps({k: v for k, v in row.items() if k != "traceback"}), flush=True)
             out.append(row)
-    return {"byte_model": "must: fwd (4n+2) T C b, fwd+bwd (8n+5) T C b", "cases": out}
+    return {"byte_model": "must: fwd (4n+2) T C b, fwd+bwd (8n+5) T C b", "blocks": blocks(), "cases": out}
 
 
 def _train_step_ms(kind, streams, layers, batch, seq, reps, fused: bool):
@@ -335,10 +337,14 @@ def _train_step_ms(kind, streams, layers, batch, seq, reps, fused: bool):
 def stage_step(args, results):
     batch, seq = args.batch, args.seq
     out = {"preset": "qwen3-0.6b", "layers": args.layers, "batch": batch, "seq": seq,
-           "note": "bf16 autocast, fp32 master weights (streams are fp32, as in shc train), AdamW fused, clip 1.0"}
+           "note": "bf16 autocast, fp32 master weights (streams are fp32, as in shc train), AdamW fused, clip 1.0",
+           "blocks": blocks()}
     rows = {}
     for name, kind, n, fused in (("residual", "residual", 1, True), ("shc n=4 fused", "shc", 4, True),
                                  ("shc n=4 pytorch", "shc", 4, False)):
+        if time.monotonic() - args.t0 > args.budget:
+            rows[name] = {"skipped": "time budget"}
+            continue
         try:
             ms, calls, peak = _train_step_ms(kind, n, args.layers, batch, seq, args.step_reps, fused)
             if SIZES["device"] == "cuda":
@@ -355,9 +361,12 @@ def stage_step(args, results):
     return out
 
 
-# (BLOCK_T, BLOCK_K, NUM_WARPS): larger token blocks re-read the (n C x 32) projection weight
-# from L2 fewer times; larger feature chunks mean fewer loop trips but more registers
-SWEEP = [(32, 64, 4), (16, 64, 4), (16, 128, 4), (32, 128, 8), (64, 64, 8), (64, 32, 4), (128, 32, 8)]
+# (BLOCK_T, BLOCK_K, NUM_WARPS, SPLIT_MIX): larger token blocks re-read the (n C x 32) projection
+# weight from L2 fewer times; larger feature chunks mean fewer loop trips but more registers;
+# SPLIT_MIX writes the sHC coefficients and mixes in a second kernel (lighter kernels, one more
+# launch, the second read of the streams certainly from HBM)
+SWEEP = [(32, 64, 4, False), (32, 64, 4, True), (16, 128, 4, False), (64, 64, 8, False)]
+BLOCK_KEYS = ("BLOCK_T", "BLOCK_K", "NUM_WARPS", "SPLIT_MIX")
 
 
 def stage_sweep(args, results):
@@ -365,16 +374,16 @@ def stage_sweep(args, results):
     conn = perturbed("shc", STREAMS, dim, dev)
     x = torch.randn(SIZES["tokens"], STREAMS, dim, device=dev).to(dtype).requires_grad_()
     g = torch.randn_like(x)
-    saved = (fused_width.BLOCK_T, fused_width.BLOCK_K, fused_width.NUM_WARPS)
+    saved = blocks()
     rows = []
     best = None
     try:
-        for bt, bk, warps in SWEEP:
+        for config in SWEEP:
+            row = dict(zip(BLOCK_KEYS, config, strict=True))
             if time.monotonic() - args.t0 > args.budget:
-                rows.append({"BLOCK_T": bt, "BLOCK_K": bk, "NUM_WARPS": warps, "skipped": "time budget"})
+                rows.append({**row, "skipped": "time budget"})
                 continue
-            fused_width.BLOCK_T, fused_width.BLOCK_K, fused_width.NUM_WARPS = bt, bk, warps
-            row = {"BLOCK_T": bt, "BLOCK_K": bk, "NUM_WARPS": warps}
+            set_blocks(row)
             try:
 
                 def fwd_bwd():
@@ -394,23 +403,30 @@ def stage_sweep(args, results):
             print("  " + json.dumps(row), flush=True)
             rows.append(row)
     finally:
-        fused_width.BLOCK_T, fused_width.BLOCK_K, fused_width.NUM_WARPS = saved
-    out = {"C": dim, "dtype": "bfloat16", "default": dict(zip(("BLOCK_T", "BLOCK_K", "NUM_WARPS"), saved, strict=True)),
-           "configs": rows}
+        set_blocks(saved)
+    out = {"C": dim, "dtype": "bfloat16", "default": saved, "configs": rows}
     if best is not None and not args.keep_blocks:
-        # the later stages (layer, step) run with the fastest blocks
-        fused_width.BLOCK_T, fused_width.BLOCK_K, fused_width.NUM_WARPS = (
-            best["BLOCK_T"], best["BLOCK_K"], best["NUM_WARPS"])
-        out["chosen_for_later_stages"] = {k: best[k] for k in ("BLOCK_T", "BLOCK_K", "NUM_WARPS")}
+        # the later stages (correctness, layer, step) run with the fastest blocks
+        out["chosen_for_later_stages"] = {k: best[k] for k in BLOCK_KEYS}
+        set_blocks(out["chosen_for_later_stages"])
         print(f"  using {out['chosen_for_later_stages']} from here on", flush=True)
     return out
 
 
+def blocks() -> dict:
+    return {k: getattr(fused_width, k) for k in BLOCK_KEYS}
+
+
+def set_blocks(values: dict) -> None:
+    for k in BLOCK_KEYS:
+        setattr(fused_width, k, values[k])
+
+
 STAGES = {
     "env": stage_env,
-    "correctness": stage_correctness,
     "copy": stage_copy,
     "sweep": stage_sweep,
+    "correctness": stage_correctness,
     "layer": stage_layer,
     "step": stage_step,
 }
@@ -453,7 +469,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON result path (a .md summary is written beside)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)}")
-    parser.add_argument("--budget", type=float, default=240.0, help="seconds after which no new stage starts")
+    parser.add_argument("--budget", type=float, default=270.0,
+                        help="seconds after which no new stage (or layer case / step run) starts")
     parser.add_argument("--reps", type=int, default=20, help="timed repeats per layer contender")
     parser.add_argument("--layers", type=int, default=8, help="qwen3-0.6b layers in the step stage (28 in full)")
     parser.add_argument("--batch", type=int, default=4)

@@ -30,6 +30,7 @@ BLOCK_T = 32  # tokens per program (tl.dot needs >= 16); each program re-reads g
 BLOCK_K = 64  # features per chunk
 BLOCK_R = 64  # rows of g W per program in the weight-gradient kernel
 NUM_WARPS = 4
+SPLIT_MIX = False  # sHC: write the coefficients and mix in a second kernel instead of in the same one
 
 CoefficientMath = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
@@ -73,21 +74,36 @@ def _projection_forward(x, wg_pad, eps, fuse_shc=False, scale=None, bias=None, g
     ncp = wg_pad.shape[1]
     raw = x.new_empty(t, ncp, dtype=torch.float32)
     inv_rms = x.new_empty(t, dtype=torch.float32)
+    split = fuse_shc and SPLIT_MIX
+    pre = res = raw  # unused pointers unless split
     if fuse_shc:
         post = x.new_empty(t, n, dtype=torch.float32)
         u = x.new_empty(t, c)
         mixed = torch.empty_like(x)
+        if split:
+            pre = x.new_empty(t, n, dtype=torch.float32)
+            res = x.new_empty(t, n, n, dtype=torch.float32)
     else:
         post = u = mixed = scale = bias = gamma = raw  # unused pointers
     with _device(x):
         K.width_fwd_kernel[_grid(t)](
-            x, wg_pad, scale, bias, gamma, raw, inv_rms, post, u, mixed, t, eps,
-            C=c, N=n, NP=_pow2(n, 2), NCP=ncp, BT=BLOCK_T, BK=BLOCK_K, FUSE_SHC=fuse_shc,
+            x, wg_pad, scale, bias, gamma, raw, inv_rms, post, u, mixed, pre, res, t, eps,
+            C=c, N=n, NP=_pow2(n, 2), NCP=ncp, BT=BLOCK_T, BK=BLOCK_K, FUSE_SHC=fuse_shc, MIX=not split,
             DOT_PRECISION=_dot_precision(x), num_warps=NUM_WARPS,
         )
+    if split:
+        _mix_forward(x, pre, res, u, mixed)
     if fuse_shc:
         return raw, inv_rms, post, u, mixed
     return raw, inv_rms
+
+
+def _mix_forward(x, pre, res, u, mixed):
+    t, n, c = x.shape
+    with _device(x):
+        K.mix_fwd_kernel[_grid(t)](
+            x, pre, res, u, mixed, t, C=c, N=n, NP=_pow2(n, 2), BT=BLOCK_T, BK=BLOCK_K, num_warps=NUM_WARPS,
+        )
 
 
 def _mix_backward_coefficients(x, du, dmixed):
@@ -233,11 +249,7 @@ class Mix(torch.autograd.Function):
         res32 = res.detach().float().contiguous()
         u = x.new_empty(t, c)
         mixed = torch.empty_like(x)
-        with _device(x):
-            K.mix_fwd_kernel[_grid(t)](
-                x, pre32, res32, u, mixed, t, C=c, N=n, NP=_pow2(n, 2), BT=BLOCK_T, BK=BLOCK_K,
-                num_warps=NUM_WARPS,
-            )
+        _mix_forward(x, pre32, res32, u, mixed)
         ctx.save_for_backward(x, pre32, res32)
         ctx.dtypes = (pre.dtype, res.dtype)
         return u, mixed

@@ -12,7 +12,8 @@ Forward
   and the projection ``y = x @ (g W)`` (a ``tl.dot``); ``raw = y * rsqrt(mean(x^2) + eps)``.
   ``FUSE_SHC`` then, still in registers: ``coef = s * raw + b``, the sHC coefficients
   (sigmoids, gated tanh, closed-form 3x3 Cayley, ``J + (PU) diag(sigma) (PV)^T``) and pass 2
-  mixes the (L2-hot) token block into ``u = sum_i pre_i x_i`` and ``mixed_j = sum_i H[i,j] x_i``.
+  mixes the (L2-hot) token block into ``u = sum_i pre_i x_i`` and ``mixed_j = sum_i H[i,j] x_i``
+  (``MIX``; else it writes the per-token coefficients for ``mix_fwd_kernel``).
   Without ``FUSE_SHC`` it only writes ``raw`` and ``inv_rms`` (the projection for other kinds).
 - ``mix_fwd_kernel``: the mixing pass alone, from precomputed per-token coefficients.
 - ``depth_fwd_kernel``: ``out_j = mixed_j + post_j * b``.
@@ -213,10 +214,11 @@ def _mix_tile(x_ptr, u_ptr, mixed_ptr, pre, res, row, tmask, C: tl.constexpr, N:
 @triton.jit
 def width_fwd_kernel(
     x_ptr, wg_ptr, scale_ptr, bias_ptr, gamma_ptr,
-    raw_ptr, inv_rms_ptr, post_ptr, u_ptr, mixed_ptr,
+    raw_ptr, inv_rms_ptr, post_ptr, u_ptr, mixed_ptr, pre_ptr, res_ptr,
     T, eps,
     C: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, NCP: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, FUSE_SHC: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, FUSE_SHC: tl.constexpr, MIX: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
     t = pid * BT + tl.arange(0, BT)
@@ -229,6 +231,8 @@ def width_fwd_kernel(
     post_ptr += start * N
     u_ptr += start * C
     mixed_ptr += start * N * C
+    pre_ptr += start * N
+    res_ptr += start * N * N
     cols = tl.arange(0, NCP)
     acc = tl.zeros((BT, NCP), tl.float32)
     sumsq = tl.zeros((BT,), tl.float32)
@@ -249,10 +253,16 @@ def width_fwd_kernel(
         coef = raw * tl.load(scale_ptr + cols)[None, :] + tl.load(bias_ptr + cols)[None, :]
         pre, res, post = _shc_coefficients(coef, cols, gamma_ptr, N, NP)
         r = tl.arange(0, NP)
-        tl.store(post_ptr + row[:, None] * N + r[None, :], post, mask=tmask[:, None] & (r[None, :] < N))
-        pre_t = _split_columns(pre, NP, N)
-        res_t = _split_matrix(res, NP, N)
-        _mix_tile(x_ptr, u_ptr, mixed_ptr, pre_t, res_t, row, tmask, C, N, BK)
+        rm = tmask[:, None] & (r[None, :] < N)
+        tl.store(post_ptr + row[:, None] * N + r[None, :], post, mask=rm)
+        if MIX:
+            pre_t = _split_columns(pre, NP, N)
+            res_t = _split_matrix(res, NP, N)
+            _mix_tile(x_ptr, u_ptr, mixed_ptr, pre_t, res_t, row, tmask, C, N, BK)
+        else:  # the caller mixes with mix_fwd_kernel
+            tl.store(pre_ptr + row[:, None] * N + r[None, :], pre, mask=rm)
+            offs = row[:, None, None] * (N * N) + r[None, :, None] * N + r[None, None, :]
+            tl.store(res_ptr + offs, res, mask=rm[:, :, None] & (r[None, None, :] < N))
 
 
 @triton.jit
