@@ -203,7 +203,10 @@ def stage_correctness(args, results):
         out.append(row)
     criterion = (f"float32: fused vs PyTorch <= {FP32_TOL}; bfloat16: fused vs float32 truth <= "
                  f"{BF16_FACTOR} x (PyTorch bf16 vs truth) + {BF16_FLOOR}")
-    return {"criterion": criterion, "blocks": blocks(), "cases": out}
+    result = {"criterion": criterion, "blocks": blocks(), "cases": out}
+    if SIZES["device"] != "cuda":
+        result["note"] = "smoke run: the interpreter truncates float32 -> bfloat16; bf16 'ok' flags mean nothing"
+    return result
 
 
 def stage_copy(args, results):

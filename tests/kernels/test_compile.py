@@ -1,0 +1,30 @@
+"""The kernels lower to sm_90 machine code (Triton's ahead-of-time compile, no GPU needed).
+
+The interpreter never lowers a kernel, so layout, dot-shape and register-allocation errors would
+only show on a GPU; this compiles every variant the autograd functions launch, in a subprocess
+because this test session runs Triton in interpreter mode.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+VARIANTS = 11  # kernel variants compile_check compiles
+
+
+def test_every_kernel_compiles_for_sm90():
+    pytest.importorskip("triton")
+    if importlib.util.find_spec("triton.backends.nvidia") is None:
+        pytest.skip("this Triton build has no NVIDIA backend")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, "-m", "shc.kernels.compile_check", "--arch", "90", "--dtype", "bf16", "--dim", "64"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if "registers" in line]
+    assert len(lines) == VARIANTS, proc.stdout
+    print(proc.stdout)
