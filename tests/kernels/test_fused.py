@@ -109,6 +109,14 @@ def test_fused_matches_pytorch_float32(kind, n, lead):
     check_against_pytorch(perturbed(kind, n), lead, torch.float32)
 
 
+def test_fused_shc_autograd_coefficient_backward_matches_pytorch(monkeypatch):
+    """The fallback backward (coefficient math differentiated by PyTorch autograd) agrees too."""
+    from shc.kernels import fused_width
+
+    monkeypatch.setattr(fused_width, "FUSED_COEFFICIENT_BACKWARD", False)
+    check_against_pytorch(perturbed("shc", 4), (19,), torch.float32)
+
+
 def test_fused_shc_split_mix_matches_pytorch(monkeypatch):
     """The two-kernel variant (coefficients written, then mixed) gives the same results."""
     from shc.kernels import fused_width

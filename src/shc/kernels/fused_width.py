@@ -31,6 +31,7 @@ BLOCK_K = 64  # features per chunk
 BLOCK_R = 64  # rows of g W per program in the weight-gradient kernel
 NUM_WARPS = 4
 SPLIT_MIX = False  # sHC: write the coefficients and mix in a second kernel instead of in the same one
+FUSED_COEFFICIENT_BACKWARD = True  # sHC: coefficient backward in Triton (else PyTorch autograd)
 
 CoefficientMath = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
@@ -199,6 +200,8 @@ class ShcWidth(torch.autograd.Function):
         du = _zeros_if_none(du, x[:, 0])
         dmixed = _zeros_if_none(dmixed, x)
         dpost = _zeros_if_none(dpost, inv_rms.new_empty(t, n))
+        if FUSED_COEFFICIENT_BACKWARD:
+            return _shc_backward_fused(ctx, x, wg_pad, raw, inv_rms, scale, bias, gamma, du, dmixed, dpost)
         with torch.enable_grad(), torch.autocast(device_type=x.device.type, enabled=False):
             raw_ = raw[:, :total].detach().requires_grad_()
             scale_ = scale.detach().float().requires_grad_()
@@ -216,6 +219,30 @@ class ShcWidth(torch.autograd.Function):
         )
         dwg = _weight_grad(x, dy, total)
         return dx, dwg, dscale.to(scale.dtype), dbias.to(bias.dtype), dgamma, None, None
+
+
+def _shc_backward_fused(ctx, x, wg_pad, raw, inv_rms, scale, bias, gamma, du, dmixed, dpost):
+    """One kernel for dpre/dH, the coefficient backward and dx; the weight-gradient kernel; the
+    token sums of the scale, bias and gamma gradients in PyTorch."""
+    t, n, c = x.shape
+    total, ncp = ctx.total, wg_pad.shape[1]
+    dx = torch.empty_like(x)
+    dcoef = x.new_empty(t, ncp, dtype=torch.float32)
+    dy = x.new_empty(t, ncp, dtype=torch.float32)
+    dgamma = x.new_empty(t, 2, dtype=torch.float32)
+    with _device(x):
+        K.shc_width_bwd_kernel[_grid(t)](
+            x, du, dmixed, dpost.float().contiguous(), raw, inv_rms, _padded(scale, ncp), _padded(bias, ncp),
+            gamma.detach().float().contiguous(), wg_pad, dx, dcoef, dy, dgamma, t,
+            C=c, N=n, NP=_pow2(n, 2), NCP=ncp, BT=BLOCK_T, BK=BLOCK_K, DOT_PRECISION=_dot_precision(x),
+            num_warps=NUM_WARPS,
+        )
+    dcoef = dcoef[:, :total]
+    dscale = (dcoef * raw[:, :total]).sum(0)
+    dbias = dcoef.sum(0)
+    dwg = _weight_grad(x, dy, total)
+    dgamma = dgamma.sum(0).to(gamma.dtype) if gamma.requires_grad else None
+    return dx, dwg, dscale.to(scale.dtype), dbias.to(bias.dtype), dgamma, None, None
 
 
 class Projection(torch.autograd.Function):

@@ -70,6 +70,20 @@ def _helmert_column(l: tl.constexpr, M: tl.constexpr, NP: tl.constexpr):
 
 
 @triton.jit
+def _cayley3(a, b, c):
+    """Row-major 9-tuple of ``U = (I + A)^-1 (I - A) = ((1-|w|^2) I + 2ww^T - 2A) / (1+|w|^2)`` for
+    ``A = [[0,a,b],[-a,0,c],[-b,-c,0]]`` with axial vector ``w = (c, -b, a)``."""
+    w2 = a * a + b * b + c * c
+    inv = 1.0 / (1.0 + w2)
+    d = 1.0 - w2
+    return (
+        (d + 2.0 * c * c) * inv, (-2.0 * c * b - 2.0 * a) * inv, (2.0 * c * a - 2.0 * b) * inv,
+        (-2.0 * b * c + 2.0 * a) * inv, (d + 2.0 * b * b) * inv, (-2.0 * b * a - 2.0 * c) * inv,
+        (2.0 * a * c + 2.0 * b) * inv, (-2.0 * a * b + 2.0 * c) * inv, (d + 2.0 * a * a) * inv,
+    )
+
+
+@triton.jit
 def _shc_coefficients(coef, cols, gamma_ptr, N: tl.constexpr, NP: tl.constexpr):
     """sHC ``(pre (BT,NP), H_res (BT,NP,NP), post (BT,NP))`` from gated+biased coefficients.
 
@@ -112,39 +126,16 @@ def _shc_coefficients(coef, cols, gamma_ptr, N: tl.constexpr, NP: tl.constexpr):
     p1 = _helmert_column(1, M, NP)[None, :]
     p2 = _helmert_column(2, M, NP)[None, :]
 
-    # U: w = (c, -b, a), |w|^2 = a^2 + b^2 + c^2
-    w2 = ua * ua + ub * ub + uc * uc
-    inv = 1.0 / (1.0 + w2)
-    d = 1.0 - w2
-    u00 = (d + 2.0 * uc * uc) * inv
-    u01 = (-2.0 * uc * ub - 2.0 * ua) * inv
-    u02 = (2.0 * uc * ua - 2.0 * ub) * inv
-    u10 = (-2.0 * ub * uc + 2.0 * ua) * inv
-    u11 = (d + 2.0 * ub * ub) * inv
-    u12 = (-2.0 * ub * ua - 2.0 * uc) * inv
-    u20 = (2.0 * ua * uc + 2.0 * ub) * inv
-    u21 = (-2.0 * ua * ub + 2.0 * uc) * inv
-    u22 = (d + 2.0 * ua * ua) * inv
-    w2 = va * va + vb * vb + vc * vc
-    inv = 1.0 / (1.0 + w2)
-    d = 1.0 - w2
-    v00 = (d + 2.0 * vc * vc) * inv
-    v01 = (-2.0 * vc * vb - 2.0 * va) * inv
-    v02 = (2.0 * vc * va - 2.0 * vb) * inv
-    v10 = (-2.0 * vb * vc + 2.0 * va) * inv
-    v11 = (d + 2.0 * vb * vb) * inv
-    v12 = (-2.0 * vb * va - 2.0 * vc) * inv
-    v20 = (2.0 * va * vc + 2.0 * vb) * inv
-    v21 = (-2.0 * va * vb + 2.0 * vc) * inv
-    v22 = (d + 2.0 * va * va) * inv
+    u = _cayley3(ua, ub, uc)
+    v = _cayley3(va, vb, vc)
 
     # (PU)[:, k] and (PV)[:, k], each (BT, NP)
-    pu0 = p0 * u00[:, None] + p1 * u10[:, None] + p2 * u20[:, None]
-    pu1 = p0 * u01[:, None] + p1 * u11[:, None] + p2 * u21[:, None]
-    pu2 = p0 * u02[:, None] + p1 * u12[:, None] + p2 * u22[:, None]
-    pv0 = p0 * v00[:, None] + p1 * v10[:, None] + p2 * v20[:, None]
-    pv1 = p0 * v01[:, None] + p1 * v11[:, None] + p2 * v21[:, None]
-    pv2 = p0 * v02[:, None] + p1 * v12[:, None] + p2 * v22[:, None]
+    pu0 = p0 * u[0][:, None] + p1 * u[3][:, None] + p2 * u[6][:, None]
+    pu1 = p0 * u[1][:, None] + p1 * u[4][:, None] + p2 * u[7][:, None]
+    pu2 = p0 * u[2][:, None] + p1 * u[5][:, None] + p2 * u[8][:, None]
+    pv0 = p0 * v[0][:, None] + p1 * v[3][:, None] + p2 * v[6][:, None]
+    pv1 = p0 * v[1][:, None] + p1 * v[4][:, None] + p2 * v[7][:, None]
+    pv2 = p0 * v[2][:, None] + p1 * v[5][:, None] + p2 * v[8][:, None]
     res = (
         (s0[:, None, None] * pu0[:, :, None]) * pv0[:, None, :]
         + (s1[:, None, None] * pu1[:, :, None]) * pv1[:, None, :]
@@ -286,22 +277,10 @@ def mix_fwd_kernel(
 
 
 @triton.jit
-def mix_bwd_coef_kernel(
-    x_ptr, du_ptr, dmixed_ptr, dpre_ptr, dres_ptr, T,
-    C: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    t = pid * BT + tl.arange(0, BT)
-    tmask = t < T
-    row = tl.arange(0, BT)  # int32 offsets inside the block; pointers moved to its start
-    start = pid.to(tl.int64) * BT
-    x_ptr += start * N * C
-    du_ptr += start * C
-    dmixed_ptr += start * N * C
-    dpre_ptr += start * N
-    dres_ptr += start * N * N
+def _mix_grad_coefficients(x_ptr, du_ptr, dmixed_ptr, row, tmask, C: tl.constexpr, N: tl.constexpr,
+                           NP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr):
+    """``dpre (BT, NP)`` and ``dres (BT, NP, NP)``: ``<du, x_i>`` and ``<dmixed_j, x_i>`` per token."""
     r = tl.arange(0, NP)
-    rm = r < N
     dpre = tl.zeros((BT, NP), tl.float32)
     dres = tl.zeros((BT, NP, NP), tl.float32)
     for c0 in range(0, C, BK):
@@ -320,19 +299,13 @@ def mix_bwd_coef_kernel(
                 dot_ij = tl.sum(xs[i] * dms[j], axis=1)  # <x_i, dmixed_j>
                 sel = (r[:, None] == i) & (r[None, :] == j)
                 dres += tl.where(sel[None, :, :], dot_ij[:, None, None], 0.0)
-    tl.store(dpre_ptr + row[:, None] * N + r[None, :], dpre, mask=tmask[:, None] & rm[None, :])
-    tl.store(
-        dres_ptr + row[:, None, None] * (N * N) + r[None, :, None] * N + r[None, None, :], dres,
-        mask=tmask[:, None, None] & rm[None, :, None] & rm[None, None, :],
-    )
+    return dpre, dres
 
 
 @triton.jit
-def width_bwd_dx_kernel(
-    x_ptr, du_ptr, dmixed_ptr, pre_ptr, res_ptr, dy_ptr, alpha_ptr, wg_ptr, dx_ptr, T,
-    C: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, NCP: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, WITH_MIX: tl.constexpr, WITH_PROJ: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+def mix_bwd_coef_kernel(
+    x_ptr, du_ptr, dmixed_ptr, dpre_ptr, dres_ptr, T,
+    C: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     t = pid * BT + tl.arange(0, BT)
@@ -342,19 +315,25 @@ def width_bwd_dx_kernel(
     x_ptr += start * N * C
     du_ptr += start * C
     dmixed_ptr += start * N * C
-    pre_ptr += start * N
-    res_ptr += start * N * N
-    dy_ptr += start * NCP
-    alpha_ptr += start
-    dx_ptr += start * N * C
-    tl.arange(0, NP)
+    dpre_ptr += start * N
+    dres_ptr += start * N * N
+    r = tl.arange(0, NP)
+    rm = r < N
+    dpre, dres = _mix_grad_coefficients(x_ptr, du_ptr, dmixed_ptr, row, tmask, C, N, NP, BT, BK)
+    tl.store(dpre_ptr + row[:, None] * N + r[None, :], dpre, mask=tmask[:, None] & rm[None, :])
+    tl.store(
+        dres_ptr + row[:, None, None] * (N * N) + r[None, :, None] * N + r[None, None, :], dres,
+        mask=tmask[:, None, None] & rm[None, :, None] & rm[None, None, :],
+    )
+
+
+@triton.jit
+def _dx_tile(x_ptr, du_ptr, dmixed_ptr, wg_ptr, dx_ptr, pre, res, dy, alpha, row, tmask,
+             C: tl.constexpr, N: tl.constexpr, NCP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+             WITH_MIX: tl.constexpr, WITH_PROJ: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """``dx_i = pre_i du + sum_j H[i,j] dmixed_j`` (``WITH_MIX``; ``pre``/``res`` tuples of (BT,))
+    ``+ alpha x_i + dy @ (gW)_i^T`` (``WITH_PROJ``) for one token block."""
     cols = tl.arange(0, NCP)
-    if WITH_MIX:
-        pre = _load_entries(pre_ptr, row, tmask, N)
-        res = _load_entries(res_ptr, row, tmask, N * N)
-    if WITH_PROJ:
-        dy = tl.load(dy_ptr + row[:, None] * NCP + cols[None, :], mask=tmask[:, None], other=0.0)
-        alpha = tl.load(alpha_ptr + row, mask=tmask, other=0.0)
     for c0 in range(0, C, BK):
         c = c0 + tl.arange(0, BK)
         cmask = c < C
@@ -377,6 +356,211 @@ def width_bwd_dx_kernel(
                 wt = tl.load(wg_ptr + (i * C + c)[None, :] * NCP + cols[:, None], mask=cmask[None, :], other=0.0)
                 dx += tl.dot(dy, wt, input_precision=DOT_PRECISION)
             tl.store(dx_ptr + row[:, None] * (N * C) + i * C + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m2)
+
+
+@triton.jit
+def width_bwd_dx_kernel(
+    x_ptr, du_ptr, dmixed_ptr, pre_ptr, res_ptr, dy_ptr, alpha_ptr, wg_ptr, dx_ptr, T,
+    C: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, NCP: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, WITH_MIX: tl.constexpr, WITH_PROJ: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    t = pid * BT + tl.arange(0, BT)
+    tmask = t < T
+    row = tl.arange(0, BT)  # int32 offsets inside the block; pointers moved to its start
+    start = pid.to(tl.int64) * BT
+    x_ptr += start * N * C
+    du_ptr += start * C
+    dmixed_ptr += start * N * C
+    pre_ptr += start * N
+    res_ptr += start * N * N
+    dy_ptr += start * NCP
+    alpha_ptr += start
+    dx_ptr += start * N * C
+    cols = tl.arange(0, NCP)
+    pre = ()
+    res = ()
+    dy = tl.zeros((BT, NCP), tl.float32)
+    alpha = tl.zeros((BT,), tl.float32)
+    if WITH_MIX:
+        pre = _load_entries(pre_ptr, row, tmask, N)
+        res = _load_entries(res_ptr, row, tmask, N * N)
+    if WITH_PROJ:
+        dy = tl.load(dy_ptr + row[:, None] * NCP + cols[None, :], mask=tmask[:, None], other=0.0)
+        alpha = tl.load(alpha_ptr + row, mask=tmask, other=0.0)
+    _dx_tile(x_ptr, du_ptr, dmixed_ptr, wg_ptr, dx_ptr, pre, res, dy, alpha, row, tmask,
+             C, N, NCP, BT, BK, WITH_MIX, WITH_PROJ, DOT_PRECISION)
+
+
+@triton.jit
+def _shc_coefficients_backward(coef, cols, gamma_ptr, dpre, dres, dpost, N: tl.constexpr, NP: tl.constexpr):
+    """Gradient of :func:`_shc_coefficients`: ``(dcoef (BT, NCP), dgamma_U (BT,), dgamma_V (BT,))``
+    from ``dpre (BT, NP)``, ``dres (BT, NP, NP)``, ``dpost (BT, NP)`` (per token; the caller sums
+    the gamma parts over tokens).
+
+    ``dE = P^T dH P``; with ``E = U diag(s) V^T``: ``ds_k = (U^T dE V)_kk``, ``dU = dE V diag(s)``,
+    ``dV = dE^T U diag(s)``; through the Cayley transform ``U = 2 (I + A)^-1 - I``:
+    ``dA = -1/2 (I + U^T) dU (I + U^T)``, and ``dz = dA_upper - dA_lower`` for the skew parameters.
+    """
+    M: tl.constexpr = N - 1
+    K: tl.constexpr = M * (M - 1) // 2
+    base: tl.constexpr = 2 * N
+    r = tl.arange(0, NP)
+    rm = r < N
+    pre = _sigmoid(_columns(coef, cols, 0, NP))
+    post = 2.0 * _sigmoid(_columns(coef, cols, N, NP))
+    dc_pre = tl.where(rm[None, :], dpre * pre * (1.0 - pre), 0.0)
+    dc_post = tl.where(rm[None, :], dpost * post * (1.0 - 0.5 * post), 0.0)
+    sel = ((cols[None, :] == r[:, None]) & rm[:, None]).to(tl.float32)  # (NP, NCP): column r
+    sel_post = ((cols[None, :] == (N + r)[:, None]) & rm[:, None]).to(tl.float32)
+    dcoef = tl.sum(dc_pre[:, :, None] * sel[None, :, :], axis=1)
+    dcoef += tl.sum(dc_post[:, :, None] * sel_post[None, :, :], axis=1)
+
+    g_u = tl.load(gamma_ptr)
+    g_v = tl.load(gamma_ptr + 1)
+    zero = tl.sum(coef, axis=1) * 0.0
+    tua = zero
+    tub = zero
+    tuc = zero
+    tva = zero
+    tvb = zero
+    tvc = zero
+    if K >= 1:
+        tua = _tanh(_column(coef, cols, base))
+        tva = _tanh(_column(coef, cols, base + K))
+    if K >= 3:
+        tub = _tanh(_column(coef, cols, base + 1))
+        tuc = _tanh(_column(coef, cols, base + 2))
+        tvb = _tanh(_column(coef, cols, base + K + 1))
+        tvc = _tanh(_column(coef, cols, base + K + 2))
+    s0 = _tanh(_column(coef, cols, base + 2 * K))
+    s1 = zero
+    s2 = zero
+    if M >= 2:
+        s1 = _tanh(_column(coef, cols, base + 2 * K + 1))
+    if M >= 3:
+        s2 = _tanh(_column(coef, cols, base + 2 * K + 2))
+    u = _cayley3(g_u * tua, g_u * tub, g_u * tuc)
+    v = _cayley3(g_v * tva, g_v * tvb, g_v * tvc)
+
+    # dE[a][b] = p_a^T dH p_b (zero for a, b >= M: those Helmert columns are zero)
+    p0 = _helmert_column(0, M, NP)
+    p1 = _helmert_column(1, M, NP)
+    p2 = _helmert_column(2, M, NP)
+    q0 = tl.sum(dres * p0[None, None, :], axis=2)  # dH p_0, (BT, NP)
+    q1 = tl.sum(dres * p1[None, None, :], axis=2)
+    q2 = tl.sum(dres * p2[None, None, :], axis=2)
+    e = (
+        tl.sum(q0 * p0[None, :], axis=1), tl.sum(q1 * p0[None, :], axis=1), tl.sum(q2 * p0[None, :], axis=1),
+        tl.sum(q0 * p1[None, :], axis=1), tl.sum(q1 * p1[None, :], axis=1), tl.sum(q2 * p1[None, :], axis=1),
+        tl.sum(q0 * p2[None, :], axis=1), tl.sum(q1 * p2[None, :], axis=1), tl.sum(q2 * p2[None, :], axis=1),
+    )  # row-major dE[a][b] at 3a + b
+    s = (s0, s1, s2)
+    # ds_k = sum_ab dE[a][b] U[a][k] V[b][k]
+    ds = ()
+    for k in tl.static_range(3):
+        acc = zero
+        for a in tl.static_range(3):
+            for b in tl.static_range(3):
+                acc += e[3 * a + b] * u[3 * a + k] * v[3 * b + k]
+        ds = ds + (acc,)
+    # dU[a][k] = s_k sum_b dE[a][b] V[b][k];  dV[b][k] = s_k sum_a dE[a][b] U[a][k]
+    du_ = ()
+    dv_ = ()
+    for a in tl.static_range(3):
+        for k in tl.static_range(3):
+            acc_u = zero
+            acc_v = zero
+            for b in tl.static_range(3):
+                acc_u += e[3 * a + b] * v[3 * b + k]
+                acc_v += e[3 * b + a] * u[3 * b + k]
+            du_ = du_ + (s[k] * acc_u,)
+            dv_ = dv_ + (s[k] * acc_v,)
+    dza = _cayley3_backward(u, du_)
+    dzb = _cayley3_backward(v, dv_)
+    # gated tanh: z = g tanh(c)
+    dg_u = dza[0] * tua + dza[1] * tub + dza[2] * tuc
+    dg_v = dzb[0] * tva + dzb[1] * tvb + dzb[2] * tvc
+    if K >= 1:
+        dcoef += tl.where(cols[None, :] == base, (dza[0] * g_u * (1.0 - tua * tua))[:, None], 0.0)
+        dcoef += tl.where(cols[None, :] == base + K, (dzb[0] * g_v * (1.0 - tva * tva))[:, None], 0.0)
+    if K >= 3:
+        dcoef += tl.where(cols[None, :] == base + 1, (dza[1] * g_u * (1.0 - tub * tub))[:, None], 0.0)
+        dcoef += tl.where(cols[None, :] == base + 2, (dza[2] * g_u * (1.0 - tuc * tuc))[:, None], 0.0)
+        dcoef += tl.where(cols[None, :] == base + K + 1, (dzb[1] * g_v * (1.0 - tvb * tvb))[:, None], 0.0)
+        dcoef += tl.where(cols[None, :] == base + K + 2, (dzb[2] * g_v * (1.0 - tvc * tvc))[:, None], 0.0)
+    for k in tl.static_range(M):
+        dcoef += tl.where(cols[None, :] == base + 2 * K + k, (ds[k] * (1.0 - s[k] * s[k]))[:, None], 0.0)
+    return dcoef, dg_u, dg_v
+
+
+@triton.jit
+def _cayley3_backward(u, du):
+    """``(da, db, dc)`` of ``A = [[0,a,b],[-a,0,c],[-b,-c,0]]`` from ``dU`` (row-major 9-tuples):
+    ``dA = -1/2 B dU B`` with ``B = I + U^T``."""
+    bm = (
+        1.0 + u[0], u[3], u[6],
+        u[1], 1.0 + u[4], u[7],
+        u[2], u[5], 1.0 + u[8],
+    )
+    t = ()  # B dU
+    for i in tl.static_range(3):
+        for j in tl.static_range(3):
+            t = t + (bm[3 * i] * du[j] + bm[3 * i + 1] * du[3 + j] + bm[3 * i + 2] * du[6 + j],)
+    ga = ()  # -1/2 (B dU) B
+    for i in tl.static_range(3):
+        for j in tl.static_range(3):
+            ga = ga + (-0.5 * (t[3 * i] * bm[j] + t[3 * i + 1] * bm[3 + j] + t[3 * i + 2] * bm[6 + j]),)
+    return ga[1] - ga[3], ga[2] - ga[6], ga[5] - ga[7]
+
+
+@triton.jit
+def shc_width_bwd_kernel(
+    x_ptr, du_ptr, dmixed_ptr, dpost_ptr, raw_ptr, inv_rms_ptr, scale_ptr, bias_ptr, gamma_ptr, wg_ptr,
+    dx_ptr, dcoef_ptr, dy_ptr, dgamma_ptr, T,
+    C: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, NCP: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """The whole sHC width backward for one token block except the weight gradient: ``dpre``/``dH``
+    (pass 1 over the features), the coefficient backward in registers, then ``dx`` (pass 2).
+    Writes ``dcoef`` (T, NCP), ``dy = dcoef * scale * inv_rms`` (T, NCP) for the weight gradient
+    and the per-token gamma gradients (T, 2)."""
+    pid = tl.program_id(0)
+    t = pid * BT + tl.arange(0, BT)
+    tmask = t < T
+    row = tl.arange(0, BT)  # int32 offsets inside the block; pointers moved to its start
+    start = pid.to(tl.int64) * BT
+    x_ptr += start * N * C
+    du_ptr += start * C
+    dmixed_ptr += start * N * C
+    dpost_ptr += start * N
+    raw_ptr += start * NCP
+    inv_rms_ptr += start
+    dx_ptr += start * N * C
+    dcoef_ptr += start * NCP
+    dy_ptr += start * NCP
+    dgamma_ptr += start * 2
+    r = tl.arange(0, NP)
+    cols = tl.arange(0, NCP)
+    dpre, dres = _mix_grad_coefficients(x_ptr, du_ptr, dmixed_ptr, row, tmask, C, N, NP, BT, BK)
+    dpost = tl.load(dpost_ptr + row[:, None] * N + r[None, :], mask=tmask[:, None] & (r[None, :] < N), other=0.0)
+    raw = tl.load(raw_ptr + row[:, None] * NCP + cols[None, :], mask=tmask[:, None], other=0.0)
+    inv_rms = tl.load(inv_rms_ptr + row, mask=tmask, other=0.0)
+    scale = tl.load(scale_ptr + cols)
+    coef = raw * scale[None, :] + tl.load(bias_ptr + cols)[None, :]
+    dcoef, dg_u, dg_v = _shc_coefficients_backward(coef, cols, gamma_ptr, dpre, dres, dpost, N, NP)
+    dcoef = tl.where(tmask[:, None], dcoef, 0.0)
+    tl.store(dcoef_ptr + row[:, None] * NCP + cols[None, :], dcoef, mask=tmask[:, None])
+    tl.store(dgamma_ptr + row * 2, dg_u, mask=tmask)
+    tl.store(dgamma_ptr + row * 2 + 1, dg_v, mask=tmask)
+    draw = dcoef * scale[None, :]
+    dy = draw * inv_rms[:, None]
+    tl.store(dy_ptr + row[:, None] * NCP + cols[None, :], dy, mask=tmask[:, None])
+    alpha = -tl.sum(draw * raw, axis=1) * inv_rms * inv_rms / (N * C)
+    pre, res, post = _shc_coefficients(coef, cols, gamma_ptr, N, NP)
+    _dx_tile(x_ptr, du_ptr, dmixed_ptr, wg_ptr, dx_ptr, _split_columns(pre, NP, N), _split_matrix(res, NP, N),
+             dy, alpha, row, tmask, C, N, NCP, BT, BK, True, True, DOT_PRECISION)
 
 
 @triton.jit
@@ -417,7 +601,6 @@ def depth_fwd_kernel(
     post_ptr += start * N
     b_ptr += start * C
     out_ptr += start * N * C
-    tl.arange(0, NP)
     post = _load_entries(post_ptr, row, tmask, N)
     for c0 in range(0, C, BK):
         c = c0 + tl.arange(0, BK)
