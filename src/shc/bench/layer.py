@@ -217,7 +217,10 @@ def run_layer_bench(cfg: LayerBenchConfig, log: Callable[[str], None] = print) -
     use_package = cfg.package and package_available()
     for n, dim, dtype_name, mode in itertools.product(cfg.streams, cfg.dims, cfg.dtypes, cfg.modes):
         compiled = mode == "compiled"
-        torch._dynamo.reset()  # fresh compile caches: no recompile limit across configurations
+        torch._dynamo.reset()  # fresh compile caches for every configuration
+        # one compiled module per contender shares HyperConnection.forward's code object: each is a
+        # recompile of it (the default limit of 8 would fail fullgraph=True)
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         x, grad = _inputs(cfg.tokens, n, dim, DTYPES[dtype_name], cfg.seed)
         built = build_contenders(cfg, n, x, grad, compiled, use_package)
         log(f"layer: n={n} C={dim} {dtype_name} {mode}: {len(built)} contenders x {cfg.repeats} rounds")

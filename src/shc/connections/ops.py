@@ -64,14 +64,14 @@ class _ProjectRMS(torch.autograd.Function):
         flat, weight, inv_rms, raw = ctx.saved_tensors
         x = flat.to(weight.dtype)
         features = x.shape[-1]
+        grad = grad.contiguous()
         grad_raw = grad * inv_rms
         # d inv_rms / d x = -inv_rms^3 x / features
         scale = (grad * raw).sum(-1, keepdim=True) * (-inv_rms.pow(3) / features)
-        grad_x = torch.addmm(
-            (x * scale).reshape(-1, features), grad_raw.reshape(-1, grad.shape[-1]), weight.t()
-        ).reshape(x.shape)
-        lead = grad_raw.reshape(-1, grad.shape[-1])
-        grad_weight = x.reshape(-1, features).t() @ lead
+        # the GEMM writes a fresh tensor, the RMS term is added in place: two passes over (..., F)
+        grad_x = (grad_raw.reshape(-1, grad.shape[-1]) @ weight.t()).reshape(x.shape)
+        grad_x.addcmul_(x, scale)
+        grad_weight = x.reshape(-1, features).t() @ grad_raw.reshape(-1, grad.shape[-1])
         return grad_x.to(flat.dtype), grad_weight, None
 
 
@@ -101,16 +101,12 @@ class _WidthMix(torch.autograd.Function):
         pre, res, streams = ctx.saved_tensors
         dt = pre.dtype
         x = streams.to(dt)
-        grad_u = grad_u.to(dt)
-        grad_mixed = grad_mixed.to(dt)
+        grad_u = grad_u.to(dt).contiguous()
+        grad_mixed = grad_mixed.to(dt).contiguous()
         grad_pre = torch.matmul(x, grad_u.unsqueeze(-1)).squeeze(-1)
         grad_res = torch.matmul(x, grad_mixed.transpose(-1, -2))
-        n, dim = x.shape[-2], x.shape[-1]
-        grad_x = torch.baddbmm(
-            _batched(torch.matmul(res, grad_mixed), n),
-            _batched(pre.unsqueeze(-1), n),
-            grad_u.reshape(-1, 1, dim),
-        ).reshape(x.shape)
+        grad_x = torch.matmul(res, grad_mixed)
+        grad_x.addcmul_(pre.unsqueeze(-1), grad_u.unsqueeze(-2))  # in place: no copy of grad_x
         return grad_pre, grad_res, grad_x.to(streams.dtype)
 
 
@@ -136,19 +132,16 @@ class _DepthAdd(torch.autograd.Function):
     @staticmethod
     def forward(ctx, mixed: torch.Tensor, post: torch.Tensor, branch_out: torch.Tensor):
         dt = post.dtype
-        n, dim = mixed.shape[-2], mixed.shape[-1]
-        out = torch.baddbmm(
-            _batched(mixed.to(dt), n), _batched(post.unsqueeze(-1), n), branch_out.to(dt).reshape(-1, 1, dim)
-        )
+        out = torch.addcmul(mixed.to(dt), post.unsqueeze(-1), branch_out.to(dt).unsqueeze(-2))
         ctx.save_for_backward(post, branch_out)
         ctx.dtypes = (mixed.dtype, branch_out.dtype)
-        return out.reshape(mixed.shape).to(mixed.dtype)
+        return out.to(mixed.dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         post, branch_out = ctx.saved_tensors
         mixed_dtype, branch_dtype = ctx.dtypes
-        g = grad.to(post.dtype)
+        g = grad.to(post.dtype).contiguous()
         grad_post = torch.matmul(g, branch_out.to(post.dtype).unsqueeze(-1)).squeeze(-1)
         grad_branch = torch.matmul(post.unsqueeze(-2), g).squeeze(-2)
         return grad.to(mixed_dtype), grad_post, grad_branch.to(branch_dtype)
