@@ -364,12 +364,16 @@ def stage_step(args, results):
     return out
 
 
-# (BLOCK_T, BLOCK_K, NUM_WARPS, SPLIT_MIX): larger token blocks re-read the (n C x 32) projection
-# weight from L2 fewer times; larger feature chunks mean fewer loop trips but more registers;
-# SPLIT_MIX writes the sHC coefficients and mixes in a second kernel (lighter kernels, one more
-# launch, the second read of the streams certainly from HBM)
-SWEEP = [(32, 64, 4, False), (32, 64, 4, True), (16, 128, 4, False), (64, 64, 8, False)]
-BLOCK_KEYS = ("BLOCK_T", "BLOCK_K", "NUM_WARPS", "SPLIT_MIX")
+# (BLOCK_T, BLOCK_K, NUM_WARPS, SPLIT_MIX, FUSED_COEFFICIENT_BACKWARD): larger token blocks re-read
+# the (n C x 32) projection weight from L2 fewer times; larger feature chunks mean fewer loop trips
+# but more registers; SPLIT_MIX writes the sHC coefficients and mixes in a second kernel (lighter
+# kernels, one more launch, the second read of the streams certainly from HBM);
+# FUSED_COEFFICIENT_BACKWARD=False differentiates the coefficient math with PyTorch autograd
+SWEEP = [
+    (32, 64, 4, False, True), (32, 64, 4, True, True), (16, 128, 4, False, True), (64, 64, 8, False, True),
+    (32, 64, 4, False, False),
+]
+BLOCK_KEYS = ("BLOCK_T", "BLOCK_K", "NUM_WARPS", "SPLIT_MIX", "FUSED_COEFFICIENT_BACKWARD")
 
 
 def stage_sweep(args, results):

@@ -12,9 +12,12 @@ Here:
   the kind's own PyTorch coefficient math on ``(T, few)`` tensors, then the mixing kernel.
   hc: its PyTorch coefficients, then the mixing kernel.
 - depth (every kind but residual): one kernel ``x'_j = mixed_j + h_post_j F(u)``.
-- Backward: Triton kernels for all streaming parts (``dpre``/``dH`` reductions, ``dx``, the
-  projection weight gradient ``x^T dy``, the depth gradients); the small per-token coefficient
-  math is recomputed and differentiated in PyTorch (see :mod:`shc.kernels.fused_width`).
+- sHC (n <= 4), backward: ONE kernel per token block reduces ``dpre``/``dH`` over the features,
+  runs the hand-derived backward of the coefficient math in registers (through the closed-form
+  Cayley transform) and writes ``dx``; a second kernel reduces the projection weight gradient
+  ``x^T dy`` over tokens; PyTorch sums the per-token gate/bias/gamma gradients (three tiny ops).
+- Other kinds, backward: Triton kernels for every pass over the streams; their coefficient math
+  is differentiated by PyTorch autograd. Depth backward: one kernel. See :mod:`shc.kernels.fused_width`.
 
 Dispatch: :func:`available` says whether the fused path can run for a tensor (CUDA tensor and
 Triton importable, or Triton's CPU interpreter forced with ``TRITON_INTERPRET=1``, used by the

@@ -3,12 +3,14 @@
 Three functions, all on streams flattened to ``(T, n, C)``:
 
 - :class:`ShcWidth` (sHC, n <= 4): ONE forward kernel does the RMS statistics, the projection
-  ``x @ (g W)`` with its ``inv_rms`` epilogue, the whole sHC coefficient math and the mixing.
-  Backward: a kernel reduces ``dpre``/``dH`` over the features, the coefficient math is
-  recomputed in PyTorch from the saved per-token ``raw`` coefficients (tiny tensors) and
-  differentiated there (this gives the gradients of the gates, biases and ``gamma``), then one
-  kernel writes ``dx`` (mixing part + projection part + RMS part) and one the projection weight
-  gradient ``x^T dy``.
+  ``x @ (g W)`` with its ``inv_rms`` epilogue, the whole sHC coefficient math and the mixing
+  (``SPLIT_MIX``: the coefficients are written and a second kernel mixes). Backward
+  (``FUSED_COEFFICIENT_BACKWARD``, default): ONE kernel reduces ``dpre``/``dH`` over the
+  features, differentiates the coefficient math in registers and writes ``dx`` (mixing part +
+  projection part + RMS part); one kernel reduces the projection weight gradient ``x^T dy``.
+  Saved for backward: the streams and the per-token ``raw`` coefficients and ``inv_rms``.
+  The fallback (``FUSED_COEFFICIENT_BACKWARD = False``) recomputes the coefficient math in
+  PyTorch from ``raw`` and lets autograd differentiate it (dozens of small launches).
 - :class:`Projection` + :class:`Mix` (every other kind): the projection kernel gives ``raw``,
   the kind's own PyTorch code turns it into coefficients (autograd as usual), the mix kernel
   mixes; each has its own backward kernels.
