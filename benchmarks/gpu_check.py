@@ -8,16 +8,15 @@ Run on a CUDA machine; it imports only torch, triton and shc (``pip install -e .
 It prints everything and writes ``--out`` (JSON) plus the same stem with ``.md`` (a summary).
 Stages, in order, each independent (a failure is recorded with its traceback and the rest still
 run; a stage, or a case within one, that would start after ``--budget`` seconds is skipped):
-``env`` (device, versions), ``copy`` (device copy bandwidth), ``sweep`` (block sizes of the
-fused kernels, sHC fwd+bwd at C = 2048 bf16; the fastest are used from then on unless
+``env`` (device, versions), ``copy`` (device copy bandwidth), ``sweep`` (block sizes and variants
+of the fused kernels, sHC fwd+bwd at C = 2048 bf16; the fastest are used from then on unless
 ``--keep-blocks``), ``correctness`` (fused vs PyTorch path, values and every gradient: sHC n = 4
-bf16 and fp32, n = 3 bf16, mHC n = 4 bf16; C = 1024, 4099 tokens), ``layer`` (width + identity
-branch + depth, n = 4, 8192 tokens, C in {1024, 2048} bf16: fused vs PyTorch eager vs
-torch.compile, and C = 1024 fp32 streams: fused vs eager; fwd+bwd and fwd only; achieved
-bandwidth for the byte model below) and ``step`` (training step of the qwen3-0.6b shape with
-``--layers`` layers, bf16 autocast: residual vs sHC n = 4 with and without the kernels).
-Triton compiles each kernel variant on first use (seconds each); the order above lets later
-stages reuse the variants compiled by earlier ones.
+bf16 and fp32, n = 3 bf16, mHC n = 4 bf16; C = 1024, 4099 tokens), ``step`` (training step of
+the qwen3-0.6b shape with ``--layers`` layers, bf16 autocast: residual vs sHC n = 4 with and
+without the kernels) and ``layer`` (width + identity branch + depth, n = 4, 8192 tokens, C in
+{1024, 2048} bf16: fused vs PyTorch eager vs torch.compile, and C = 1024 fp32 streams: fused vs
+eager; fwd+bwd and fwd only; achieved bandwidth for the byte model below). Triton compiles each
+kernel variant on first use (seconds each); the order lets later stages reuse earlier variants.
 
 Byte model (``b`` bytes per stream element, T tokens, n streams, width C; coefficients, the
 projection weight and per-token scalars are O(T n^2) and ignored). What any width+depth must move:
@@ -369,10 +368,7 @@ def stage_step(args, results):
 # but more registers; SPLIT_MIX writes the sHC coefficients and mixes in a second kernel (lighter
 # kernels, one more launch, the second read of the streams certainly from HBM);
 # FUSED_COEFFICIENT_BACKWARD=False differentiates the coefficient math with PyTorch autograd
-SWEEP = [
-    (32, 64, 4, False, True), (32, 64, 4, True, True), (16, 128, 4, False, True), (64, 64, 8, False, True),
-    (32, 64, 4, False, False),
-]
+SWEEP = [(32, 64, 4, False, True), (32, 64, 4, True, True), (16, 128, 4, False, True), (32, 64, 4, False, False)]
 BLOCK_KEYS = ("BLOCK_T", "BLOCK_K", "NUM_WARPS", "SPLIT_MIX", "FUSED_COEFFICIENT_BACKWARD")
 
 
@@ -434,8 +430,8 @@ STAGES = {
     "copy": stage_copy,
     "sweep": stage_sweep,
     "correctness": stage_correctness,
-    "layer": stage_layer,
     "step": stage_step,
+    "layer": stage_layer,
 }
 
 
@@ -476,7 +472,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON result path (a .md summary is written beside)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)}")
-    parser.add_argument("--budget", type=float, default=270.0,
+    parser.add_argument("--budget", type=float, default=240.0,
                         help="seconds after which no new stage (or layer case / step run) starts")
     parser.add_argument("--reps", type=int, default=20, help="timed repeats per layer contender")
     parser.add_argument("--layers", type=int, default=8, help="qwen3-0.6b layers in the step stage (28 in full)")

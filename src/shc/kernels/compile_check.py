@@ -89,9 +89,10 @@ def _resource_usage(cubin: bytes) -> tuple[int | None, int | None]:
 
 def compile_all(
     arch: int = 90, dtype: str = "bf16", streams: int = 4, dim: int = 1024, block_t: int | None = None,
-    block_k: int | None = None, num_warps: int | None = None, only: str | None = None,
+    block_k: int | None = None, num_warps: int | None = None, only: tuple[str, ...] = (),
 ) -> list[Compiled]:
-    """Compile every kernel variant for ``sm_<arch>``; raises on the first compile error."""
+    """Compile every kernel variant (or those whose name starts with one of ``only``) for
+    ``sm_<arch>``; raises on the first compile error."""
     if dtype not in ("bf16", "fp16", "fp32"):
         raise ValueError(f"dtype must be bf16, fp16 or fp32, got {dtype!r}")
     bt = block_t or fused_width.BLOCK_T
@@ -100,7 +101,7 @@ def compile_all(
     target = GPUTarget("cuda", arch, 32)
     out = []
     for name, kernel, args in _variants(dtype, streams, dim, bt, bk, fused_width.BLOCK_R):
-        if only is not None and only not in name:
+        if only and not name.startswith(tuple(only)):
             continue
         names = kernel.arg_names
         signature = {a: (args[a] if isinstance(args[a], str) and a not in ("DOT_PRECISION",) else "constexpr")
@@ -123,8 +124,13 @@ def main(argv=None) -> int:
     parser.add_argument("--block-t", type=int)
     parser.add_argument("--block-k", type=int)
     parser.add_argument("--num-warps", type=int)
+    parser.add_argument("--only", default="", help="comma list of kernel-name prefixes (default: all)")
     args = parser.parse_args(argv)
-    for c in compile_all(args.arch, args.dtype, args.streams, args.dim, args.block_t, args.block_k, args.num_warps):
+    only = tuple(p for p in args.only.split(",") if p)
+    compiled = compile_all(
+        args.arch, args.dtype, args.streams, args.dim, args.block_t, args.block_k, args.num_warps, only
+    )
+    for c in compiled:
         print(f"{c.name:40s} registers {c.registers}  spill stack {c.stack_bytes} B  shared {c.shared_bytes} B")
     return 0
 
