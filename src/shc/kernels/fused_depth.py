@@ -9,6 +9,7 @@ gradient itself, passed through without a copy. Arithmetic in float32.
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from . import fused_width as W
 from . import triton_kernels as K
@@ -32,6 +33,7 @@ class Depth(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout):
         post, branch_out = ctx.saved_tensors
         dout = dout.contiguous()

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import torch
 import triton
+from torch.autograd.function import once_differentiable
 
 from . import triton_kernels as K
 
@@ -195,6 +196,7 @@ class ShcWidth(torch.autograd.Function):
         return u, mixed, post
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, du, dmixed, dpost):
         x, wg_pad, raw, inv_rms, scale, bias, gamma = ctx.saved_tensors
         t, n, c = x.shape
@@ -260,6 +262,7 @@ class Projection(torch.autograd.Function):
         return raw[:, :total]
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, draw):
         x, wg_pad, raw, inv_rms = ctx.saved_tensors
         t, n, c = x.shape
@@ -284,6 +287,7 @@ class Mix(torch.autograd.Function):
         return u, mixed
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, du, dmixed):
         x, pre, res = ctx.saved_tensors
         du = _zeros_if_none(du, x[:, 0])
