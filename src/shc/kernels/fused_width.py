@@ -34,7 +34,10 @@ BLOCK_K = 64  # features per chunk
 BLOCK_R = 64  # rows of g W per program in the weight-gradient kernel
 NUM_WARPS = 4
 SPLIT_MIX = False  # sHC: write the coefficients and mix in a second kernel instead of in the same one
-FUSED_COEFFICIENT_BACKWARD = True  # sHC: coefficient backward in Triton (else PyTorch autograd)
+# sHC: coefficient backward in Triton (else PyTorch autograd). Off by default: it matches PyTorch
+# under Triton's interpreter, but on an H200 (Triton 3.6) its gradients were wrong by up to 28%
+# (docs/results/gpu/gpu_check_h200_fused_coef_backward.md); the autograd fallback was correct there.
+FUSED_COEFFICIENT_BACKWARD = False
 
 CoefficientMath = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
