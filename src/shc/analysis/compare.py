@@ -25,7 +25,7 @@ import torch
 from ..connections import available_connections, connection_parameter_count
 from . import plots
 from .analyze import DEFAULT_BATCHES, analyze_run
-from .probe import random_batch, training_step
+from .probe import random_batch, saved_activation_bytes, training_step
 from .report import atomic_write_text, fmt, md_table, write_json
 
 SPIKE_WINDOW = 10
@@ -137,7 +137,7 @@ def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print) -> dict:
         write_json(bench_path, interleaved_throughput(cfg))
     memory_path = cfg.out / "memory.json"
     if not _memory_current(memory_path, cfg):
-        log("[compare] peak memory: a few training steps per method, each in a fresh process")
+        log("[compare] memory: activations saved for backward, per method")
         write_json(memory_path, measure_memory(cfg))
     summary = write_report(cfg, wall_s=time.time() - started)
     log(f"[compare] report: {cfg.out / 'report.md'} ({time.time() - started:.0f} s)")
@@ -203,9 +203,6 @@ def interleaved_throughput(cfg: CompareConfig) -> dict:
     }
 
 
-MEMORY_STEPS = 3
-
-
 def _memory_current(path: Path, cfg: CompareConfig) -> bool:
     import json
 
@@ -213,23 +210,25 @@ def _memory_current(path: Path, cfg: CompareConfig) -> bool:
 
 
 def measure_memory(cfg: CompareConfig) -> dict:
-    """Peak resident memory of ``MEMORY_STEPS`` training steps per method, each method in a fresh
-    process (``python -m shc.analysis.probe``), so no run's memory is counted for another."""
-    import json
-    import subprocess
-    import sys
+    """Per method: MB of activations saved for backward in one training step of the preset's batch
+    (:func:`~shc.analysis.probe.saved_activation_bytes`) and MB of parameters + gradients + AdamW
+    state (16 bytes per float32 parameter)."""
+    from ..model import LanguageModel
+    from ..train.config import load_config
 
     out = {}
     for method in cfg.methods:
-        config = cfg.run_dir(method, 0) / "config.yaml"
-        proc = subprocess.run(
-            [sys.executable, "-m", "shc.analysis.probe", str(config), str(MEMORY_STEPS)],
-            capture_output=True, text=True, check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"memory probe for {method} failed:\n{proc.stderr[-2000:]}")
-        out[method] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"steps": MEMORY_STEPS, "methods": out}
+        tcfg = load_config(cfg.run_dir(method, 0) / "config.yaml")
+        torch.manual_seed(0)
+        model = LanguageModel(tcfg.model).train()
+        x, y = random_batch(tcfg.train.batch_size, tcfg.train.seq_len, tcfg.model.vocab_size)
+        params = sum(p.numel() for p in model.parameters())
+        out[method] = {
+            "activations_mb": saved_activation_bytes(model, x, y) / 2**20,
+            "params_grads_adam_mb": 16 * params / 2**20,
+            "batch": [tcfg.train.batch_size, tcfg.train.seq_len],
+        }
+    return {"methods": out}
 
 
 # --- reading runs --------------------------------------------------------------------------------
@@ -526,22 +525,24 @@ def report_markdown(cfg: CompareConfig, summary: dict, figures: list[str], comma
         "order, median); overhead = `tokens/s(residual) / tokens/s(method) - 1` (extra time per "
         "token). The training-log column is the median logged `tokens_per_s` of each run after "
         "warm-up (runs trained one after another on a machine shared with other jobs: noisier). "
-        f"Memory: peak resident set size of a fresh process that builds the method's model and "
-        f"runs {MEMORY_STEPS} training steps on one batch (`python -m shc.analysis.probe`), and the "
-        "increase during those steps (activations, gradients, optimiser state). The trainer's own "
-        "CPU `peak_mem_mb` is the peak of the whole compare process and is kept in summary.json only.",
+        "Memory: MB of the tensors autograd saves for backward in one training step of the "
+        "preset's batch (distinct storages, `shc.analysis.probe.saved_activation_bytes`; where "
+        "the methods differ), and MB of parameters + gradients + AdamW state (16 bytes per "
+        "parameter). The trainer's CPU `peak_mem_mb` is the peak RSS of the whole compare process "
+        "(imports and earlier runs included), kept in summary.json only.",
         "",
     ]
     rows = [
         [m, fmt(ms[m]["tokens_per_s"], 1),
          "-" if ms[m]["overhead_pct_vs_residual"] is None else f"{ms[m]['overhead_pct_vs_residual']:+.1f}%",
          fmt(ms[m]["tokens_per_s_training_log"], 1),
-         fmt((ms[m]["memory"] or {}).get("peak_rss_mb"), 1), fmt((ms[m]["memory"] or {}).get("steps_increase_mb"), 1),
+         fmt((ms[m]["memory"] or {}).get("activations_mb"), 1),
+         fmt((ms[m]["memory"] or {}).get("params_grads_adam_mb"), 1),
          ms[m].get("params_total", "-"), ms[m].get("params_connections", "-")]
         for m in order
     ]
     lines += [md_table(["method", "tokens/s (interleaved)", "overhead", "tokens/s (training log)",
-                        "peak mem (MB)", "of which training steps (MB)", "params total", "params in connections"],
+                        "activations (MB)", "params+grads+Adam (MB)", "params total", "params in connections"],
                        rows), ""]
     lines += ["## Stability", "", f"Definition: {SPIKE_DEFINITION}.", ""]
     rows = [[m, fmt(ms[m]["max_grad_norm"], 3), ms[m]["loss_spikes"]] for m in order]
