@@ -413,8 +413,10 @@ def summarise(
 
 
 def machine_description() -> str:
+    import os
+
     return (
-        f"{platform.machine()} {platform.system()}, {torch.get_num_threads()} torch threads, "
+        f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, "
         f"python {platform.python_version()}, torch {torch.__version__}"
     )
 
@@ -427,10 +429,13 @@ def _sign(x: float | None, digits: int = 4) -> str:
     return "-" if x is None else f"{x:+.{digits}f}"
 
 
-def _band(recs: list[RunRecord], attr_x: str, attr_y: str):
+def _band(recs: list[RunRecord], attr_x: str, attr_y: str, skip: float = 0.1):
+    """Mean and std over seeds; the first ``skip`` share of the points (the initial drop, which
+    would flatten the rest of the plot) is left out."""
     length = min(len(getattr(r, attr_y)) for r in recs)
-    x = getattr(recs[0], attr_x)[:length]
-    ys = np.stack([getattr(r, attr_y)[:length] for r in recs])
+    start = min(int(np.ceil(skip * length)), max(length - 2, 0))
+    x = getattr(recs[0], attr_x)[start:length]
+    ys = np.stack([getattr(r, attr_y)[start:length] for r in recs])
     return x, ys.mean(0), ys.std(0)
 
 
@@ -440,11 +445,13 @@ def write_plots(out: Path, records: dict[str, list[RunRecord]], summary: dict) -
     if recs:
         plots.curves_with_band(
             {m: _band(r, "train_steps", "train_loss") for m, r in recs.items()},
-            out / "loss_curves.png", "step", "training loss (mean ± std over seeds)", "training loss",
+            out / "loss_curves.png", "step", "training loss (mean ± std over seeds)",
+            "training loss (first 10% of the logged steps left out)",
         )
         plots.curves_with_band(
             {m: _band(r, "val_steps", "val_loss") for m, r in recs.items()},
-            out / "val_loss_curves.png", "step", "validation loss (mean ± std over seeds)", "validation loss",
+            out / "val_loss_curves.png", "step", "validation loss (mean ± std over seeds)",
+            "validation loss (first evaluations left out)",
         )
         written += ["loss_curves.png", "val_loss_curves.png"]
     per_layer = {m: e["per_layer"] for m, e in summary["methods"].items() if "per_layer" in e}
