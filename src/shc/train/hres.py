@@ -7,7 +7,7 @@ Forward-pre-hooks on the connection modules capture the streams each one receive
     negative fraction  share of entries < -1e-6
     spectral norm      ||H_res||_2
 
-(the full diagnostics live in ``shc.analysis``).
+(the definitions live once, in ``shc.analysis.diagnostics``).
 """
 
 from __future__ import annotations
@@ -17,17 +17,16 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ..analysis.diagnostics import identity_distance, negative_fraction, spectral_norm
 from ..connections import HyperConnection
 
 
 def summarize_res(res: torch.Tensor) -> dict[str, float]:
     """``res`` (..., n, n) -> the three token-averaged summaries."""
-    res = res.reshape(-1, *res.shape[-2:]).float()
-    eye = torch.eye(res.shape[-1], device=res.device)
     return {
-        "identity_distance": torch.linalg.matrix_norm(res - eye).mean().item(),
-        "negative_fraction": (res < -1e-6).float().mean().item(),
-        "spectral_norm": torch.linalg.matrix_norm(res, ord=2).mean().item(),
+        "identity_distance": identity_distance(res).mean().item(),
+        "negative_fraction": negative_fraction(res).mean().item(),
+        "spectral_norm": spectral_norm(res).mean().item(),
     }
 
 
