@@ -98,6 +98,7 @@ def _layer(args) -> int:
     )
     if args.smoke:
         cfg.streams, cfg.dims, cfg.tokens, cfg.modes, cfg.repeats, cfg.warmup = (2, 4), (16,), 32, ("eager",), 2, 1
+        cfg.floor_compiled = False
     if args.repeats:
         cfg.repeats = args.repeats
     rows = add_ratios(run_layer_bench(cfg))

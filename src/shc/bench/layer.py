@@ -49,6 +49,7 @@ class LayerBenchConfig:
     naive: bool = True
     package: bool = True
     floor: bool = True
+    floor_compiled: bool = True  # False only for smoke runs (compiling costs seconds)
     recompute: bool = False
     seed: int = 0
     skip: list[str] = field(default_factory=list)
@@ -203,8 +204,8 @@ def build_contenders(cfg: LayerBenchConfig, n: int, x, grad, compiled: bool, use
         for kind in PACKAGE_KINDS:
             built[f"hyper-connections:{kind}"] = package_contender(kind, n, x, grad, cfg.seed)
     if cfg.floor:
-        # the floor is compiled whenever compilation is part of the run, eager rows included
-        built["floor"] = floor_contender(n, x, grad, compiled="compiled" in cfg.modes, seed=cfg.seed)
+        # the floor is the compiled constant-coefficient mixing, for the eager rows too
+        built["floor"] = floor_contender(n, x, grad, compiled=cfg.floor_compiled, seed=cfg.seed)
     if "residual" in cfg.kinds:
         built["residual"] = residual_contender(x, grad)
     return {name: pair for name, pair in built.items() if name not in cfg.skip}
