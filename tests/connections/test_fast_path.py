@@ -136,3 +136,11 @@ def test_recompute_is_inactive_without_grad(kind):
 def test_recompute_is_an_option_of_every_kind():
     for kind in shc.available_connections():
         assert "recompute" in shc.connections.connection_options(kind)
+
+
+def test_double_backward_raises_instead_of_being_wrong():
+    conn = perturbed("shc", 4, DIM, scale=0.3)
+    x = torch.randn(3, 4, DIM, requires_grad=True)
+    (grad,) = torch.autograd.grad(conn(x, branch).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        grad.sum().backward()

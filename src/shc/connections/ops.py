@@ -21,13 +21,15 @@ calling out to a GEMM per piece; in eager mode the hand-written backward wins.
 
 Arithmetic is in the dtype of the coefficients (``compute_dtype``: float32, or float64 for
 float64 streams); bfloat16/float16 streams are cast on the fly and only the original streams are
-saved for backward (no float32 copy is kept alive). The backward passes are written with
-differentiable torch ops, so double backward works too.
+saved for backward (no float32 copy is kept alive). The backward passes are first-order only
+(``once_differentiable``: double backward raises instead of returning a wrong value);
+``torch.compile`` and inference use the plain-op forms, which autograd differentiates as usual.
 """
 
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 
 def _compiling() -> bool:
@@ -60,6 +62,7 @@ class _ProjectRMS(torch.autograd.Function):
         return raw * inv_rms
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         flat, weight, inv_rms, raw = ctx.saved_tensors
         x = flat.to(weight.dtype)
@@ -97,6 +100,7 @@ class _WidthMix(torch.autograd.Function):
         return u.to(streams.dtype), mixed.to(streams.dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_u: torch.Tensor, grad_mixed: torch.Tensor):
         pre, res, streams = ctx.saved_tensors
         dt = pre.dtype
@@ -138,6 +142,7 @@ class _DepthAdd(torch.autograd.Function):
         return out.to(mixed.dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         post, branch_out = ctx.saved_tensors
         mixed_dtype, branch_dtype = ctx.dtypes
