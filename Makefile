@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # demo: train residual, mHC and sHC on the bundled corpus (preset `demo`, 150 steps, 1 seed), analyse
-# every run, print the summary table and write runs/demo/report.md, then sample from the sHC model. One torch thread: on a shared
-# 2-core machine two threads per process oversubscribe the cores and run many times slower.
+# every run, print the summary table, write runs/demo/report.md, then sample from the sHC model.
+# One torch thread: on a shared 2-core machine two threads per process oversubscribe the cores.
 demo: $(STAMP)
 	$(VENV)/bin/shc compare --preset demo --methods residual,mhc,shc --streams 4 --seeds 1 \
 		--steps 150 --bench-rounds 3 --out runs/demo --set train.threads=1
