@@ -90,14 +90,19 @@ def project_rms(flat: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
     return _ProjectRMS.apply(flat, weight, eps)
 
 
+def _mix_gemm(pre: torch.Tensor, res: torch.Tensor, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The width mixing as two batched GEMMs per token block, in ``pre``'s dtype."""
+    x = streams.to(pre.dtype)
+    u = torch.matmul(pre.unsqueeze(-2), x).squeeze(-2)
+    mixed = torch.matmul(res.transpose(-1, -2), x)
+    return u.to(streams.dtype), mixed.to(streams.dtype)
+
+
 class _WidthMix(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pre: torch.Tensor, res: torch.Tensor, streams: torch.Tensor):
-        x = streams.to(pre.dtype)
-        u = torch.matmul(pre.unsqueeze(-2), x).squeeze(-2)
-        mixed = torch.matmul(res.transpose(-1, -2), x)
         ctx.save_for_backward(pre, res, streams)
-        return u.to(streams.dtype), mixed.to(streams.dtype)
+        return _mix_gemm(pre, res, streams)
 
     @staticmethod
     @once_differentiable
@@ -120,10 +125,7 @@ def width_mix(pre: torch.Tensor, res: torch.Tensor, streams: torch.Tensor) -> tu
     Computed in ``pre``'s dtype, returned in the streams' dtype.
     """
     if not _compiling() and _plain(pre, res, streams):
-        x = streams.to(pre.dtype)
-        u = torch.matmul(pre.unsqueeze(-2), x).squeeze(-2)
-        mixed = torch.matmul(res.transpose(-1, -2), x)
-        return u.to(streams.dtype), mixed.to(streams.dtype)
+        return _mix_gemm(pre, res, streams)
     if _compiling():
         x = streams.to(pre.dtype)
         u = (pre.unsqueeze(-1) * x).sum(-2)
