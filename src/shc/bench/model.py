@@ -116,14 +116,20 @@ def _kind_label(kind: str, cfg: ModelBenchConfig) -> str:
     return "residual" if kind == "residual" else f"{kind} n={cfg.streams}"
 
 
+def _contenders(cfg: ModelBenchConfig, preset: str, make: Callable) -> dict:
+    """The residual baseline first, then every other requested kind, built by ``make``."""
+    kinds = [k for k in cfg.kinds if k != "residual"]
+    contenders = {"residual": make(cfg, preset, "residual")}
+    contenders.update({_kind_label(k, cfg): make(cfg, preset, k) for k in kinds})
+    return contenders
+
+
 def run_step_bench(cfg: ModelBenchConfig, log: Callable[[str], None] = print) -> list[dict]:
     """Training-step time per preset, every kind interleaved with the residual baseline."""
     cfg.validate()
     rows = []
     for preset in cfg.presets:
-        kinds = [k for k in cfg.kinds if k != "residual"]
-        contenders = {"residual": train_step_contender(cfg, preset, "residual")}
-        contenders.update({_kind_label(k, cfg): train_step_contender(cfg, preset, k) for k in kinds})
+        contenders = _contenders(cfg, preset, train_step_contender)
         log(f"step: {preset}: {len(contenders)} models x {cfg.repeats} rounds")
         timings = interleaved_medians(contenders, cfg.repeats, cfg.warmup)
         base = timings["residual"]["median_ms"]
@@ -140,9 +146,7 @@ def run_decode_bench(cfg: ModelBenchConfig, log: Callable[[str], None] = print) 
     cfg.validate()
     rows = []
     for preset in cfg.presets:
-        kinds = [k for k in cfg.kinds if k != "residual"]
-        contenders = {"residual": decode_contender(cfg, preset, "residual")}
-        contenders.update({_kind_label(k, cfg): decode_contender(cfg, preset, k) for k in kinds})
+        contenders = _contenders(cfg, preset, decode_contender)
         log(f"decode: {preset}: {len(contenders)} models x {cfg.repeats} rounds of {cfg.new_tokens} tokens")
         with torch.no_grad():
             timings = interleaved_medians(contenders, cfg.repeats, cfg.warmup)

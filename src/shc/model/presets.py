@@ -27,11 +27,14 @@ def _add(preset: Preset) -> None:
     _PRESETS[preset.name] = preset
 
 
+# demo and cpu-study share one model: the demo is one run of the study's configuration
+_CPU_MODEL = ModelConfig(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=32, mlp_dim=384, max_seq_len=128)
+
 _add(
     Preset(
         "demo",
         "4 layers, d 128: a few minutes of training on 2 CPU cores",
-        ModelConfig(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=32, mlp_dim=384, max_seq_len=128),
+        _CPU_MODEL,
         dict(
             seq_len=128,
             batch_size=8,
@@ -50,7 +53,7 @@ _add(
     Preset(
         "cpu-study",
         "4 layers, d 128: one run of the CPU comparison study (about 2-3 minutes on 2 cores)",
-        ModelConfig(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=32, mlp_dim=384, max_seq_len=128),
+        _CPU_MODEL,
         dict(
             seq_len=128,
             batch_size=8,
