@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: the CPU wheel (an open range would pull a multi-GB CUDA build)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,triton,bench]'
+	$(PY) -m pip install -q -e '.[all,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
