@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 import shc
-from shc.analysis import diagnostics as dg
-from shc.analysis.capture import MixingRecorder, capture_statistics, hyper_connections
+from shc.analysis.capture import capture_statistics
+from shc.inspect import MixingRecorder, hyper_connections
+from shc.inspect import diagnostics as dg
 
 N, C = 4, 8
 

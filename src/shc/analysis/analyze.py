@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .capture import capture_statistics, hyper_connections
+from ..inspect import hyper_connections
+from .capture import capture_statistics
 from .report import write_analysis
 
 DEFAULT_BATCHES = 8

@@ -1,10 +1,7 @@
-"""Capture every hyper-connection's mixing matrices while a model runs, and accumulate diagnostics.
+"""Accumulate diagnostics of every hyper-connection's mixing matrices over batches.
 
-Forward-pre-hooks on every :class:`shc.HyperConnection` inside any ``nn.Module`` see the
-streams each connection is called with (``conn(streams, branch)``) and read the coefficients
-through the public ``conn.mixing(streams)`` under ``no_grad``; nothing private is touched. For
-mHC the Sinkhorn logits come from the public pieces ``conn.coefficients``, ``conn.group_sizes``
-and ``conn.res_logits``.
+The calls are recorded by :class:`shc.inspect.MixingRecorder` (forward-pre-hooks, public
+``mixing`` API) and measured with :mod:`shc.inspect.diagnostics`.
 
 :func:`capture_statistics` runs batches through a model and returns one :class:`LayerStats`
 per connection call, in the order the connections were applied (depth order), plus the
@@ -21,7 +18,8 @@ import torch
 from torch import nn
 
 from ..connections import HyperConnection
-from . import diagnostics as dg
+from ..inspect import diagnostics as dg
+from ..inspect.recorder import Call, MixingRecorder
 
 SINKHORN_CURVE_ITERS = 50
 SINKHORN_CURVE_TOKENS = 256  # tokens per batch and layer used for the (costly) Sinkhorn curve
@@ -37,76 +35,6 @@ SCALAR_METRICS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "row_sum_error": dg.row_sum_error,
     "column_sum_error": dg.column_sum_error,
 }
-
-
-@dataclass
-class Call:
-    """One connection call: which module, and its coefficients flattened to ``(tokens, ...)``."""
-
-    name: str
-    module: HyperConnection
-    pre: torch.Tensor  # (N, n)
-    res: torch.Tensor  # (N, n, n)
-    post: torch.Tensor  # (N, n)
-    logits: torch.Tensor | None  # (N, n, n), mHC only
-
-
-def hyper_connections(model: nn.Module) -> list[tuple[str, HyperConnection]]:
-    """Every :class:`HyperConnection` inside ``model`` with its qualified name (registration order)."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, HyperConnection)]
-
-
-def mhc_logits(conn: HyperConnection, streams: torch.Tensor) -> torch.Tensor:
-    """The pre-Sinkhorn logits ``L`` (..., n, n) of an mHC connection, through its public methods."""
-    coef = conn.coefficients(streams)
-    groups = list(torch.split(coef, conn.group_sizes, dim=-1))
-    return conn.res_logits(groups[2:])
-
-
-class MixingRecorder:
-    """Context manager: while active, every connection call appends a :class:`Call` to ``calls``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.connections = hyper_connections(model)
-        if not self.connections:
-            raise ValueError(f"{type(model).__name__} contains no HyperConnection module")
-        self.calls: list[Call] = []
-        self._handles: list[Any] = []
-
-    def _hook(self, name: str):
-        def hook(module: HyperConnection, args, kwargs):
-            streams = args[0] if args else kwargs["streams"]
-            with torch.no_grad():
-                pre, res, post = module.mixing(streams)
-                n = module.num_streams
-                logits = mhc_logits(module, streams) if module.kind == "mhc" else None
-            flat = lambda t, k: t.detach().reshape(-1, *t.shape[t.dim() - k :]).to("cpu", torch.float64)  # noqa: E731
-            self.calls.append(
-                Call(
-                    name,
-                    module,
-                    flat(pre, 1),
-                    flat(res, 2).reshape(-1, n, n),
-                    flat(post, 1),
-                    None if logits is None else flat(logits, 2),
-                )
-            )
-
-        return hook
-
-    def __enter__(self) -> MixingRecorder:
-        for name, conn in self.connections:
-            self._handles.append(conn.register_forward_pre_hook(self._hook(name), with_kwargs=True))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def pop(self) -> list[Call]:
-        calls, self.calls = self.calls, []
-        return calls
 
 
 class _Running:

@@ -7,7 +7,7 @@ Forward-pre-hooks on the connection modules capture the streams each one receive
     negative fraction  share of entries < -1e-6
     spectral norm      ||H_res||_2
 
-(the definitions live once, in ``shc.analysis.diagnostics``).
+(the definitions live once, in ``shc.inspect.diagnostics``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..analysis.diagnostics import identity_distance, negative_fraction, spectral_norm
 from ..connections import HyperConnection
+from ..inspect.diagnostics import identity_distance, negative_fraction, spectral_norm
 
 
 def summarize_res(res: torch.Tensor) -> dict[str, float]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import shc
-from shc.analysis import diagnostics as dg
+from shc.inspect import diagnostics as dg
 
 N = 4
 
@@ -151,7 +151,7 @@ def test_sinkhorn_curve_matches_mhc():
         conn.proj.normal_(0, 1.0)
         conn.gates.fill_(1.0)
     x = torch.randn(16, N, 8, dtype=torch.float64)
-    from shc.analysis.capture import mhc_logits
+    from shc.inspect import mhc_logits
 
     curve = dg.sinkhorn_error_curve(mhc_logits(conn, x), 50)
     assert curve.shape == (50,)

@@ -1,4 +1,4 @@
-"""Diagnostics of residual mixing matrices (DESIGN.md section 4), as pure functions.
+"""Diagnostics of residual mixing matrices (docs/design.md, diagnostics), as pure functions.
 
 Every function takes a batch of matrices ``h`` of shape ``(..., n, n)`` (one per token and/or
 layer) and returns one value per matrix, shape ``(...)`` (or ``(..., k)`` for spectra). They
