@@ -21,8 +21,7 @@ import yaml
 
 from ..data import DataConfig
 from ..model import ConnectionConfig, ModelConfig, get_preset
-
-PRECISIONS = ("auto", "bf16", "fp32")
+from .precision import PRECISIONS
 
 
 @dataclass

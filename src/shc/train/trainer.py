@@ -25,7 +25,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -35,8 +34,10 @@ from . import distributed as D
 from .checkpoint import latest_checkpoint, load_weights, read_checkpoint, save_checkpoint
 from .config import TrainConfig, load_config
 from .hres import capture_hres
+from .loss import lm_loss
 from .metrics import MetricsLog, peak_memory_mb
 from .optim import build_optimizer, lr_at
+from .precision import autocast
 
 DONE = "DONE"
 CONFIG = "config.yaml"
@@ -58,25 +59,6 @@ RESUMABLE_CHANGES = {
 
 class NonFiniteLossError(RuntimeError):
     """The loss or gradient norm became NaN/inf; the run stopped before applying the update."""
-
-
-def lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy (nats), computed in float32."""
-    logits = model(x)
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` -> ``"bf16"`` on CUDA, ``"fp32"`` elsewhere."""
-    if precision == "auto":
-        return "bf16" if torch.device(device).type == "cuda" else "fp32"
-    return precision
-
-
-def autocast(device: torch.device, precision: str):
-    if resolve_precision(precision, device) == "fp32":
-        return nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 @torch.no_grad()
