@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from . import shakespeare
+from . import pycode, shakespeare
 from .config import HF_PREFIX, SHAKESPEARE, DataConfig, resolve_path
 
 HF_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
@@ -44,6 +44,8 @@ class Source:
 def open_source(cfg: DataConfig) -> Source:
     if cfg.source == SHAKESPEARE:
         return _shakespeare()
+    if cfg.source == pycode.NAME:
+        return Source(pycode.DESCRIPTION, _fingerprint(pycode.fingerprint_settings()), pycode.documents)
     if cfg.source.startswith(HF_PREFIX):
         return _huggingface(cfg)
     path = resolve_path(cfg.source)
