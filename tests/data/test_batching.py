@@ -89,3 +89,30 @@ def test_bad_batcher_arguments(kwargs, match):
         TokenBatcher(**args)
     with pytest.raises(ValueError, match="step=-1"):
         TokenBatcher(TOKENS, 8, 2, 0).batch(-1)
+
+
+@pytest.mark.parametrize(("n", "world_size"), [(1000, 2), (997, 3), (64, 4)])
+def test_rank_slices_are_disjoint_and_cover_the_stream(n, world_size):
+    tokens = np.arange(n, dtype=np.uint16)
+    seq = 8
+    reached = []
+    for rank in range(world_size):
+        b = TokenBatcher(tokens, seq_len=seq, batch_size=256, seed=0, rank=rank, world_size=world_size)
+        windows = torch.cat([torch.cat([x, y[:, -1:]], dim=1) for x, y in (b.batch(s) for s in range(40))])
+        assert int(windows.min()) == b.lo and int(windows.max()) == b.hi - 1  # all of its slice, nothing else
+        reached.append(set(windows.flatten().tolist()))
+        assert reached[-1] == set(range(b.lo, b.hi))
+    assert set().union(*reached) == set(range(n))
+    assert sum(map(len, reached)) == n  # disjoint
+
+
+def test_single_rank_windows_unchanged_by_slicing():
+    # world_size = 1 draws exactly what default_rng([seed, step, micro, 0]) gives over the whole stream
+    x, _ = TokenBatcher(TOKENS, 16, 4, seed=3).batch(2, 1)
+    starts = np.random.default_rng([3, 2, 1, 0]).integers(0, len(TOKENS) - 16, size=4)
+    assert torch.equal(x[:, 0], torch.from_numpy(starts))
+
+
+def test_rank_slice_shorter_than_a_window_is_named():
+    with pytest.raises(ValueError, match=r"rank 1's slice of 15 \(1/2\) is fewer than seq_len \+ 1 = 17"):
+        TokenBatcher(np.arange(30), seq_len=16, batch_size=1, seed=0, rank=1, world_size=2)

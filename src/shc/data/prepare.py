@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .chunks import chunk_documents
 from .config import DataConfig, resolve_path
 from .sources import Source, open_source
-from .tokenizers import BPETokenizer, ByteTokenizer, PretrainedTokenizer, Tokenizer, train_bpe
+from .tokenizers import BPETokenizer, ByteTokenizer, PretrainedTokenizer, Tokenizer, encode_documents, train_bpe
 
 FORMAT_VERSION = 1
 _ENCODE_CHARS = 1 << 20  # characters per encode_batch call
@@ -102,12 +103,6 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     return PreparedData(tok, open_split("train"), open_split("val"), meta["val_bytes"], meta["train_bytes"], meta)
 
 
-def _encode_batch(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
-    if hasattr(tok, "encode_batch"):
-        return tok.encode_batch(texts)
-    return [tok.encode(t) for t in texts]
-
-
 def _write_tokens(directory: Path, source: Source, tok: Tokenizer) -> None:
     """Tokenise all documents into ``directory`` atomically (temp dir + rename)."""
     dtype = token_dtype(tok.vocab_size)
@@ -118,31 +113,18 @@ def _write_tokens(directory: Path, source: Source, tok: Tokenizer) -> None:
     try:
         files = {s: open(tmp / f"{s}.bin", "wb") for s in ("train", "val")}  # noqa: SIM115 - closed below
         try:
-            pending: dict[str, list[str]] = {"train": [], "val": []}
-
-            def flush(split: str) -> None:
-                texts = pending[split]
+            def write(split: str, texts: list[str]) -> None:
                 if not texts:
                     return
-                ids = np.concatenate(
-                    [np.asarray([*doc, tok.eos_id], dtype=np.int64) for doc in _encode_batch(tok, texts)]
-                )
-                if ids.size and (ids.min() < 0 or ids.max() >= tok.vocab_size):
-                    raise ValueError(
-                        f"tokenizer {tok.name} produced id {int(ids.max())} >= vocab_size {tok.vocab_size}"
-                    )
+                ids = encode_documents(tok, texts)
                 files[split].write(ids.astype(dtype).tobytes())
                 counts[f"{split}_tokens"] += int(ids.size)
                 counts[f"{split}_bytes"] += sum(len(t.encode("utf-8")) for t in texts)
                 counts[f"{split}_documents"] += len(texts)
-                pending[split] = []
 
-            for split, text in source.documents():
-                pending[split].append(text)
-                if sum(map(len, pending[split])) >= _ENCODE_CHARS:
-                    flush(split)
-            flush("train")
-            flush("val")
+            for chunk in chunk_documents(source.documents(), _ENCODE_CHARS, text=lambda doc: doc[1]):
+                for split in ("train", "val"):
+                    write(split, [text for s, text in chunk if s == split])
         finally:
             for f in files.values():
                 f.close()

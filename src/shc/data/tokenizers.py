@@ -15,6 +15,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from .._optional import require
+
+np = require("numpy", "shc.data")
+
 EOS_TOKEN = "<|endoftext|>"
 
 
@@ -155,3 +159,38 @@ def directory_fingerprint(path: Path) -> str:
         digest.update(f.relative_to(path).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(f.read_bytes()).digest())
     return digest.hexdigest()
+
+
+def encode_documents(tok: Tokenizer, texts: Sequence[str]) -> np.ndarray:
+    """The documents' ids, each followed by ``eos``, as one int64 array (empty for no documents);
+    ids outside ``[0, vocab_size)`` are an error (they would wrap around in a narrow dtype)."""
+    if not texts:
+        return np.empty(0, dtype=np.int64)
+    encoded = tok.encode_batch(texts) if hasattr(tok, "encode_batch") else [tok.encode(t) for t in texts]
+    ids = np.concatenate([np.asarray([*doc, tok.eos_id], dtype=np.int64) for doc in encoded])
+    if ids.min() < 0 or ids.max() >= tok.vocab_size:
+        bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+        raise ValueError(f"tokenizer {tok.name} produced id {bad} outside [0, vocab_size={tok.vocab_size})")
+    return ids
+
+
+def tokenizer_spec(tok: Tokenizer) -> tuple[str, ...]:
+    """A small hashable description from which another process rebuilds ``tok``."""
+    if isinstance(tok, ByteTokenizer):
+        return ("byte",)
+    if isinstance(tok, BPETokenizer):
+        return ("bpe", str(tok.path), tok.name)
+    if isinstance(tok, PretrainedTokenizer):
+        return ("pretrained", str(tok.path))
+    raise TypeError(f"cannot describe a {type(tok).__name__} for another process")
+
+
+def tokenizer_from_spec(spec: tuple[str, ...]) -> Tokenizer:
+    kind, *args = spec
+    if kind == "byte":
+        return ByteTokenizer()
+    if kind == "bpe":
+        return BPETokenizer(args[0], name=args[1])
+    if kind == "pretrained":
+        return PretrainedTokenizer(args[0])
+    raise ValueError(f"unknown tokenizer spec {spec!r}")
