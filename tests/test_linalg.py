@@ -35,6 +35,65 @@ def test_cayley_closed_form_matches_solve_and_is_a_rotation(m):
     torch.testing.assert_close(torch.linalg.det(u), torch.ones(7, 5, dtype=torch.float64))
 
 
+def _cayley_by_solve(z: torch.Tensor, m: int) -> torch.Tensor:
+    a = linalg.skew_from_params(z, m)
+    eye = torch.eye(m, dtype=z.dtype)
+    return torch.linalg.solve(eye + a, eye - a)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 6, 7])
+@pytest.mark.parametrize("lead", [(), (9,), (3, 2, 5)])
+def test_cayley_elimination_matches_solve(m, lead):
+    k = m * (m - 1) // 2
+    gen = torch.Generator().manual_seed(m)
+    z = 3 * torch.randn(*lead, k, dtype=torch.float64, generator=gen)  # far from the identity
+    u = linalg.cayley_elimination(z, m)
+    assert u.shape == (*lead, m, m)
+    torch.testing.assert_close(u, _cayley_by_solve(z, m), rtol=1e-12, atol=1e-12)
+    eye = torch.eye(m, dtype=torch.float64)
+    torch.testing.assert_close(u @ u.transpose(-1, -2), eye.expand_as(u))
+    # float32 agrees with the float64 solve to float32 rounding
+    u32 = linalg.cayley_elimination(z.float(), m)
+    assert u32.dtype == torch.float32
+    torch.testing.assert_close(u32.double(), _cayley_by_solve(z, m), rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("m", [4, 5, 7])
+def test_cayley_elimination_gradients_match_solve(m):
+    k = m * (m - 1) // 2
+    z = 2 * torch.randn(6, k, dtype=torch.float64)
+    upstream = torch.randn(6, m, m, dtype=torch.float64)
+    z1 = z.clone().requires_grad_(True)
+    z2 = z.clone().requires_grad_(True)
+    (linalg.cayley_elimination(z1, m) * upstream).sum().backward()
+    (_cayley_by_solve(z2, m) * upstream).sum().backward()
+    torch.testing.assert_close(z1.grad, z2.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("m", [4, 7])
+def test_cayley_elimination_gradcheck(m):
+    k = m * (m - 1) // 2
+    z = torch.randn(2, 3, k, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: linalg.cayley_elimination(t, m), (z,))
+    if m == 4:  # the closed-form backward is built from differentiable ops: second derivatives too
+        assert torch.autograd.gradgradcheck(lambda t: linalg.cayley_elimination(t, m), (z[:1],))
+
+
+def test_cayley_from_params_uses_no_solve_for_large_m(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("linalg.solve called")
+
+    monkeypatch.setattr(torch.linalg, "solve", refuse)
+    z = torch.randn(4, 21, requires_grad=True)
+    linalg.cayley_from_params(z, 7).sum().backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all()
+
+
+def test_cayley_elimination_rejects_wrong_parameter_count():
+    with pytest.raises(ValueError, match="expected 6 parameters for m=4, got 5"):
+        linalg.cayley_elimination(torch.zeros(3, 5), 4)
+
+
 def test_skew_layout_is_row_major_upper_triangle():
     z = torch.tensor([1.0, 2.0, 3.0])
     a = linalg.skew_from_params(z, 3)

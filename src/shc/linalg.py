@@ -1,7 +1,8 @@
 """Small-matrix linear algebra shared by the hyper-connection variants.
 
-Everything here acts on batches of tiny matrices (n <= 8): one per token. The
-closed forms avoid a batched solve per token where one exists.
+Everything here acts on batches of tiny matrices (n <= 8): one per token. Nothing calls a
+batched ``linalg.solve`` on the hot path: closed forms where they exist (Cayley for m <= 3),
+an unrolled elimination otherwise (:func:`cayley_elimination`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ __all__ = [
     "skew_from_params",
     "cayley",
     "cayley_from_params",
+    "cayley_elimination",
     "helmert_basis",
     "sinkhorn_log",
     "permutation_matrices",
@@ -48,7 +50,8 @@ def cayley_from_params(z: torch.Tensor, m: int) -> torch.Tensor:
 
     m = 1: ``U = 1``. m = 2: with ``A = [[0, a], [-a, 0]]``,
     ``U = ((1 - a^2) I - 2A) / (1 + a^2)``. m = 3: with the axial vector ``w`` of ``A``,
-    ``U = ((1 - |w|^2) I + 2 w w^T - 2A) / (1 + |w|^2)``. Larger m uses a batched solve.
+    ``U = ((1 - |w|^2) I + 2 w w^T - 2A) / (1 + |w|^2)``. Larger m: :func:`cayley_elimination`
+    (an unrolled Gauss-Jordan elimination, no ``linalg.solve``).
     """
     lead = z.shape[:-1]
     if m == 1:
@@ -71,7 +74,80 @@ def cayley_from_params(z: torch.Tensor, m: int) -> torch.Tensor:
         num = 2 * outer - 2 * (z @ skew_map)
         num[..., ::4] += 1 - w2
         return (num / (1 + w2)).reshape(*lead, 3, 3)
-    return cayley(skew_from_params(z, m))
+    return cayley_elimination(z, m)
+
+
+def cayley_elimination(z: torch.Tensor, m: int) -> torch.Tensor:
+    """``Cayley(skew_from_params(z, m))`` for any m, exact, without ``linalg.solve``.
+
+    ``(I + A) U = I - A`` is solved by Gauss-Jordan elimination unrolled over the ``m`` pivots,
+    each pivot one vectorised update of all matrices at once (batch-last layout, so every op
+    runs over contiguous memory). No pivoting is needed: the symmetric part of ``I + A`` is
+    ``I`` (``A`` is skew), so every leading principal minor is >= 1 and the growth factor is
+    bounded. Backward is closed-form: with ``(I + A)^-1 = (I + U) / 2``,
+    ``dL/dA = -(I + U)^T G (I + U)^T / 2``, two small batched GEMMs instead of differentiating
+    the elimination step by step. ``z`` (..., m(m-1)/2) -> ``U`` (..., m, m).
+    """
+    k = m * (m - 1) // 2
+    if z.shape[-1] != k:
+        raise ValueError(f"cayley_elimination: expected {k} parameters for m={m}, got {z.shape[-1]}")
+    return _CayleyElimination.apply(z, m)
+
+
+class _CayleyElimination(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, m: int) -> torch.Tensor:
+        lead = z.shape[:-1]
+        skew_map = _skew_map(m, z.dtype, z.device)
+        # batch-last: A[i, j, b] = vec(A_b)[i m + j], one GEMM from the parameters
+        a = (skew_map.t() @ z.reshape(math.prod(lead), z.shape[-1]).t()).reshape(m, m, -1)
+        eye = torch.eye(m, dtype=z.dtype, device=z.device).unsqueeze(-1)
+        aug = torch.cat([eye + a, eye - a], dim=1)  # (m, 2m, B) = [I + A | I - A]
+        for p in range(m):
+            pivot_row = aug[p] / aug[p, p]  # (2m, B)
+            # subtracting (column - e_p) x pivot_row clears column p and turns row p into the pivot row
+            aug = torch.addcmul(aug, (aug[:, p] - eye[:, p]).unsqueeze(1), pivot_row.unsqueeze(0), value=-1.0)
+        u = aug[:, m:].permute(2, 0, 1).reshape(*lead, m, m)
+        ctx.m = m
+        ctx.save_for_backward(u)
+        return u
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (u,) = ctx.saved_tensors
+        m = ctx.m
+        lead = u.shape[:-2]
+        # batch-last again, the two m x m products as m rank-1 updates each over contiguous
+        # (m, m, B) tensors: batched m x m GEMMs run at about a microsecond per tiny matrix
+        # (u is the batch-last elimination result seen through a permuted view: no copy here)
+        eye = torch.eye(m, dtype=u.dtype, device=u.device).unsqueeze(-1)
+        w = (u.reshape(-1, m, m).permute(1, 2, 0) + eye).contiguous()  # W = I + U, W[j, i, b]
+        g = grad.reshape(-1, m, m).permute(1, 2, 0).contiguous()
+        wg = w[0].unsqueeze(1) * g[0].unsqueeze(0)  # (W^T G)[i, k] = sum_j W[j, i] G[j, k]
+        for j in range(1, m):
+            wg = torch.addcmul(wg, w[j].unsqueeze(1), g[j].unsqueeze(0))
+        grad_a = wg[:, 0].unsqueeze(1) * w[:, 0].unsqueeze(0)  # (W^T G W^T)[i, l] = sum_k (W^T G)[i, k] W[l, k]
+        for col in range(1, m):
+            grad_a = torch.addcmul(grad_a, wg[:, col].unsqueeze(1), w[:, col].unsqueeze(0))
+        # dL/dz_k = dL/dA[i, j] - dL/dA[j, i] for the k-th upper-triangle entry (i, j)
+        grad_z = _skew_map(m, u.dtype, u.device) @ grad_a.reshape(m * m, -1)
+        return (-0.5 * grad_z).t().reshape(*lead, grad_z.shape[0]), None
+
+
+_SKEW_CACHE: dict = {}
+
+
+def _skew_map(m: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """``vec(skew_from_params(z, m)) = z @ skew_map``, shape (m(m-1)/2, m^2); cached like
+    :func:`_m3_maps` (eager mode only)."""
+    key = (m, dtype, device)
+    if not torch.compiler.is_compiling() and key in _SKEW_CACHE:
+        return _SKEW_CACHE[key]
+    k = m * (m - 1) // 2
+    skew_map = skew_from_params(torch.eye(k, dtype=dtype, device=device), m).reshape(k, m * m)
+    if not torch.compiler.is_compiling():
+        _SKEW_CACHE[key] = skew_map
+    return skew_map
 
 
 _M3_CACHE: dict = {}
