@@ -125,7 +125,7 @@ def test_expand_and_reduce_streams():
         (("shc", 1, DIM), {}, r"shc: num_streams must be >= 2, got 1"),
         (("kromhc", 6, DIM), {}, r"kromhc: num_streams must be a power of two >= 2, got 6"),
         (("mhc_lite", 9, DIM), {}, r"mhc_lite: num_streams must be <= 8 .* got 9"),
-        (("mhc", 4, DIM), {"sinkhorn_iters": 0}, r"sinkhorn_iters must be >= 1, got 0"),
+        (("mhc", 4, DIM), {"sinkhorn_iters": 0}, r"sinkhorn_iters must be an integer >= 1, got 0"),
         (("shc", 4, DIM), {"sinkhorn_iters": 5}, r"shc: unknown option\(s\) sinkhorn_iters; allowed: .*sigma_bias"),
         (("shc", 4, 0), {}, r"dim must be >= 1, got 0"),
     ],

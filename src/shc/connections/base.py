@@ -12,7 +12,6 @@ back. ``mixing`` exposes the three coefficient tensors so tools can read them.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -21,7 +20,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .. import kernels
-from .ops import depth_add, project_rms, width_mix
+from ..kernels.interface import GivenCoefficients, ProjectedCoefficients
+from .constants import constant, group_index
+from .ops import autocast_off, depth_add, project_rms, width_mix
+
+BACKENDS = ("auto", "torch", "triton")
 
 
 class Mixing(NamedTuple):
@@ -52,11 +55,8 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def _float32_region(x: torch.Tensor):
-    """Disable autocast so the small-matrix math stays in float32 (a no-op context when autocast
-    is off: entering ``torch.autocast`` costs microseconds per call, which adds up in decode)."""
-    if torch.compiler.is_compiling() or torch.is_autocast_enabled(x.device.type):
-        return torch.autocast(device_type=x.device.type, enabled=False)
-    return contextlib.nullcontext()
+    """Autocast off on ``x``'s device: the small-matrix math stays in float32."""
+    return autocast_off(x.device.type)
 
 
 class HyperConnection(nn.Module):
@@ -67,7 +67,9 @@ class HyperConnection(nn.Module):
 
     kind: str = ""
 
-    def __init__(self, num_streams: int, dim: int, layer_index: int = 0, recompute: bool = False) -> None:
+    def __init__(
+        self, num_streams: int, dim: int, layer_index: int = 0, recompute: bool = False, backend: str = "auto"
+    ) -> None:
         super().__init__()
         if num_streams < 1:
             raise ValueError(f"num_streams must be >= 1, got {num_streams}")
@@ -75,48 +77,22 @@ class HyperConnection(nn.Module):
             raise ValueError(f"dim must be >= 1, got {dim}")
         if layer_index < 0:
             raise ValueError(f"layer_index must be >= 0, got {layer_index}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.num_streams = num_streams
         self.dim = dim
         self.layer_index = layer_index
         self.recompute = bool(recompute)
+        self.backend = backend
 
     def extra_repr(self) -> str:
         return (
             f"kind={self.kind!r}, num_streams={self.num_streams}, dim={self.dim}, "
-            f"layer_index={self.layer_index}"
+            f"layer_index={self.layer_index}, backend={self.backend!r}"
         )
 
-    def register_constant(self, name: str, value: torch.Tensor) -> None:
-        """A non-persistent buffer held in float64 whatever the module's dtype, plus a float32 copy
-        (a plain attribute, refreshed on every ``.to``/``.cuda``).
-
-        ``module.bfloat16()`` or ``.float()`` would otherwise round exact constants (the Helmert
-        basis, ``J``); :meth:`constant` hands them out in the compute dtype without a cast per
-        call (the float32 copy is rounded once from the float64 master).
-        """
-        if not hasattr(self, "_constant_names"):
-            self._constant_names: list[str] = []
-        self._constant_names.append(name)
-        self.register_buffer(name, value.to(torch.float64), persistent=False)
-        if not hasattr(self, "_float32_constants"):
-            self._float32_constants: dict[str, torch.Tensor] = {}
-        self._float32_constants[name] = getattr(self, name).float()  # a plain attribute, not a buffer
-
-    def constant(self, name: str, dtype: torch.dtype) -> torch.Tensor:
-        """The constant ``name`` in ``dtype`` (float32 and float64 are stored, others cast)."""
-        if dtype == torch.float32:
-            return self._float32_constants[name]
-        return getattr(self, name).to(dtype)
-
-    def _apply(self, fn, recurse=True):
-        saved = {name: getattr(self, name) for name in getattr(self, "_constant_names", [])}
-        super()._apply(fn, recurse)
-        for name, master in saved.items():
-            moved = getattr(self, name)
-            if moved.dtype != torch.float64:
-                setattr(self, name, master.to(device=moved.device))
-            self._float32_constants[name] = getattr(self, name).float()
-        return self
+    def reset_parameters(self) -> None:
+        """Set every parameter to its initial value (used after ``to_empty`` on a meta-built model)."""
 
     def check_streams(self, streams: torch.Tensor) -> None:
         expected = (self.num_streams, self.dim)
@@ -129,35 +105,47 @@ class HyperConnection(nn.Module):
     def mixing(self, streams: torch.Tensor) -> Mixing:
         raise NotImplementedError
 
+    def kernel_spec(self) -> ProjectedCoefficients | GivenCoefficients:
+        """What the Triton kernels need to compute this module's width step (``shc.kernels.interface``).
+
+        The default hands the kernels this module's own :meth:`mixing` (PyTorch coefficients, a
+        mixing kernel): whatever a subclass computes, forward and backward agree."""
+        return GivenCoefficients(kind=self.kind, mixing=self.mixing)
+
+    def _uses_kernels(self, streams: torch.Tensor, *others: torch.Tensor) -> bool:
+        if self.backend == "torch" or (self.backend == "auto" and not streams.is_cuda):
+            return False  # the common case first: no kernel_spec() built on the CPU
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (streams, *others, *self.parameters()))
+        return kernels.select(self.backend, self.kernel_spec(), streams, grad)
+
     def width(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return ``(u, mixed, h_post)``: branch input (..., C) and ``H_res``-mixed streams
         (..., n, C), both in the streams' dtype, and ``H_post`` (..., n) in ``compute_dtype``.
 
-        With ``recompute=True`` (and gradients enabled) nothing computed here is kept for
-        backward except the streams themselves: the coefficient math and the mixing run again
-        in backward (``torch.utils.checkpoint``), trading one more forward of the width
-        connection for its saved activations."""
+        ``backend`` picks PyTorch or the Triton kernels (:func:`shc.kernels.select`). With
+        ``recompute=True`` (and gradients enabled) nothing computed here is kept for backward
+        except the streams themselves, on either backend: the coefficient math and the mixing
+        run again in backward (``torch.utils.checkpoint``), trading one more forward of the
+        width connection for its saved activations."""
         self.check_streams(streams)
-        if streams.is_cuda:  # fused Triton kernels (shc.kernels) when usable, else PyTorch below
-            fused = kernels.maybe_width(self, streams)
-            if fused is not None:
-                return fused
+        step = self._width_kernels if self._uses_kernels(streams) else self.width_fast
         if self.recompute and torch.is_grad_enabled():
-            return checkpoint(self.width_fast, streams, use_reentrant=False)
-        return self.width_fast(streams)
+            return checkpoint(step, streams, use_reentrant=False)
+        return step(streams)
+
+    def _width_kernels(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return kernels.width(self.kernel_spec(), streams)
 
     def width_fast(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The width connection itself: coefficients, then one mixing pass over the streams."""
+        """The width connection in PyTorch: coefficients, then one mixing pass over the streams."""
         pre, res, post = self.mixing(streams)
         u, mixed = width_mix(pre, res, streams)
         return u, mixed, post
 
     def depth(self, mixed: torch.Tensor, h_post: torch.Tensor, branch_out: torch.Tensor) -> torch.Tensor:
         """``x'_j = mixed_j + H_post[j] * branch_out``, computed in ``h_post``'s dtype, in ``mixed``'s."""
-        if mixed.is_cuda:  # fused Triton kernel (shc.kernels) when usable, else PyTorch below
-            fused = kernels.maybe_depth(self, mixed, h_post, branch_out)
-            if fused is not None:
-                return fused
+        if self._uses_kernels(mixed, h_post, branch_out):
+            return kernels.depth(mixed, h_post, branch_out)
         return depth_add(mixed, h_post, branch_out)
 
     def forward(self, streams: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -173,7 +161,7 @@ def _pm_one_bias(num_streams: int, layer_index: int) -> torch.Tensor:
 
 
 class CoefficientConnection(HyperConnection):
-    """Machinery shared by mHC, mHC-lite, KromHC and sHC (DESIGN.md section 2).
+    """Machinery shared by mHC, mHC-lite, KromHC and sHC (docs/design.md, "Shared coefficient machinery").
 
     ``x~ = RMSNorm(flatten(x))`` over ``n*C`` features; one fused zero-initialised projection
     ``d = x~ @ W`` gives the raw coefficients of every group; per group ``coef = s * d + b`` with
@@ -191,22 +179,38 @@ class CoefficientConnection(HyperConnection):
     """
 
     def __init__(
-        self, num_streams: int, dim: int, layer_index: int = 0, eps: float = 1e-6, recompute: bool = False
+        self,
+        num_streams: int,
+        dim: int,
+        layer_index: int = 0,
+        eps: float = 1e-6,
+        recompute: bool = False,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(num_streams, dim, layer_index, recompute)
+        super().__init__(num_streams, dim, layer_index, recompute, backend)
+        if not eps > 0:
+            raise ValueError(f"{self.kind}: eps must be > 0, got {eps}")
         n = num_streams
         self.eps = eps
-        groups = (n, n, *self.res_groups())
-        self.group_sizes = groups
-        total = sum(groups)
-        self.norm_weight = nn.Parameter(torch.ones(n * dim))
-        self.proj = nn.Parameter(torch.zeros(n * dim, total))
-        self.gates = nn.Parameter(torch.full((len(groups),), 0.01))
-        bias = torch.cat([_pm_one_bias(n, layer_index), _pm_one_bias(n, layer_index), self.res_bias()])
-        self.bias = nn.Parameter(bias)
-        # which gate scales each coefficient
-        gate_index = torch.tensor([g for g, size in enumerate(groups) for _ in range(size)], dtype=torch.long)
-        self.register_buffer("gate_index", gate_index, persistent=False)
+        self.group_sizes = (n, n, *self.res_groups())
+        total = sum(self.group_sizes)
+        self.norm_weight = nn.Parameter(torch.empty(n * dim))
+        self.proj = nn.Parameter(torch.empty(n * dim, total))
+        self.gates = nn.Parameter(torch.empty(len(self.group_sizes)))
+        self.bias = nn.Parameter(torch.empty(total))
+        # the leaf class calls reset_parameters() once all its parameters exist
+
+    def initial_bias(self) -> torch.Tensor:
+        """The static biases at init: ``+-1`` for H_pre and H_post, then :meth:`res_bias`."""
+        n, i = self.num_streams, self.layer_index
+        return torch.cat([_pm_one_bias(n, i), _pm_one_bias(n, i), self.res_bias()])
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.norm_weight.fill_(1.0)
+            self.proj.zero_()
+            self.gates.fill_(0.01)
+            self.bias.copy_(self.initial_bias())
 
     # --- method-specific part -------------------------------------------------------------
     def res_groups(self) -> tuple[int, ...]:
@@ -225,16 +229,42 @@ class CoefficientConnection(HyperConnection):
         dt = compute_dtype(streams)
         with _float32_region(streams):
             flat = streams.reshape(*streams.shape[:-2], -1)
-            weight = self.norm_weight.to(dt).unsqueeze(-1) * self.proj.to(dt)
+            weight = self.folded_weight(dt)
             raw = project_rms(flat, weight, self.eps)
-            return raw * self.gates.to(dt)[self.gate_index] + self.bias.to(dt)
+            return raw * self.gate_scale(dt) + self.bias.to(dt)
+
+    def gate_scale(self, dtype: torch.dtype) -> torch.Tensor:
+        """The gate of each coefficient, (total,): ``gates`` repeated over its group."""
+        index = constant(group_index, (self.group_sizes,), torch.long, self.gates.device)
+        return self.gates.to(dtype)[index]
+
+    def folded_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """``g W`` (n C, total): the RMSNorm gain folded into the projection."""
+        return self.norm_weight.to(dtype).unsqueeze(-1) * self.proj.to(dtype)
+
+    def coefficient_math(self, coef: torch.Tensor) -> Mixing:
+        """Gated + biased coefficients (..., total) -> ``(H_pre, H_res, H_post)``."""
+        parts = list(torch.split(coef, self.group_sizes, dim=-1))
+        return Mixing(torch.sigmoid(parts[0]), self.res_matrix(parts[2:]), 2 * torch.sigmoid(parts[1]))
+
+    def kernel_spec(self) -> ProjectedCoefficients | GivenCoefficients:
+        """The projection runs in a kernel and :meth:`coefficient_math` in PyTorch, unless a subclass
+        changed how coefficients are made (then the kernels only mix, from :meth:`mixing`)."""
+        cls = type(self)
+        if cls.coefficients is not CoefficientConnection.coefficients or cls.mixing is not CoefficientConnection.mixing:
+            return super().kernel_spec()
+        with autocast_off(self.proj.device.type):
+            return ProjectedCoefficients(
+                kind=self.kind,
+                weight=self.folded_weight(torch.float32),
+                scale=self.gate_scale(torch.float32),
+                bias=self.bias.float(),
+                eps=self.eps,
+                coefficient_math=self.coefficient_math,
+            )
 
     def mixing(self, streams: torch.Tensor) -> Mixing:
         self.check_streams(streams)
         coef = self.coefficients(streams)
         with _float32_region(streams):
-            parts = list(torch.split(coef, self.group_sizes, dim=-1))
-            pre = torch.sigmoid(parts[0])
-            post = 2 * torch.sigmoid(parts[1])
-            res = self.res_matrix(parts[2:])
-        return Mixing(pre, res, post)
+            return self.coefficient_math(coef)

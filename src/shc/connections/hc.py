@@ -24,21 +24,41 @@ class HC(HyperConnection):
     kind = "hc"
 
     def __init__(
-        self, num_streams: int, dim: int, layer_index: int = 0, eps: float = 1e-6, recompute: bool = False
+        self,
+        num_streams: int,
+        dim: int,
+        layer_index: int = 0,
+        eps: float = 1e-6,
+        recompute: bool = False,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(num_streams, dim, layer_index, recompute)
+        super().__init__(num_streams, dim, layer_index, recompute, backend)
+        if not eps > 0:
+            raise ValueError(f"hc: eps must be > 0, got {eps}")
         n = num_streams
         self.eps = eps
-        self.norm_weight = nn.Parameter(torch.ones(dim))
-        self.alpha_proj = nn.Parameter(torch.zeros(dim, n + 1))
-        self.alpha_gate = nn.Parameter(torch.tensor(0.01))
+        self.norm_weight = nn.Parameter(torch.empty(dim))
+        self.alpha_proj = nn.Parameter(torch.empty(dim, n + 1))
+        self.alpha_gate = nn.Parameter(torch.empty(()))
+        self.alpha_static = nn.Parameter(torch.empty(n, n + 1))
+        self.beta_proj = nn.Parameter(torch.empty(dim))
+        self.beta_gate = nn.Parameter(torch.empty(()))
+        self.beta_static = nn.Parameter(torch.empty(n))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        n = self.num_streams
         alpha_static = torch.zeros(n, n + 1)
-        alpha_static[layer_index % n, 0] = 1.0
+        alpha_static[self.layer_index % n, 0] = 1.0
         alpha_static[:, 1:] = torch.eye(n)
-        self.alpha_static = nn.Parameter(alpha_static)
-        self.beta_proj = nn.Parameter(torch.zeros(dim))
-        self.beta_gate = nn.Parameter(torch.tensor(0.01))
-        self.beta_static = nn.Parameter(torch.ones(n))
+        with torch.no_grad():
+            self.norm_weight.fill_(1.0)
+            self.alpha_proj.zero_()
+            self.alpha_gate.fill_(0.01)
+            self.alpha_static.copy_(alpha_static)
+            self.beta_proj.zero_()
+            self.beta_gate.fill_(0.01)
+            self.beta_static.fill_(1.0)
 
     def mixing(self, streams: torch.Tensor) -> Mixing:
         self.check_streams(streams)

@@ -23,12 +23,19 @@ class KromHC(CoefficientConnection):
     kind = "kromhc"
 
     def __init__(
-        self, num_streams: int, dim: int, layer_index: int = 0, eps: float = 1e-6, recompute: bool = False
+        self,
+        num_streams: int,
+        dim: int,
+        layer_index: int = 0,
+        eps: float = 1e-6,
+        recompute: bool = False,
+        backend: str = "auto",
     ) -> None:
         if _log2_exact(num_streams) is None:
             raise ValueError(f"kromhc: num_streams must be a power of two >= 2, got {num_streams}")
         self.num_factors = _log2_exact(num_streams)
-        super().__init__(num_streams, dim, layer_index, eps, recompute)
+        super().__init__(num_streams, dim, layer_index, eps, recompute, backend)
+        self.reset_parameters()
 
     def res_groups(self) -> tuple[int, ...]:
         return (2 * self.num_factors,)  # one shared gate for all factors

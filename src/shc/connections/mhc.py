@@ -27,11 +27,13 @@ class MHC(CoefficientConnection):
         eps: float = 1e-6,
         sinkhorn_iters: int = 20,
         recompute: bool = False,
+        backend: str = "auto",
     ) -> None:
-        if sinkhorn_iters < 1:
-            raise ValueError(f"mhc: sinkhorn_iters must be >= 1, got {sinkhorn_iters}")
+        if isinstance(sinkhorn_iters, bool) or not isinstance(sinkhorn_iters, int) or sinkhorn_iters < 1:
+            raise ValueError(f"mhc: sinkhorn_iters must be an integer >= 1, got {sinkhorn_iters!r}")
         self.sinkhorn_iters = sinkhorn_iters
-        super().__init__(num_streams, dim, layer_index, eps, recompute)
+        super().__init__(num_streams, dim, layer_index, eps, recompute, backend)
+        self.reset_parameters()
 
     def res_groups(self) -> tuple[int, ...]:
         return (self.num_streams**2,)

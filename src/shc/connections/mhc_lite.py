@@ -13,6 +13,7 @@ import torch
 
 from ..linalg import permutation_matrices
 from .base import CoefficientConnection
+from .constants import constant
 
 MAX_STREAMS = 8
 OTHER_PERMUTATION_BIAS = -8.0
@@ -22,16 +23,21 @@ class MHCLite(CoefficientConnection):
     kind = "mhc_lite"
 
     def __init__(
-        self, num_streams: int, dim: int, layer_index: int = 0, eps: float = 1e-6, recompute: bool = False
+        self,
+        num_streams: int,
+        dim: int,
+        layer_index: int = 0,
+        eps: float = 1e-6,
+        recompute: bool = False,
+        backend: str = "auto",
     ) -> None:
         if num_streams > MAX_STREAMS:
             raise ValueError(
                 f"mhc_lite: num_streams must be <= {MAX_STREAMS} (n! coefficients per token), "
                 f"got {num_streams}"
             )
-        super().__init__(num_streams, dim, layer_index, eps, recompute)
-        n = num_streams
-        self.register_constant("permutations", permutation_matrices(n).reshape(-1, n * n))
+        super().__init__(num_streams, dim, layer_index, eps, recompute, backend)
+        self.reset_parameters()
 
     def res_groups(self) -> tuple[int, ...]:
         return (math.factorial(self.num_streams),)
@@ -44,4 +50,10 @@ class MHCLite(CoefficientConnection):
     def res_matrix(self, coefs: list[torch.Tensor]) -> torch.Tensor:
         n = self.num_streams
         weights = torch.softmax(coefs[0], dim=-1)
-        return (weights @ self.constant("permutations", weights.dtype)).reshape(*weights.shape[:-1], n, n)
+        perms = constant(_flat_permutations, (n,), weights.dtype, weights.device)
+        return (weights @ perms).reshape(*weights.shape[:-1], n, n)
+
+
+def _flat_permutations(n: int) -> torch.Tensor:
+    """The ``n!`` permutation matrices flattened to (n!, n^2), identity first."""
+    return permutation_matrices(n, torch.float64).reshape(-1, n * n)

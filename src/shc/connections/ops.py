@@ -21,15 +21,28 @@ calling out to a GEMM per piece; in eager mode the hand-written backward wins.
 
 Arithmetic is in the dtype of the coefficients (``compute_dtype``: float32, or float64 for
 float64 streams); bfloat16/float16 streams are cast on the fly and only the original streams are
-saved for backward (no float32 copy is kept alive). The backward passes are first-order only
+saved for backward (no float32 copy is kept alive). Autocast is switched off inside every
+operation, forward and backward (:func:`autocast_off`): under ``torch.autocast(dtype=bfloat16)``
+float32 streams are mixed in float32 exactly as without autocast, instead of being rounded to
+bfloat16 at every sublayer by an autocast GEMM. The backward passes are first-order only
 (``once_differentiable``: double backward raises instead of returning a wrong value);
 ``torch.compile`` and inference use the plain-op forms, which autograd differentiates as usual.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch.autograd.function import once_differentiable
+
+
+def autocast_off(device_type: str):
+    """A context that disables autocast on ``device_type``: a no-op ``nullcontext`` when autocast
+    is off (entering ``torch.autocast`` costs microseconds per call, which adds up in decode)."""
+    if torch.compiler.is_compiling() or torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _compiling() -> bool:
@@ -53,6 +66,11 @@ def _batched(t: torch.Tensor, rows: int) -> torch.Tensor:
 class _ProjectRMS(torch.autograd.Function):
     @staticmethod
     def forward(ctx, flat: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        with autocast_off(flat.device.type):
+            return _ProjectRMS._forward(ctx, flat, weight, eps)
+
+    @staticmethod
+    def _forward(ctx, flat: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         x = flat.to(weight.dtype)
         features = x.shape[-1]
         norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
@@ -65,6 +83,11 @@ class _ProjectRMS(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         flat, weight, inv_rms, raw = ctx.saved_tensors
+        with autocast_off(flat.device.type):
+            return _ProjectRMS._backward(flat, weight, inv_rms, raw, grad)
+
+    @staticmethod
+    def _backward(flat, weight, inv_rms, raw, grad):
         x = flat.to(weight.dtype)
         features = x.shape[-1]
         grad = grad.contiguous()
@@ -84,10 +107,11 @@ def project_rms(flat: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
     ``flat`` (..., F), ``weight`` (F, K) -> (..., K). Equals ``RMSNorm(flat) @ W`` for
     ``weight = gain[:, None] * W``.
     """
-    if _plain(flat, weight):
-        x = flat.to(weight.dtype)
-        return (x @ weight) * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    return _ProjectRMS.apply(flat, weight, eps)
+    with autocast_off(flat.device.type):
+        if _plain(flat, weight):
+            x = flat.to(weight.dtype)
+            return (x @ weight) * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        return _ProjectRMS.apply(flat, weight, eps)
 
 
 def _mix_gemm(pre: torch.Tensor, res: torch.Tensor, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,12 +126,18 @@ class _WidthMix(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pre: torch.Tensor, res: torch.Tensor, streams: torch.Tensor):
         ctx.save_for_backward(pre, res, streams)
-        return _mix_gemm(pre, res, streams)
+        with autocast_off(streams.device.type):
+            return _mix_gemm(pre, res, streams)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_u: torch.Tensor, grad_mixed: torch.Tensor):
         pre, res, streams = ctx.saved_tensors
+        with autocast_off(streams.device.type):
+            return _WidthMix._backward(pre, res, streams, grad_u, grad_mixed)
+
+    @staticmethod
+    def _backward(pre, res, streams, grad_u, grad_mixed):
         dt = pre.dtype
         x = streams.to(dt)
         grad_u = grad_u.to(dt).contiguous()
@@ -124,21 +154,23 @@ def width_mix(pre: torch.Tensor, res: torch.Tensor, streams: torch.Tensor) -> tu
 
     Computed in ``pre``'s dtype, returned in the streams' dtype.
     """
-    if not _compiling() and _plain(pre, res, streams):
-        return _mix_gemm(pre, res, streams)
-    if _compiling():
-        x = streams.to(pre.dtype)
-        u = (pre.unsqueeze(-1) * x).sum(-2)
-        mixed = (res.unsqueeze(-1) * x.unsqueeze(-2)).sum(-3)
-        return u.to(streams.dtype), mixed.to(streams.dtype)
-    return _WidthMix.apply(pre, res, streams)
+    with autocast_off(streams.device.type):
+        if _compiling():
+            x = streams.to(pre.dtype)
+            u = (pre.unsqueeze(-1) * x).sum(-2)
+            mixed = (res.unsqueeze(-1) * x.unsqueeze(-2)).sum(-3)
+            return u.to(streams.dtype), mixed.to(streams.dtype)
+        if _plain(pre, res, streams):
+            return _mix_gemm(pre, res, streams)
+        return _WidthMix.apply(pre, res, streams)
 
 
 class _DepthAdd(torch.autograd.Function):
     @staticmethod
     def forward(ctx, mixed: torch.Tensor, post: torch.Tensor, branch_out: torch.Tensor):
         dt = post.dtype
-        out = torch.addcmul(mixed.to(dt), post.unsqueeze(-1), branch_out.to(dt).unsqueeze(-2))
+        with autocast_off(mixed.device.type):
+            out = torch.addcmul(mixed.to(dt), post.unsqueeze(-1), branch_out.to(dt).unsqueeze(-2))
         ctx.save_for_backward(post, branch_out)
         ctx.dtypes = (mixed.dtype, branch_out.dtype)
         return out.to(mixed.dtype)
@@ -149,15 +181,17 @@ class _DepthAdd(torch.autograd.Function):
         post, branch_out = ctx.saved_tensors
         mixed_dtype, branch_dtype = ctx.dtypes
         g = grad.to(post.dtype).contiguous()
-        grad_post = torch.matmul(g, branch_out.to(post.dtype).unsqueeze(-1)).squeeze(-1)
-        grad_branch = torch.matmul(post.unsqueeze(-2), g).squeeze(-2)
+        with autocast_off(grad.device.type):
+            grad_post = torch.matmul(g, branch_out.to(post.dtype).unsqueeze(-1)).squeeze(-1)
+            grad_branch = torch.matmul(post.unsqueeze(-2), g).squeeze(-2)
         return grad.to(mixed_dtype), grad_post, grad_branch.to(branch_dtype)
 
 
 def depth_add(mixed: torch.Tensor, post: torch.Tensor, branch_out: torch.Tensor) -> torch.Tensor:
     """``x'_j = mixed_j + post[j] * branch_out``, computed in ``post``'s dtype, in ``mixed``'s."""
-    if _plain(mixed, post, branch_out):
-        dt = post.dtype
-        out = torch.addcmul(mixed.to(dt), post.unsqueeze(-1), branch_out.unsqueeze(-2).to(dt))
-        return out.to(mixed.dtype)
-    return _DepthAdd.apply(mixed, post, branch_out)
+    with autocast_off(mixed.device.type):
+        if _plain(mixed, post, branch_out):
+            dt = post.dtype
+            out = torch.addcmul(mixed.to(dt), post.unsqueeze(-1), branch_out.unsqueeze(-2).to(dt))
+            return out.to(mixed.dtype)
+        return _DepthAdd.apply(mixed, post, branch_out)

@@ -43,7 +43,8 @@ def make_connection(
 
     Options: ``eps`` (all but residual), ``sinkhorn_iters`` (mhc), ``sigma_bias`` (shc),
     ``recompute`` (all; recompute the width connection in backward instead of keeping its
-    activations, a no-op for residual).
+    activations, a no-op for residual), ``backend`` (all: ``"auto"`` (default), ``"torch"`` or
+    ``"triton"``; see :mod:`shc.kernels`).
     """
     cls = connection_class(kind)
     if num_streams < 1:

@@ -5,18 +5,21 @@ from __future__ import annotations
 import torch
 
 from .base import HyperConnection, Mixing, compute_dtype
+from .ops import autocast_off
 
 
 class Residual(HyperConnection):
-    """``n = 1``: ``H_pre = H_res = H_post = 1``. No parameters. ``recompute`` is accepted and
-    ignored (there is nothing to recompute)."""
+    """``n = 1``: ``H_pre = H_res = H_post = 1``. No parameters. ``recompute`` and ``backend`` are
+    accepted and ignored (there is nothing to recompute, and ``x + F(x)`` needs no kernel)."""
 
     kind = "residual"
 
-    def __init__(self, num_streams: int, dim: int, layer_index: int = 0, recompute: bool = False) -> None:
+    def __init__(
+        self, num_streams: int, dim: int, layer_index: int = 0, recompute: bool = False, backend: str = "auto"
+    ) -> None:
         if num_streams != 1:
             raise ValueError(f"residual: num_streams must be 1, got {num_streams}")
-        super().__init__(num_streams, dim, layer_index, recompute=False)
+        super().__init__(num_streams, dim, layer_index, recompute=False, backend=backend)
 
     def mixing(self, streams: torch.Tensor) -> Mixing:
         self.check_streams(streams)
@@ -29,4 +32,5 @@ class Residual(HyperConnection):
         return streams[..., 0, :], streams, streams.new_ones(streams.shape[:-1], dtype=compute_dtype(streams))
 
     def depth(self, mixed: torch.Tensor, h_post: torch.Tensor, branch_out: torch.Tensor) -> torch.Tensor:
-        return mixed + branch_out.unsqueeze(-2).to(mixed.dtype)
+        with autocast_off(mixed.device.type):
+            return mixed + branch_out.unsqueeze(-2).to(mixed.dtype)

@@ -11,18 +11,31 @@ With ``m = n - 1`` and ``k = m(m-1)/2``, the ``m^2 = 2k + m`` residual coefficie
 
 so rows and columns of ``H_res`` sum to 1, its singular values are ``{1} ∪ {|sigma_i|}``
 (spectral norm exactly 1), entries may be negative, and the set is closed under products.
-At init ``U = V = I`` and ``H_res = J + tanh(b_sigma) (I - J)``.
+At init ``U = V = I`` and ``H_res = J + tanh(b_sigma) (I - J)``. For ``n = 2`` (``m = 1``,
+``k = 0``) there are no rotations: only ``d_sigma`` and no ``gamma`` (a parameter that could never
+receive a gradient would stall DDP).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
+from ..kernels.interface import ProjectedCoefficients
 from ..linalg import cayley_from_params, helmert_basis
 from .base import CoefficientConnection
+from .constants import centre_matrix, constant
 
 DEFAULT_SIGMA_BIAS = 4.0
+
+
+def sandwich_matrix(n: int) -> torch.Tensor:
+    """``K`` (m^2, n^2) with ``vec(P E P^T) = vec(E) @ K``, ``K[(i, k), (a, b)] = P[a, i] P[b, k]``:
+    one GEMM over all tokens replaces two per-token (n x m) matmuls. float64."""
+    p = helmert_basis(n, torch.float64)
+    return torch.einsum("ai,bk->ikab", p, p).reshape((n - 1) ** 2, n * n)
 
 
 class SHC(CoefficientConnection):
@@ -36,24 +49,31 @@ class SHC(CoefficientConnection):
         eps: float = 1e-6,
         sigma_bias: float = DEFAULT_SIGMA_BIAS,
         recompute: bool = False,
+        backend: str = "auto",
     ) -> None:
         if num_streams < 2:
             raise ValueError(f"shc: num_streams must be >= 2, got {num_streams}")
+        if not -1e3 < sigma_bias < 1e3:  # also refuses NaN
+            raise ValueError(f"shc: sigma_bias must be a finite number, got {sigma_bias}")
         self.sigma_bias = float(sigma_bias)
         self.rank = num_streams - 1  # m
         self.num_angles = self.rank * (self.rank - 1) // 2  # k
-        super().__init__(num_streams, dim, layer_index, eps, recompute)
-        self.gamma = nn.Parameter(torch.ones(2))  # (gamma_U, gamma_V)
-        n = num_streams
-        self.register_constant("helmert", helmert_basis(n, torch.float64))
-        self.register_constant("centre", torch.full((n, n), 1.0 / n, dtype=torch.float64))
-        # vec(P E P^T) = vec(E) @ K with K[(i, k), (a, b)] = P[a, i] P[b, k]: one GEMM over all
-        # tokens replaces two per-token (n x m) matmuls
-        helmert = self.helmert
-        sandwich = torch.einsum("ai,bk->ikab", helmert, helmert).reshape(self.rank**2, n * n)
-        self.register_constant("sandwich", sandwich)
+        super().__init__(num_streams, dim, layer_index, eps, recompute, backend)
+        if self.num_angles > 0:
+            self.gamma = nn.Parameter(torch.empty(2))  # (gamma_U, gamma_V)
+        else:
+            self.register_parameter("gamma", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.gamma is not None:
+            with torch.no_grad():
+                self.gamma.fill_(1.0)
 
     def res_groups(self) -> tuple[int, ...]:
+        if self.num_angles == 0:
+            return (self.rank,)  # d_sigma only
         return (self.num_angles, self.num_angles, self.rank)  # d_U, d_V, d_sigma
 
     def res_bias(self) -> torch.Tensor:
@@ -61,7 +81,7 @@ class SHC(CoefficientConnection):
 
     def res_matrix(self, coefs: list[torch.Tensor]) -> torch.Tensor:
         m, n, k = self.rank, self.num_streams, self.num_angles
-        # one tanh for all three groups, then the per-group scales (gamma_U, gamma_V, 1)
+        # one tanh for all groups, then the per-group scales (gamma_U, gamma_V, 1)
         act = torch.tanh(torch.cat(coefs, dim=-1))
         lead = act.shape[:-1]
         if m == 1:
@@ -75,7 +95,19 @@ class SHC(CoefficientConnection):
             u, v = uv[..., 0, :, :], uv[..., 1, :, :]
             # E[i, k] = sum_j U[i, j] sigma[j] V[k, j], a broadcast product over m^3 numbers per token
             e = ((u * sigma.unsqueeze(-2)).unsqueeze(-2) * v.unsqueeze(-3)).sum(-1).reshape(*lead, m * m)
-        res = torch.addmm(
-            self.constant("centre", e.dtype).reshape(1, n * n), e.reshape(-1, m * m), self.constant("sandwich", e.dtype)
-        )
+        centre = constant(centre_matrix, (n,), e.dtype, e.device).reshape(1, n * n)
+        sandwich = constant(sandwich_matrix, (n,), e.dtype, e.device)
+        res = torch.addmm(centre, e.reshape(-1, m * m), sandwich)
         return res.reshape(*lead, n, n)
+
+    def kernel_spec(self):
+        """sHC at n = 3, 4 with this class's own math: the fused forward kernel evaluates it."""
+        spec = super().kernel_spec()
+        cls = type(self)
+        exact = (
+            isinstance(spec, ProjectedCoefficients)
+            and cls.res_matrix is SHC.res_matrix
+            and cls.coefficient_math is CoefficientConnection.coefficient_math
+            and self.num_streams in (3, 4)
+        )
+        return dataclasses.replace(spec, fused_shc=True, gamma=self.gamma) if exact else spec

@@ -2,28 +2,34 @@
 
 On a GPU a hyper-connection is pure memory traffic around a few tiny matrices per token; the
 PyTorch path reads the ``(T, n, C)`` streams several times and launches dozens of small kernels.
-Here:
+Here (:mod:`shc.kernels.fused_width`, :mod:`shc.kernels.fused_depth`):
 
-- sHC (n <= 4), forward: ONE kernel per token block reads the streams for the RMS statistics and
-  the projection ``x @ (g W)``, computes every coefficient in registers (gates, biases, sigmoids,
-  tanh, closed-form Cayley, ``J + P E P^T``), writes ``h_post`` and mixes the same (L2-resident)
-  block into ``u`` and the ``n`` mixed streams.
-- Every other coefficient kind (mhc, mhc_lite, kromhc, sHC with n > 4): the projection kernel,
-  the kind's own PyTorch coefficient math on ``(T, few)`` tensors, then the mixing kernel.
-  hc: its PyTorch coefficients, then the mixing kernel.
+- sHC (n = 3, 4), forward: ONE kernel per token block reads the streams for the RMS statistics
+  and the projection ``x @ (g W)``, computes every coefficient in registers (gates, biases,
+  sigmoids, tanh, closed-form Cayley, ``J + P E P^T``), writes ``h_post`` and mixes the same
+  (L2-resident) block into ``u`` and the ``n`` mixed streams. Backward: Triton kernels for every
+  pass over the streams; the per-token coefficient math is differentiated by PyTorch autograd.
+- Every other coefficient kind: the projection kernel, the module's own PyTorch coefficient math
+  on ``(T, few)`` tensors, then the mixing kernel. hc, and any module whose coefficients are its
+  own: its PyTorch ``mixing``, then the mixing kernel.
 - depth (every kind but residual): one kernel ``x'_j = mixed_j + h_post_j F(u)``.
-- sHC (n <= 4), backward: ONE kernel per token block reduces ``dpre``/``dH`` over the features,
-  runs the hand-derived backward of the coefficient math in registers (through the closed-form
-  Cayley transform) and writes ``dx``; a second kernel reduces the projection weight gradient
-  ``x^T dy`` over tokens; PyTorch sums the per-token gate/bias/gamma gradients (three tiny ops).
-- Other kinds, backward: Triton kernels for every pass over the streams; their coefficient math
-  is differentiated by PyTorch autograd. Depth backward: one kernel. See :mod:`shc.kernels.fused_width`.
 
-Dispatch: :func:`available` says whether the fused path can run for a tensor (CUDA tensor and
-Triton importable, or Triton's CPU interpreter forced with ``TRITON_INTERPRET=1``, used by the
-tests). The connections call :func:`maybe_width` / :func:`maybe_depth` for CUDA tensors only,
-outside ``torch.compile`` (which fuses the PyTorch path itself); they return ``None`` to fall back.
-Force the PyTorch path with ``SHC_DISABLE_TRITON=1`` or ``shc.kernels.use_triton = False``.
+A module describes itself through :mod:`shc.kernels.interface`; nothing here imports the
+connection classes.
+
+Backends, chosen per module (``make_connection(..., backend=...)``), see :func:`select`:
+
+- ``"torch"``: the PyTorch path, always.
+- ``"triton"``: the kernels for every CUDA tensor whose shape they can launch; anything else
+  (a CPU tensor, Triton missing, too many coefficients) raises. Under Triton's CPU interpreter
+  (``TRITON_INTERPRET=1``, the tests) CPU tensors run the kernels too.
+- ``"auto"`` (default): the kernels only where they were validated on hardware AND measured
+  faster than PyTorch (:data:`VALIDATED`): on an H200 (docs/results/gpu) the fused forward was
+  3.2x faster than eager PyTorch, but forward + backward was slower (4.30 vs 3.95 ms), so
+  ``"auto"`` uses the kernels for inference (no gradient needed) only. Otherwise PyTorch, with a
+  warning on CUDA saying why. CPU tensors always take PyTorch.
+
+Under ``torch.compile`` every backend takes the PyTorch path (Inductor writes its own kernels).
 """
 
 from __future__ import annotations
@@ -31,16 +37,27 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import warnings
 
 import torch
 
-__all__ = ["available", "depth", "maybe_depth", "maybe_width", "supports", "use_triton", "width"]
+from .interface import GivenCoefficients, ProjectedCoefficients
 
-use_triton: bool = True
-"""Module switch: ``False`` forces the PyTorch path everywhere."""
+__all__ = ["VALIDATED", "depth", "interpreter_active", "select", "unsupported_reason", "width"]
 
-_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-_MAX_STREAMS = 16
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+MAX_STREAMS = 16
+MAX_COEFFICIENTS = 256  # the projection kernel keeps every coefficient of a token block in registers
+
+# (route, kind, n) -> stream dtypes checked on hardware (docs/results/gpu/gpu_check_h200.md:
+# values and every gradient against float64 PyTorch, H200, Triton 3.6)
+VALIDATED: dict[tuple[str, str, int], tuple[torch.dtype, ...]] = {
+    ("fused_shc", "shc", 3): (torch.float32, torch.bfloat16),
+    ("fused_shc", "shc", 4): (torch.float32, torch.bfloat16),
+    ("projection", "mhc", 4): (torch.bfloat16,),
+}
+
+Spec = ProjectedCoefficients | GivenCoefficients
 
 
 @functools.cache
@@ -53,73 +70,74 @@ def interpreter_active() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def enabled() -> bool:
-    """The switch: ``use_triton`` and not ``SHC_DISABLE_TRITON=1``."""
-    return use_triton and os.environ.get("SHC_DISABLE_TRITON", "0").lower() not in ("1", "true", "yes")
+def unsupported_reason(spec: Spec, streams: torch.Tensor) -> str | None:
+    """Why the kernels cannot run this module on ``streams`` (``None``: they can)."""
+    n = streams.shape[-2]
+    if not _triton_importable():
+        return "Triton is not installed (pip install 'shc[triton]')"
+    if not (streams.is_cuda or (streams.device.type == "cpu" and interpreter_active())):
+        return f"streams are on {streams.device}; the kernels need a CUDA tensor"
+    if streams.dtype not in DTYPES:
+        return f"streams dtype {streams.dtype} is not one of float32, bfloat16, float16"
+    if not 2 <= n <= MAX_STREAMS:
+        return f"num_streams={n} is outside 2..{MAX_STREAMS}"
+    if isinstance(spec, ProjectedCoefficients) and spec.total > MAX_COEFFICIENTS:
+        return f"{spec.total} coefficients per token exceed the kernels' {MAX_COEFFICIENTS}"
+    return None
 
 
-def available(tensor: torch.Tensor) -> bool:
-    """Whether the fused kernels can run on ``tensor``'s device (ignores shapes and kinds)."""
-    if not (enabled() and _triton_importable()):
+def _not_validated_reason(spec: Spec, streams: torch.Tensor, needs_grad: bool) -> str | None:
+    n = streams.shape[-2]
+    if streams.dtype not in VALIDATED.get((spec.route, spec.kind, n), ()):
+        return f"{spec.kind} n={n} {streams.dtype} ({spec.route}) has not been validated on hardware"
+    if needs_grad:
+        return "training (forward + backward) measured slower with the kernels than with PyTorch"
+    return None
+
+
+def select(backend: str, spec: Spec, streams: torch.Tensor, needs_grad: bool) -> bool:
+    """Whether ``backend`` runs this width/depth step in the kernels (see the module docstring)."""
+    if backend == "torch" or torch.compiler.is_compiling():
         return False
-    return tensor.is_cuda or (tensor.device.type == "cpu" and interpreter_active())
+    if backend == "triton":
+        reason = unsupported_reason(spec, streams)
+        if reason is not None:
+            raise ValueError(f"{spec.kind}: backend='triton' cannot run here: {reason}")
+        return True
+    if not streams.is_cuda:
+        return False
+    reason = unsupported_reason(spec, streams) or _not_validated_reason(spec, streams, needs_grad)
+    if reason is not None:
+        warnings.warn(f"shc {spec.kind}: backend='auto' uses PyTorch: {reason}", stacklevel=4)
+        return False
+    return True
 
 
-def supports(conn, streams: torch.Tensor) -> bool:
-    """Whether the fused width/depth handle this connection and streams tensor."""
-    from ..connections.base import CoefficientConnection
-    from ..connections.hc import HC
-
-    return (
-        isinstance(conn, (CoefficientConnection, HC))
-        and 2 <= conn.num_streams <= _MAX_STREAMS
-        and streams.dtype in _DTYPES
-        and streams.dim() >= 2
-        and tuple(streams.shape[-2:]) == (conn.num_streams, conn.dim)
-    )
-
-
-def _coefficient_math(conn):
-    """``coef (..., total) -> (pre, res, post)``: the second half of ``CoefficientConnection.mixing``."""
-
-    def math(coef: torch.Tensor):
-        parts = list(torch.split(coef, conn.group_sizes, dim=-1))
-        return torch.sigmoid(parts[0]), conn.res_matrix(parts[2:]), 2 * torch.sigmoid(parts[1])
-
-    return math
-
-
-def width(conn, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The fused ``conn.width(streams)``: ``(u (..., C), mixed (..., n, C), h_post (..., n) fp32)``."""
-    from ..connections.base import CoefficientConnection
-    from ..connections.shc import SHC
+def width(spec: Spec, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The width step in the kernels: ``(u (..., C), mixed (..., n, C), h_post (..., n) fp32)``."""
     from .fused_width import Mix, Projection, ShcWidth
 
-    if not supports(conn, streams):
-        raise ValueError(f"shc.kernels.width: unsupported connection {conn!r} / streams {tuple(streams.shape)}")
-    n, c = conn.num_streams, conn.dim
+    n, c = streams.shape[-2:]
     lead = streams.shape[:-2]
     x = streams.reshape(-1, n, c).contiguous()
-    if isinstance(conn, CoefficientConnection):
-        math = _coefficient_math(conn)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            wg = conn.norm_weight.float()[:, None] * conn.proj.float()
-            scale = conn.gates.float()[conn.gate_index]
-            bias = conn.bias.float()
-            if isinstance(conn, SHC) and n <= 4:
-                u, mixed, post = ShcWidth.apply(x, wg, scale, bias, conn.gamma, math, conn.eps)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        if isinstance(spec, ProjectedCoefficients):
+            if spec.fused_shc:
+                u, mixed, post = ShcWidth.apply(
+                    x, spec.weight, spec.scale, spec.bias, spec.gamma, spec.coefficient_math, spec.eps
+                )
             else:
-                raw = Projection.apply(x, wg, conn.eps)
-                pre, res, post = math(raw * scale + bias)
+                raw = Projection.apply(x, spec.weight, spec.eps)
+                pre, res, post = spec.coefficient_math(raw * spec.scale + spec.bias)
                 u, mixed = Mix.apply(x, pre, res)
-    else:
-        pre, res, post = conn.mixing(streams)
-        u, mixed = Mix.apply(x, pre.reshape(-1, n), res.reshape(-1, n, n))
+        else:
+            pre, res, post = spec.mixing(streams)
+            u, mixed = Mix.apply(x, pre.reshape(-1, n), res.reshape(-1, n, n))
     return u.reshape(*lead, c), mixed.reshape(*lead, n, c), post.reshape(*lead, n)
 
 
 def depth(mixed: torch.Tensor, h_post: torch.Tensor, branch_out: torch.Tensor) -> torch.Tensor:
-    """The fused ``conn.depth``: ``mixed_j + h_post_j * branch_out``, in ``mixed``'s dtype."""
+    """The depth step in a kernel: ``mixed_j + h_post_j * branch_out``, in ``mixed``'s dtype."""
     from .fused_depth import Depth
 
     n, c = mixed.shape[-2:]
@@ -128,32 +146,9 @@ def depth(mixed: torch.Tensor, h_post: torch.Tensor, branch_out: torch.Tensor) -
             f"shc.kernels.depth: shapes mixed {tuple(mixed.shape)}, h_post {tuple(h_post.shape)}, "
             f"branch_out {tuple(branch_out.shape)} do not match (..., n, C), (..., n), (..., C)"
         )
+    if branch_out.dtype not in DTYPES:
+        raise ValueError(f"shc.kernels.depth: branch output dtype {branch_out.dtype} is not supported")
     out = Depth.apply(
         mixed.reshape(-1, n, c).contiguous(), h_post.reshape(-1, n), branch_out.reshape(-1, c).contiguous()
     )
     return out.reshape(mixed.shape)
-
-
-def _usable(tensor: torch.Tensor) -> bool:
-    # is_compiling() first: under torch.compile nothing else here is traced
-    return not torch.compiler.is_compiling() and available(tensor)
-
-
-def maybe_width(conn, streams: torch.Tensor):
-    """``width(conn, streams)`` when the fused path applies, else ``None`` (use PyTorch)."""
-    if _usable(streams) and supports(conn, streams):
-        return width(conn, streams)
-    return None
-
-
-def maybe_depth(conn, mixed: torch.Tensor, h_post: torch.Tensor, branch_out: torch.Tensor):
-    """``depth(mixed, h_post, branch_out)`` when the fused path applies, else ``None``."""
-    if (
-        _usable(mixed)
-        and supports(conn, mixed)
-        and branch_out.dtype in _DTYPES
-        and h_post.shape == mixed.shape[:-1]
-        and branch_out.shape == (*mixed.shape[:-2], mixed.shape[-1])
-    ):
-        return depth(mixed, h_post, branch_out)
-    return None

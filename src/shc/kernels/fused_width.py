@@ -2,15 +2,15 @@
 
 Three functions, all on streams flattened to ``(T, n, C)``:
 
-- :class:`ShcWidth` (sHC, n <= 4): ONE forward kernel does the RMS statistics, the projection
+- :class:`ShcWidth` (sHC, n = 3, 4): ONE forward kernel does the RMS statistics, the projection
   ``x @ (g W)`` with its ``inv_rms`` epilogue, the whole sHC coefficient math and the mixing
-  (``SPLIT_MIX``: the coefficients are written and a second kernel mixes). Backward
-  (``FUSED_COEFFICIENT_BACKWARD``, default): ONE kernel reduces ``dpre``/``dH`` over the
-  features, differentiates the coefficient math in registers and writes ``dx`` (mixing part +
-  projection part + RMS part); one kernel reduces the projection weight gradient ``x^T dy``.
+  (``SPLIT_MIX``: the coefficients are written and a second kernel mixes). Backward: a kernel
+  reduces ``dpre``/``dH`` over the features; the coefficient math is recomputed in PyTorch from
+  the saved per-token ``raw`` and differentiated by autograd; one kernel writes ``dx`` (mixing
+  part + projection part + RMS part) and one reduces the projection weight gradient ``x^T dy``.
   Saved for backward: the streams and the per-token ``raw`` coefficients and ``inv_rms``.
-  The fallback (``FUSED_COEFFICIENT_BACKWARD = False``) recomputes the coefficient math in
-  PyTorch from ``raw`` and lets autograd differentiate it (dozens of small launches).
+  (A hand-derived Triton coefficient backward passed under the interpreter but gave gradients
+  wrong by up to 28% on an H200; it was removed: docs/results/gpu.)
 - :class:`Projection` + :class:`Mix` (every other kind): the projection kernel gives ``raw``,
   the kind's own PyTorch code turns it into coefficients (autograd as usual), the mix kernel
   mixes; each has its own backward kernels.
@@ -21,25 +21,20 @@ The gradient of ``g W`` is returned to autograd, which maps it onto ``norm_weigh
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 
 import torch
 import triton
 from torch.autograd.function import once_differentiable
 
 from . import triton_kernels as K
+from .interface import CoefficientMath
 
 BLOCK_T = 32  # tokens per program (tl.dot needs >= 16); each program re-reads g W (n C x 32) from L2
 BLOCK_K = 64  # features per chunk
 BLOCK_R = 64  # rows of g W per program in the weight-gradient kernel
 NUM_WARPS = 4
 SPLIT_MIX = False  # sHC: write the coefficients and mix in a second kernel instead of in the same one
-# sHC: coefficient backward in Triton (else PyTorch autograd). Off by default: it matches PyTorch
-# under Triton's interpreter, but on an H200 (Triton 3.6) its gradients were wrong by up to 28%
-# (docs/results/gpu/gpu_check_h200_fused_coef_backward.md); the autograd fallback was correct there.
-FUSED_COEFFICIENT_BACKWARD = False
 
-CoefficientMath = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 def _pow2(v: int, least: int) -> int:
@@ -207,8 +202,6 @@ class ShcWidth(torch.autograd.Function):
         du = _zeros_if_none(du, x[:, 0])
         dmixed = _zeros_if_none(dmixed, x)
         dpost = _zeros_if_none(dpost, inv_rms.new_empty(t, n))
-        if FUSED_COEFFICIENT_BACKWARD:
-            return _shc_backward_fused(ctx, x, wg_pad, raw, inv_rms, scale, bias, gamma, du, dmixed, dpost)
         with torch.enable_grad(), torch.autocast(device_type=x.device.type, enabled=False):
             raw_ = raw[:, :total].detach().requires_grad_()
             scale_ = scale.detach().float().requires_grad_()
@@ -226,30 +219,6 @@ class ShcWidth(torch.autograd.Function):
         )
         dwg = _weight_grad(x, dy, total)
         return dx, dwg, dscale.to(scale.dtype), dbias.to(bias.dtype), dgamma, None, None
-
-
-def _shc_backward_fused(ctx, x, wg_pad, raw, inv_rms, scale, bias, gamma, du, dmixed, dpost):
-    """One kernel for dpre/dH, the coefficient backward and dx; the weight-gradient kernel; the
-    token sums of the scale, bias and gamma gradients in PyTorch."""
-    t, n, c = x.shape
-    total, ncp = ctx.total, wg_pad.shape[1]
-    dx = torch.empty_like(x)
-    dcoef = x.new_empty(t, ncp, dtype=torch.float32)
-    dy = x.new_empty(t, ncp, dtype=torch.float32)
-    dgamma = x.new_empty(t, 2, dtype=torch.float32)
-    with _device(x):
-        K.shc_width_bwd_kernel[_grid(t)](
-            x, du, dmixed, dpost.float().contiguous(), raw, inv_rms, _padded(scale, ncp), _padded(bias, ncp),
-            gamma.detach().float().contiguous(), wg_pad, dx, dcoef, dy, dgamma, t,
-            C=c, N=n, NP=_pow2(n, 2), NCP=ncp, BT=BLOCK_T, BK=BLOCK_K, DOT_PRECISION=_dot_precision(x),
-            num_warps=NUM_WARPS,
-        )
-    dcoef = dcoef[:, :total]
-    dscale = (dcoef * raw[:, :total]).sum(0)
-    dbias = dcoef.sum(0)
-    dwg = _weight_grad(x, dy, total)
-    dgamma = dgamma.sum(0).to(gamma.dtype) if gamma.requires_grad else None
-    return dx, dwg, dscale.to(scale.dtype), dbias.to(bias.dtype), dgamma, None, None
 
 
 class Projection(torch.autograd.Function):
