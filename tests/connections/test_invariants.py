@@ -49,6 +49,9 @@ def test_shc_singular_values_are_one_and_abs_sigma(n, scale, seed):
     torch.testing.assert_close(
         torch.linalg.svdvals(res), expected.sort(dim=-1, descending=True).values, atol=1e-9, rtol=0
     )
+    if k == 0:  # n = 2: no rotations, and no gamma parameter
+        assert conn.gamma is None
+        return
     gamma = conn.gamma.detach()
     for g, z in ((gamma[0], coef[..., 2 * n : 2 * n + k]), (gamma[1], coef[..., 2 * n + k : 2 * n + 2 * k])):
         u = shc.linalg.cayley_from_params(g * torch.tanh(z), n - 1)

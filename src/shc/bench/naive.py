@@ -106,11 +106,14 @@ def naive_mixing(conn: HyperConnection, streams: torch.Tensor, state: dict | Non
             )
     elif kind == "shc":
         m = n - 1
-        gamma_u, gamma_v = state["gamma"][0], state["gamma"][1]
-        u = _cayley_solve(_skew(gamma_u * torch.tanh(groups[2]), m))
-        v = _cayley_solve(_skew(gamma_v * torch.tanh(groups[3]), m))
-        sigma = torch.tanh(groups[4])
-        e = torch.einsum("...ij,...j,...kj->...ik", u, sigma, v)
+        if m == 1:  # no rotations (and no gamma): E = sigma
+            e = torch.tanh(groups[2]).unsqueeze(-1)
+        else:
+            gamma_u, gamma_v = state["gamma"][0], state["gamma"][1]
+            u = _cayley_solve(_skew(gamma_u * torch.tanh(groups[2]), m))
+            v = _cayley_solve(_skew(gamma_v * torch.tanh(groups[3]), m))
+            sigma = torch.tanh(groups[4])
+            e = torch.einsum("...ij,...j,...kj->...ik", u, sigma, v)
         p = _helmert(n, x.dtype)
         res = torch.full((n, n), 1 / n, dtype=x.dtype) + torch.einsum("ai,...ij,bj->...ab", p, e, p)
     else:
