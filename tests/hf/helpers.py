@@ -1,0 +1,62 @@
+"""Tiny Llama-family causal LMs built from configs (no hub access)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
+VOCAB = 61
+
+# every kind with a stream count it accepts (residual is one stream, kromhc a power of two)
+KIND_STREAMS = (("residual", 1), ("hc", 4), ("mhc", 4), ("mhc_lite", 3), ("kromhc", 4), ("shc", 4), ("shc", 3))
+
+
+def tiny_config(family: str, layers: int = 3, tied: bool = False, **overrides):
+    """A 3-layer, width-32 model of ``family``; ``initializer_range=0.2`` so logits are O(1) and
+    a wrong init shows up well above float32 rounding."""
+    config_class = {
+        "llama": transformers.LlamaConfig,
+        "mistral": transformers.MistralConfig,
+        "qwen2": transformers.Qwen2Config,
+        "qwen3": transformers.Qwen3Config,
+    }[family]
+    settings = dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=64,
+        initializer_range=0.2,
+        tie_word_embeddings=tied,
+    )
+    settings.update(overrides)
+    return config_class(**settings)
+
+
+def tiny_model(family: str = "llama", seed: int = 0, **config_overrides):
+    """A float32 model in eval mode, weights drawn with ``seed``."""
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(tiny_config(family, **config_overrides))
+    return model.float().eval()
+
+
+@torch.no_grad()
+def perturb_connections(model, seed: int = 1, scale: float = 0.3) -> None:
+    """Move every connection parameter off its init (token-dependent coefficients, streams that
+    differ) so tests see the connections at work, not the identity."""
+    import shc.hf
+
+    generator = torch.Generator().manual_seed(seed)
+    for conn in shc.hf.hyper_connections(model):
+        for param in conn.parameters():
+            param.add_(scale * torch.randn(param.shape, generator=generator))
+
+
+def token_batch(batch: int = 2, length: int = 9, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))

@@ -1,0 +1,139 @@
+"""Saving and reloading a converted model: state_dict round trip, save_pretrained + shc.hf.load,
+tied embeddings, damaged directories."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import shc.hf
+
+from .helpers import FAMILIES, perturb_connections, tiny_model, token_batch, transformers
+
+
+def converted(family="llama", kind="shc", streams=4, seed=0, **config):
+    model = shc.hf.convert(tiny_model(family, seed=seed, **config), kind, streams)
+    perturb_connections(model, seed=seed + 1)
+    return model
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def test_state_dict_round_trip_into_a_freshly_converted_copy():
+    source = converted(seed=0)
+    target = converted(seed=5)  # other weights everywhere
+    ids = token_batch()
+    assert (logits(source, ids) - logits(target, ids)).abs().max() > 1e-2
+    target.load_state_dict(source.state_dict())  # strict
+    torch.testing.assert_close(logits(target, ids), logits(source, ids), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(("kind", "streams"), [("shc", 4), ("hc", 3)])
+def test_save_pretrained_then_load(tmp_path, family, kind, streams):
+    model = converted(family, kind, streams, tied=family == "qwen3")
+    model.save_pretrained(tmp_path)
+    entry = json.loads((tmp_path / "config.json").read_text())["shc"]
+    assert entry == {"kind": kind, "num_streams": streams, "init": "preserve", "options": {}, "version": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing unexpected in the checkpoint
+        reloaded = shc.hf.load(tmp_path)
+    ids = token_batch()
+    torch.testing.assert_close(logits(reloaded, ids), logits(model, ids), atol=0, rtol=0)
+    assert len(shc.hf.hyper_connections(reloaded)) == 2 * model.config.num_hidden_layers
+    assert shc.hf.conversion_of(reloaded) == shc.hf.conversion_of(model)
+    assert not reloaded.training
+
+
+def test_tied_embeddings_survive_the_round_trip(tmp_path):
+    model = converted("qwen3", tied=True)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    with torch.no_grad():
+        model.model.embed_tokens.weight.add_(1.0)  # a change only a tied head would see
+    model.save_pretrained(tmp_path)
+    reloaded = shc.hf.load(tmp_path)
+    assert reloaded.lm_head.weight is reloaded.model.embed_tokens.weight
+    ids = token_batch()
+    torch.testing.assert_close(logits(reloaded, ids), logits(model, ids), atol=0, rtol=0)
+
+
+def test_paper_init_and_options_are_recorded_and_rebuilt(tmp_path):
+    model = shc.hf.convert(tiny_model("mistral"), "mhc", 4, init="paper", sinkhorn_iters=5)
+    model.save_pretrained(tmp_path)
+    reloaded = shc.hf.load(tmp_path)
+    layers = reloaded.model.layers
+    assert all(layer.stream_reduction == "sum" for layer in layers)
+    assert all(layer.attn_connection.sinkhorn_iters == 5 for layer in layers)
+    ids = token_batch()
+    torch.testing.assert_close(logits(reloaded, ids), logits(model, ids), atol=0, rtol=0)
+
+
+def test_load_passes_dtype_through(tmp_path):
+    converted().save_pretrained(tmp_path)
+    model = shc.hf.load(tmp_path, dtype=torch.bfloat16)
+    assert model.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert torch.isfinite(model(token_batch()).logits).all()
+
+
+def test_a_plain_checkpoint_is_refused(tmp_path):
+    tiny_model("llama").save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="not a converted model"):
+        shc.hf.load(tmp_path)
+
+
+def test_missing_connection_tensors_are_an_error(tmp_path):
+    """A directory whose config says converted but whose weights lack the connections."""
+    converted().save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    state = load_file(weights)
+    dropped = "model.layers.1.mlp_connection.bias"
+    del state[dropped]
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=dropped):
+        shc.hf.load(tmp_path)
+
+
+def test_missing_model_tensors_are_an_error(tmp_path):
+    converted().save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    state = load_file(weights)
+    del state["model.layers.2.self_attn.q_proj.weight"]
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="q_proj"):
+        shc.hf.load(tmp_path)
+
+
+def test_a_bad_config_entry_is_refused(tmp_path):
+    converted().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["shc"]["kind"] = "shcc"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="unknown connection kind 'shcc'"):
+        shc.hf.load(tmp_path)
+
+
+def test_sharded_checkpoint_loads(tmp_path):
+    model = converted()
+    model.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    reloaded = shc.hf.load(tmp_path)
+    ids = token_batch()
+    torch.testing.assert_close(logits(reloaded, ids), logits(model, ids), atol=0, rtol=0)
+
+
+def test_base_checkpoint_then_convert_equals_the_base_model(tmp_path):
+    """The usual path: from_pretrained of a plain checkpoint, convert, same logits."""
+    base = tiny_model("qwen2")
+    base.save_pretrained(tmp_path)
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path)
+    ids = token_batch()
+    expected = logits(base, ids)
+    shc.hf.convert(model, "kromhc", 4)
+    torch.testing.assert_close(logits(model, ids), expected, atol=1e-5, rtol=0)
