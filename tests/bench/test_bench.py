@@ -109,3 +109,23 @@ def test_table_and_json(tmp_path):
     path = write_json(tmp_path / "sub" / "r.json", {"k": [1, 2]})
     assert json.loads(path.read_text()) == {"k": [1, 2]}
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]
+
+
+def test_call_smoke_counts_ops_for_every_kind(tmp_path):
+    out = tmp_path / "call.json"
+    assert main(["bench", "call", "--smoke", "--json", str(out)]) == 0
+    rows = {r["contender"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == set(shc.available_connections())
+    assert rows["residual"]["n"] == 1 and rows["shc"]["n"] == 4
+    for r in rows.values():
+        assert r["us_per_call"] > 0 and r["aten_ops"] >= 1
+    # a hyper-connection does strictly more than the plain residual add
+    assert all(r["aten_ops"] > rows["residual"]["aten_ops"] for name, r in rows.items() if name != "residual")
+
+
+def test_count_aten_ops_counts_exactly_what_runs():
+    from shc.bench.call import count_aten_ops
+
+    a = torch.ones(3)
+    ops = count_aten_ops(lambda: (a * 2).sum() + a[0])
+    assert ops == {"mul": 1, "sum": 1, "select": 1, "add": 1}

@@ -1,4 +1,4 @@
-"""``shc bench {layer,step,decode}``: the speed benchmarks, as a table on stdout plus JSON."""
+"""``shc bench {layer,step,decode,call}``: the speed benchmarks, as a table on stdout plus JSON."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import datetime
 import torch
 
 from ..connections import available_connections
+from .call import CallBenchConfig, run_call_bench
+from .call import config_dict as call_config_dict
 from .layer import LayerBenchConfig, add_ratios, run_layer_bench
 from .layer import config_dict as layer_config_dict
 from .model import ModelBenchConfig, run_decode_bench, run_step_bench
@@ -18,6 +20,7 @@ LAYER_COLUMNS = ["n", "dim", "dtype", "mode", "contender", "median_ms", "iqr_ms"
                  "speedup_vs_naive", "speedup_vs_pkg_mhc", "saved_mib"]
 STEP_COLUMNS = ["preset", "contender", "precision", "median_ms", "iqr_ms", "x_residual"]
 DECODE_COLUMNS = ["preset", "contender", "precision", "median_ms", "tokens_per_s", "x_residual"]
+CALL_COLUMNS = ["contender", "n", "dim", "us_per_call", "iqr_us", "aten_ops", "top_ops"]
 
 
 def _csv(kind):
@@ -68,6 +71,13 @@ def register(subparsers) -> None:
         p.add_argument("--new-tokens", type=int, default=64)
         p.add_argument("--compile", action="store_true", help="torch.compile the model (step only)")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("call", help="one connection call on one token, no grad: microseconds and ATen ops")
+    _common(p)
+    p.add_argument("--streams", type=int, default=4)
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--calls", type=int, default=200, help="calls per timed round")
+    p.set_defaults(func=_call)
 
 
 def _setup(args) -> None:
@@ -128,3 +138,13 @@ def _decode(args) -> int:
     _setup(args)
     cfg = _model_cfg(args)
     return _finish(args, "decode", run_decode_bench(cfg), DECODE_COLUMNS, model_config_dict(cfg))
+
+
+def _call(args) -> int:
+    _setup(args)
+    cfg = CallBenchConfig(kinds=args.kinds, streams=args.streams, dim=args.dim, calls=args.calls)
+    if args.smoke:
+        cfg.dim, cfg.calls, cfg.repeats, cfg.warmup = 16, 3, 2, 0
+    if args.repeats:
+        cfg.repeats = args.repeats
+    return _finish(args, "call", run_call_bench(cfg), CALL_COLUMNS, call_config_dict(cfg))
