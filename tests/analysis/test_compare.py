@@ -1,13 +1,18 @@
-"""``compare`` end to end on a micro setup, and ``analyze`` on one of its runs."""
+"""``compare`` end to end on a micro study: report, statistics, run reuse and refusal, re-rendering."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 import shc.train
-from shc.analysis.compare import CompareConfig, count_spikes, run_compare, summary_table
+from shc.analysis.compare import load_study, run_compare, summary_table
+from shc.analysis.jobs import RunMismatchError, check_reuse
+from shc.analysis.stats import t_quantile
+from shc.analysis.study import Axis, CompareConfig, plan
+from shc.analysis.summarise import count_spikes
 from shc.cli import main
 
 MICRO = (
@@ -20,14 +25,17 @@ MICRO = (
 SECTIONS = (
     "## Validation loss and bits per byte",
     "Δ vs residual",
+    "## Paired differences of the final validation loss",
+    "95% CI",
+    "Student-t quantile at 0.975 and k−1 degrees of freedom",
+    "Resolved:",
+    "--report-only",
+    "training tokens per run: residual-n1-s0 128",
     "![training loss](loss_curves.png)",
     "## Throughput, memory and parameters",
-    "overhead",
     "activations (MB)",
-    "params in connections",
     "## Stability",
     "loss spike is",
-    "max grad norm",
     "## Diagnostics of H_res",
     "composite fwd gain",
     "## Sinkhorn error",
@@ -36,17 +44,33 @@ SECTIONS = (
 )
 
 
+def micro_study(root, **kw) -> CompareConfig:
+    base = dict(preset="demo", methods=("residual", "mhc"), streams=2, seeds=2, out=root / "out", steps=4,
+                overrides=(*MICRO, f"data.cache_dir={root / 'cache'}"), analyze_batches=1, bench_rounds=2)
+    return CompareConfig(**{**base, **kw}).validate()
+
+
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
-    overrides = (*MICRO, f"data.cache_dir={root / 'cache'}")
-    cfg = CompareConfig("demo", ("residual", "mhc"), streams=2, seeds=1, out=root / "out", steps=4,
-                        overrides=overrides, analyze_batches=1, bench_rounds=2).validate()
-    summary = run_compare(cfg, log=lambda msg: None)
-    return cfg, summary
+    cfg = micro_study(root)
+    return cfg, run_compare(cfg, log=lambda msg: None)
 
 
-def test_report_has_every_section(compared):
+@pytest.fixture
+def spy(monkeypatch):
+    calls = []
+    real_train = shc.train.train
+
+    def train(tcfg, resume=False, overwrite=False):
+        calls.append((tcfg.train.out_dir, resume))
+        return real_train(tcfg, resume=resume, overwrite=overwrite)
+
+    monkeypatch.setattr(shc.train, "train", train)
+    return calls
+
+
+def test_report_has_every_section_and_summary_records_tokens_and_data(compared):
     cfg, summary = compared
     report = (cfg.out / "report.md").read_text()
     for section in SECTIONS:
@@ -55,72 +79,124 @@ def test_report_has_every_section(compared):
                    "sinkhorn_error.png", "connection_params_vs_n.png"):
         assert (cfg.out / figure).stat().st_size > 0
     saved = json.loads((cfg.out / "summary.json").read_text())
-    assert set(saved["methods"]) == {"residual", "mhc"}
-    mhc = saved["methods"]["mhc"]
-    assert mhc["final_step"] == 4 and mhc["val_loss"]["n"] == 1
-    assert mhc["val_loss_diff_to_residual"] == pytest.approx(
-        mhc["val_loss"]["mean"] - saved["methods"]["residual"]["val_loss"]["mean"]
-    )
-    assert mhc["params_connections"] > 0 and saved["methods"]["residual"]["params_connections"] == 0
+    assert list(saved["groups"]) == ["residual-n1", "mhc-n2"]
+    # 4 steps x 2 sequences x 16 tokens per run
+    assert saved["train_tokens"] == {f"{g}-s{s}": 128 for s in (0, 1) for g in ("residual-n1", "mhc-n2")}
+    assert saved["data"]["source"] == "shakespeare" and saved["data"]["tokenizer"] == "byte"
+    assert saved["data"]["split"]["val_documents"] == 4 and saved["data"]["split"]["val_bytes"] == 514760
+    assert "split: train 38 documents / 4,539,142 bytes" in report
+    mhc = saved["groups"]["mhc-n2"]
+    assert mhc["final_step"] == 4 and mhc["val_loss"]["n"] == 2 and mhc["seeds"] == [0, 1]
+    assert mhc["params_connections"] > 0 and saved["groups"]["residual-n1"]["params_connections"] == 0
     assert len(mhc["sinkhorn_error_curve"]) == 50
-    table = saved["connection_parameters_per_layer"]["table"]
-    assert table["mhc_lite"]["9"] is None and table["kromhc"]["3"] is None and table["residual"]["2"] is None
-    assert "| mhc |" in summary_table(summary, cfg.methods)
-    memory = json.loads((cfg.out / "memory.json").read_text())["methods"]
-    assert set(memory) == {"residual", "mhc"}
-    assert memory["mhc"]["activations_mb"] > memory["residual"]["activations_mb"] > 0  # n = 2 streams
-    assert mhc["memory"] == memory["mhc"]
+    assert "| mhc-n2 |" in summary_table(summary)
+    memory = json.loads((cfg.out / "memory.json").read_text())["groups"]
+    assert memory["mhc-n2"]["activations_mb"] > memory["residual-n1"]["activations_mb"] > 0  # n = 2 streams
     bench = json.loads((cfg.out / "throughput.json").read_text())
-    assert {m: len(t) for m, t in bench["step_s"].items()} == {"residual": 2, "mhc": 2}
-    assert mhc["overhead_pct_vs_residual"] == pytest.approx(
-        100 * (bench["tokens_per_s"]["residual"] / bench["tokens_per_s"]["mhc"] - 1)
-    )
+    assert bench["rounds"] == 2 and set(bench["groups"]) == {"residual-n1", "mhc-n2"}
+    tps = {g: e["tokens_per_s"] for g, e in bench["groups"].items()}
+    assert mhc["overhead_pct_vs_residual"] == pytest.approx(100 * (tps["residual-n1"] / tps["mhc-n2"] - 1))
 
 
-def test_rerun_skips_finished_and_resumes_interrupted(compared, monkeypatch):
+def test_paired_difference_matches_a_hand_computation(compared):
+    cfg, summary = compared
+    (pair,) = summary["paired_differences"]
+    assert (pair["a"], pair["b"], pair["seeds"]) == ("residual-n1", "mhc-n2", [0, 1])
+    a, b = (summary["groups"][g]["val_loss_by_seed"] for g in ("residual-n1", "mhc-n2"))
+    d = [a[s] - b[s] for s in ("0", "1")]
+    mean, sd = (d[0] + d[1]) / 2, abs(d[0] - d[1]) / math.sqrt(2)
+    half = 12.706204736 * sd / math.sqrt(2)  # t_{0.975, 1}
+    assert pair["mean"] == pytest.approx(mean) and pair["sd"] == pytest.approx(sd)
+    assert pair["ci_low"] == pytest.approx(mean - half) and pair["ci_high"] == pytest.approx(mean + half)
+    assert pair["resolved"] == (not pair["ci_low"] <= 0 <= pair["ci_high"])
+    assert t_quantile(0.975, 1) == pytest.approx(12.706204736)
+
+
+def test_rerun_reuses_finished_resumes_interrupted_ignores_logging_keys(compared, spy):
     cfg, _ = compared
-    calls = []
-    real_train = shc.train.train
-
-    def spy(tcfg, resume=False, overwrite=False):
-        calls.append((tcfg.model.connection.kind, resume))
-        return real_train(tcfg, resume=resume, overwrite=overwrite)
-
-    monkeypatch.setattr(shc.train, "train", spy)
-    residual_metrics = (cfg.run_dir("residual", 0) / "metrics.csv").read_text()
+    residual_metrics = (cfg.out / "residual-n1-s0" / "metrics.csv").read_text()
+    quieter = micro_study(cfg.out.parent, overrides=(*cfg.overrides, "train.log_interval=3", "train.threads=2",
+                                                      "train.progress=true", "train.compile=true"))
+    run_compare(quieter, log=lambda msg: None)
+    assert spy == []
+    assert (cfg.out / "residual-n1-s0" / "metrics.csv").read_text() == residual_metrics
+    (cfg.out / "mhc-n2-s1" / "DONE").unlink()  # as if interrupted after its last checkpoint
     run_compare(cfg, log=lambda msg: None)
-    assert calls == []
-    assert (cfg.run_dir("residual", 0) / "metrics.csv").read_text() == residual_metrics
-
-    (cfg.run_dir("mhc", 0) / "DONE").unlink()  # as if interrupted after its last checkpoint
-    run_compare(cfg, log=lambda msg: None)
-    assert calls == [("mhc", True)]
-    assert shc.train.is_finished(cfg.run_dir("mhc", 0))
+    assert spy == [(str(cfg.out / "mhc-n2-s1"), True)]
+    assert shc.train.is_finished(cfg.out / "mhc-n2-s1")
 
 
-def test_analyze_command(compared, tmp_path, capsys):
+def test_different_settings_are_refused_before_training(compared, spy):
     cfg, _ = compared
-    assert main(["analyze", str(cfg.run_dir("mhc", 0)), "--batches", "1", "--out", str(tmp_path)]) == 0
-    data = json.loads((tmp_path / "analysis.json").read_text())
-    assert len(data["layers"]) == 4  # 2 blocks x (attention, MLP)
-    assert [layer["index"] for layer in data["layers"]] == [0, 1, 2, 3]
-    for name in ("analysis.md", "h_res_heatmaps.png", "per_layer.png", "composite_gain.png"):
-        assert (tmp_path / name).stat().st_size > 0
-    assert "composite forward/backward gain" in capsys.readouterr().out
+    before = (cfg.out / "mhc-n2-s0" / "metrics.csv").read_text()
+    other = micro_study(cfg.out.parent, overrides=(*cfg.overrides, "train.lr=1e-3"), steps=5)
+    with pytest.raises(RunMismatchError) as err:
+        run_compare(other, log=lambda msg: None)
+    message = str(err.value)
+    assert "train.lr: the run has 0.003, this invocation asks 0.001" in message
+    assert "train.steps: the run has 4, this invocation asks 5" in message
+    assert "mhc-n2-s1" in message and "log_interval" not in message
+    assert spy == [] and (cfg.out / "mhc-n2-s0" / "metrics.csv").read_text() == before
+    with pytest.raises(RunMismatchError):
+        run_compare(other, log=lambda msg: None, report_only=True)
 
 
-def test_bad_input(tmp_path, capsys):
-    with pytest.raises(ValueError, match="unknown method"):
-        CompareConfig("demo", ("residual", "nope")).validate()
-    with pytest.raises(ValueError, match="seeds"):
-        CompareConfig("demo", ("residual",), seeds=0).validate()
-    with pytest.raises(ValueError, match="bench_rounds"):
-        CompareConfig("demo", ("residual",), bench_rounds=-1).validate()
-    assert main(["analyze", str(tmp_path / "missing")]) == 2
-    assert "no run directory" in capsys.readouterr().err
+def test_keys_missing_from_an_old_config_take_their_defaults(compared):
+    cfg, _ = compared
+    path = cfg.out / "residual-n1-s0" / "config.yaml"
+    text = path.read_text()
+    try:  # a config written before these keys existed
+        path.write_text("\n".join(line for line in text.splitlines()
+                                  if not line.strip().startswith(("fsdp:", "keep_checkpoints:", "val_fraction:"))))
+        check_reuse(plan(cfg))
+        path.write_text(text.replace("weight_decay: 0.1", "weight_decay: 0.2"))
+        with pytest.raises(RunMismatchError, match="train.weight_decay: the run has 0.2"):
+            check_reuse(plan(cfg))
+    finally:
+        path.write_text(text)
+
+
+def test_report_only_rerenders_without_training(compared, spy, capsys):
+    cfg, _ = compared
+    (cfg.out / "report.md").unlink()
+    (cfg.out / "summary.json").unlink()
+    run_compare(cfg, log=lambda msg: None, report_only=True)
+    assert (cfg.out / "report.md").exists() and spy == []
+    assert load_study(cfg.out).to_dict() == cfg.to_dict()
+    (cfg.out / "report.md").unlink()
+    assert main(["compare", "--report-only", "--out", str(cfg.out)]) == 0
+    assert (cfg.out / "report.md").exists() and spy == []
+    assert "| mhc-n2 |" in capsys.readouterr().out
+
+
+def test_axis_study_names_runs_and_groups_the_report(tmp_path):
+    axis = Axis("model.connection.options.sigma_bias", (1.0, 2.0))
+    cfg = micro_study(tmp_path, methods=("shc",), seeds=1, steps=2, bench_rounds=0, axes=(axis,))
+    summary = run_compare(cfg, log=lambda msg: None)
+    assert sorted(p.name for p in cfg.out.iterdir() if p.is_dir()) == ["shc-n2-sb1.0-s0", "shc-n2-sb2.0-s0"]
+    from shc.train import load_config
+
+    assert load_config(cfg.out / "shc-n2-sb2.0-s0" / "config.yaml").model.connection.options == {"sigma_bias": 2.0}
+    assert summary["groups"]["shc-n2-sb1.0"]["axes"] == {"sb": 1.0}
+    report = (cfg.out / "report.md").read_text()
+    assert "## By axis" in report and "sb = 1.0" in report and "sb = 2.0" in report
+    assert "--axis model.connection.options.sigma_bias=1.0,2.0" in summary["command"]
 
 
 def test_count_spikes():
     flat = [2.0] * 12
     assert count_spikes(flat) == 0
     assert count_spikes([*flat, 2.5, 2.0, 3.0]) == 2  # 2.5 > 1.2 * 2 and 3.0 > 1.2 * 2
+
+
+def test_analyze_command(compared, tmp_path, capsys):
+    cfg, _ = compared
+    assert main(["analyze", str(cfg.out / "mhc-n2-s0"), "--batches", "1", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "analysis.json").read_text())
+    assert len(data["layers"]) == 4  # 2 blocks x (attention, MLP)
+    assert data["info"]["val documents"] == 4
+    for name in ("analysis.md", "h_res_heatmaps.png", "per_layer.png", "composite_gain.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "composite forward/backward gain" in capsys.readouterr().out
+    assert main(["analyze", str(tmp_path / "missing")]) == 2
+    assert "no run directory" in capsys.readouterr().err

@@ -50,6 +50,12 @@ def analyze_run(run_dir: str | Path, batches: int = DEFAULT_BATCHES, out: str | 
         "tokens per connection": result.layers[0].tokens,
         "parameters (total)": sum(p.numel() for p in model.parameters()),
         "parameters (connections)": connection_parameters(model),
+        # the resolved data settings and split, as the token cache recorded them
+        "data source": data.info.get("source", cfg.data.source),
+        "tokenizer": data.info.get("tokenizer", cfg.data.tokenizer),
+        "val_fraction": cfg.data.val_fraction,
+        **{f"{split} {what}": data.info.get(f"{split}_{what}") for split in ("train", "val")
+           for what in ("documents", "bytes", "tokens")},
     }
     title = f"{conn.kind} (n={conn.streams}, seed {cfg.train.seed})"
     return write_analysis(result, Path(out) if out is not None else run_dir, title, info)

@@ -1,21 +1,22 @@
 """PNG plots of the diagnostics (matplotlib, no pyplot state: each plot is its own ``Figure``).
 
-Every function writes one PNG atomically (temp file + ``os.replace``) and returns its path.
+Every function writes one PNG atomically (``shc.fileio.atomic_path``) and returns its path.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+from .._optional import require
 
+matplotlib = require("matplotlib", "the analysis plots")
 matplotlib.use("Agg")  # headless; set before any canvas is created
 
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from ..fileio import atomic_path  # noqa: E402
 
 METHOD_COLOURS = {
     "residual": "#7f7f7f",
@@ -32,17 +33,10 @@ def colour(method: str) -> str | None:
 
 
 def save(fig: Figure, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    """Write ``fig`` as a PNG at ``path`` through the package's one atomic writer."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return Path(path)
 
 
 def heatmaps(matrices: Sequence[tuple[str, np.ndarray]], path: Path, title: str = "") -> Path:

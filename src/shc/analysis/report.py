@@ -8,13 +8,12 @@ Plots: mean ``H_res`` heatmaps at the first, middle and last connection
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..fileio import atomic_write_text
 from . import plots
 from .capture import CaptureResult
 
@@ -31,21 +30,6 @@ Convention: output stream j of a mix is `x'_j = sum_i H[i,j] x_i`.
   (column vectors of stream values); forward gain = max absolute row sum of A (`||A||_inf`),
   backward gain = max absolute column sum of A (`||A||_1`, the gain seen by gradients), `||A||_2`.
 """
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -1,0 +1,127 @@
+"""Study planning: run names encode every axis value, axis settings reach the configs, bad specs fail."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from shc.analysis.study import (
+    IGNORED_KEYS,
+    Axis,
+    CompareConfig,
+    config_differences,
+    parse_axis,
+    plan,
+    train_config,
+    value_text,
+    yaml_scalar,
+)
+
+
+def study(**kw) -> CompareConfig:
+    base = dict(preset="demo", methods=("residual", "shc"), streams=(2, 4), seeds=2, out="runs/x", steps=30)
+    return CompareConfig(**{**base, **kw}).validate()
+
+
+def test_run_names_encode_every_axis_value():
+    cfg = study(axes=(parse_axis("shc:model.connection.options.sigma_bias=1.0,2.0"),
+                      parse_axis("train.lr_scale=0.5,1")))  # fmt: skip
+    names = [spec.name for spec in cfg.runs()]
+    assert len(names) == len(set(names)) == 2 * (2 + 2 * 2 * 2)
+    assert names[:4] == ["residual-n1-lrx0.5-s0", "residual-n1-lrx1-s0",
+                         "shc-n2-sb1.0-lrx0.5-s0", "shc-n2-sb1.0-lrx1-s0"]
+    assert "shc-n4-sb2.0-lrx0.5-s1" in names
+    by_seed = [{spec.group for spec in cfg.runs() if spec.seed == seed} for seed in (0, 1)]
+    assert by_seed[0] == by_seed[1]
+
+
+def test_axis_values_reach_the_resolved_configs():
+    cfg = study(axes=(Axis("model.connection.options.sigma_bias", (2.0,), methods=("shc",)),
+                      Axis("train.lr_scale", (0.5,)), Axis("model.n_layers", (2,))))  # fmt: skip
+    jobs = {job.spec.name: job for job in plan(cfg)}
+    shc = jobs["shc-n4-sb2.0-lrx0.5-L2-s1"].config
+    residual = jobs["residual-n1-lrx0.5-L2-s0"].config
+    plain = train_config(study(), next(s for s in study().runs() if s.method == "shc"))
+    assert shc.model.connection.options == {"sigma_bias": 2.0} and residual.model.connection.options == {}
+    assert shc.train.lr == pytest.approx(0.5 * plain.train.lr)
+    assert shc.train.min_lr == pytest.approx(0.5 * plain.train.min_lr)
+    assert shc.model.n_layers == residual.model.n_layers == 2 and shc.train.seed == 1 and shc.train.steps == 30
+    assert shc.train.out_dir == "runs/x/shc-n4-sb2.0-lrx0.5-L2-s1"
+
+
+def test_no_axes_keeps_the_old_names():
+    cfg = study(methods=("residual", "mhc", "shc"), streams=4, seeds=1)
+    assert [s.name for s in cfg.runs()] == ["residual-n1-s0", "mhc-n4-s0", "shc-n4-s0"]
+
+
+def test_value_text_and_yaml_scalar_round_trip():
+    assert [value_text(v) for v in (2.0, 1e-3, 4, True, "a/b c")] == ["2.0", "0.001", "4", "true", "a_b_c"]
+    for value in (1e-05, 2.5e-10, 3.0, 7, False, 1e20):
+        assert yaml.safe_load(yaml_scalar(value)) == value and type(yaml.safe_load(yaml_scalar(value))) is type(value)
+
+
+def test_study_spec_file_round_trip(tmp_path):
+    spec = {"preset": "demo", "methods": "residual,shc", "streams": [2, 4], "seeds": 3, "steps": 10,
+            "set": ["train.batch_size=4"], "bench_rounds": 0,
+            "axes": [{"key": "model.connection.options.sigma_bias", "values": [1.0, 4.0], "methods": ["shc"]}]}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    cfg = CompareConfig.from_file(path).validate()
+    assert cfg.methods == ("residual", "shc") and cfg.streams == (2, 4) and cfg.overrides == ("train.batch_size=4",)
+    assert cfg.axes == (Axis("model.connection.options.sigma_bias", (1.0, 4.0), methods=("shc",)),)
+    assert CompareConfig.from_dict(cfg.to_dict()).validate() == cfg
+
+
+def test_config_differences_counts_results_not_logging():
+    cfg = study(methods=("shc",), streams=4, seeds=1)
+    spec = cfg.runs()[0]
+    wanted = train_config(cfg, spec)
+    saved = train_config(cfg, spec)
+    saved.model.vocab_size = 257  # filled in by the trainer; the wanted config leaves it open
+    for key in IGNORED_KEYS:
+        section, name = key.split(".")
+        setattr(getattr(saved, section), name, {"device": "cuda", "threads": 7}.get(name, "x"))
+    assert config_differences(saved, wanted) == []
+    saved.model.connection.options = {"sigma_bias": 3.0}
+    saved.train.eval_batches = 2
+    assert config_differences(saved, wanted) == [
+        "model.connection.options.sigma_bias: the run has 3.0, this invocation asks '<unset>'",
+        f"train.eval_batches: the run has 2, this invocation asks {wanted.train.eval_batches}",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"axes": (Axis("train.seed", (1, 2)),)}, "set by compare itself"),
+        ({"axes": (Axis("train.lr", (1.0, 1.0)),)}, "repeat"),
+        ({"axes": (Axis("train.lr", (1.0,), methods=("mhc",)),)}, "not in this study"),
+        ({"axes": (Axis("train.lr", (1.0,), name="s"),)}, "not 'n' or 's'"),
+        ({"axes": (Axis("lr", (1.0,)),)}, "dotted config path"),
+        ({"axes": (Axis("train.lr", ()),)}, "at least one value"),
+        ({"axes": (Axis("train.lr", (1.0,)), Axis("train.lr", (2.0,), name="lr_b"))}, "distinct keys"),
+        ({"streams": (2, 2)}, "streams must not repeat"),
+        ({"streams": (0,)}, "streams must be integers >= 1"),
+        ({"methods": ("nope",)}, "unknown method"),
+        ({"seeds": 0}, "seeds"),
+        ({"bench_rounds": -1}, "bench_rounds"),
+    ],
+)
+def test_bad_study(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        study(**kwargs)
+
+
+def test_bad_spec_and_axis_text(tmp_path):
+    with pytest.raises(ValueError, match="unknown study key"):
+        CompareConfig.from_dict({"preset": "demo", "methods": ["shc"], "sedes": 3})
+    with pytest.raises(ValueError, match="needs 'preset' and 'methods'"):
+        CompareConfig.from_dict({"methods": ["shc"]})
+    with pytest.raises(ValueError, match="each axis must be a mapping"):
+        CompareConfig.from_dict({"preset": "demo", "methods": ["shc"], "axes": [{"key": "train.lr"}]})
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        CompareConfig.from_file(tmp_path / "missing.yaml")
+    with pytest.raises(ValueError, match="must look like"):
+        parse_axis("train.lr")
+    with pytest.raises(ValueError, match="train.lr_scale values must be numbers > 0"):
+        plan(study(axes=(Axis("train.lr_scale", (-1.0,)),)))
