@@ -32,7 +32,6 @@ def triton_interpreter(monkeypatch):
                     "run `pytest tests/kernels` on its own")
     _round_bfloat16_to_nearest(monkeypatch)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    monkeypatch.delenv("SHC_DISABLE_TRITON", raising=False)
     from shc.kernels import fused_width
 
     monkeypatch.setattr(fused_width, "BLOCK_T", 16)

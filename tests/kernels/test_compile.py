@@ -15,7 +15,10 @@ import sys
 import pytest
 
 # the variants an sHC training step launches (the rest: `python -m shc.kernels.compile_check`)
-SHC_PATH = ("width_fwd fuse_shc=True mix=True", "shc_width_bwd", "proj_bwd_weight", "depth_fwd", "depth_bwd")
+SHC_PATH = (
+    "width_fwd fuse_shc=True mix=True", "mix_bwd_coef", "width_bwd_dx mix=True proj=True", "proj_bwd_weight",
+    "depth_fwd", "depth_bwd",
+)
 
 
 def test_every_kernel_compiles_for_sm90():

@@ -42,11 +42,17 @@ def layer(width, depth, conn, streams, weight):
 
 
 def torch_width(conn, streams):
+    conn.backend = "torch"
     return conn.width(streams)
 
 
 def torch_depth(conn, mixed, h_post, branch_out):
+    conn.backend = "torch"
     return conn.depth(mixed, h_post, branch_out)
+
+
+def fused_width(conn, streams):
+    return kernels.width(conn.kernel_spec(), streams)
 
 
 def fused_depth(conn, mixed, h_post, branch_out):
@@ -76,7 +82,7 @@ def check_against_pytorch(conn, lead, dtype):
     streams = torch.randn(*lead, n, C, generator=gen).to(dtype)
     weight = torch.randn(C, generator=gen).to(dtype)
     grad_out = torch.randn(*lead, n, C, generator=gen).to(dtype)
-    fused = run(kernels.width, fused_depth, conn, streams, weight, grad_out)
+    fused = run(fused_width, fused_depth, conn, streams, weight, grad_out)
     ref = run(torch_width, torch_depth, conn, streams, weight, grad_out)
     for name, got in fused.items():
         assert got.shape == ref[name].shape and got.dtype == ref[name].dtype, name
@@ -109,15 +115,6 @@ def test_fused_matches_pytorch_float32(kind, n, lead):
     check_against_pytorch(perturbed(kind, n), lead, torch.float32)
 
 
-def test_fused_shc_triton_coefficient_backward_matches_pytorch_in_interpreter(monkeypatch):
-    """The opt-in Triton coefficient backward agrees under the interpreter (it did NOT on an H200:
-    see fused_width.FUSED_COEFFICIENT_BACKWARD; the default, autograd, is what the other tests use)."""
-    from shc.kernels import fused_width
-
-    monkeypatch.setattr(fused_width, "FUSED_COEFFICIENT_BACKWARD", True)
-    check_against_pytorch(perturbed("shc", 4), (19,), torch.float32)
-
-
 def test_fused_shc_split_mix_matches_pytorch(monkeypatch):
     """The two-kernel variant (coefficients written, then mixed) gives the same results."""
     from shc.kernels import fused_width
@@ -136,7 +133,8 @@ def test_fused_shc_at_init_is_the_closed_form():
     n = 4
     conn = shc.make_connection("shc", n, C, layer_index=2)
     streams = torch.randn(5, n, C)
-    u, mixed, h_post = kernels.width(conn, streams)
+    assert conn.kernel_spec().fused_shc
+    u, mixed, h_post = fused_width(conn, streams)
     eye, centre = torch.eye(n), torch.full((n, n), 1.0 / n)
     res = centre + torch.tanh(torch.tensor(4.0)) * (eye - centre)
     bias = -torch.ones(n)
@@ -146,45 +144,116 @@ def test_fused_shc_at_init_is_the_closed_form():
     torch.testing.assert_close(h_post, (2 * torch.sigmoid(bias)).expand(5, n))
 
 
-def test_switches_force_pytorch(monkeypatch):
-    x = torch.zeros(3, 2, C)
-    assert kernels.available(x)  # interpreter forced by the fixture
-    monkeypatch.setenv("SHC_DISABLE_TRITON", "1")
-    assert not kernels.available(x)
-    assert kernels.maybe_width(perturbed("shc", 2), x) is None
-    monkeypatch.delenv("SHC_DISABLE_TRITON")
-    monkeypatch.setattr(kernels, "use_triton", False)
-    assert not kernels.available(x)
-    monkeypatch.setattr(kernels, "use_triton", True)
+def test_routes_follow_the_module():
+    """fused sHC kernel only for sHC's own math at n = 3, 4; the projection kernel for the other
+    coefficient kinds; the mixing kernel alone for hc."""
+    assert perturbed("shc", 4).kernel_spec().route == "fused_shc"
+    assert perturbed("shc", 3).kernel_spec().route == "fused_shc"
+    assert perturbed("shc", 2).kernel_spec().route == "projection"
+    assert perturbed("shc", 5).kernel_spec().route == "projection"
+    assert perturbed("mhc", 4).kernel_spec().route == "projection"
+    assert perturbed("hc", 3).kernel_spec().route == "mix"
+
+
+class FlippedSHC(shc.connections.SHC):
+    """A subclass with its own residual matrix: the kernels must use ITS math, not sHC's."""
+
+    def res_matrix(self, coefs):
+        return super().res_matrix(coefs).transpose(-1, -2) * 0.5
+
+
+class OwnMixingMHC(shc.connections.MHC):
+    """A subclass that changes how the coefficients are made (not just H_res)."""
+
+    def mixing(self, streams):
+        pre, res, post = super().mixing(streams)
+        return shc.Mixing(pre * 0.5, res, post + 1)
+
+
+@pytest.mark.parametrize("cls,route", [(FlippedSHC, "projection"), (OwnMixingMHC, "mix")])
+def test_subclass_math_is_what_the_kernels_compute(cls, route):
+    conn = cls(4, C, layer_index=1)
+    with torch.no_grad():
+        for i, p in enumerate(conn.parameters()):
+            p.add_(0.5 * torch.randn(p.shape, generator=torch.Generator().manual_seed(i)))
+    assert conn.kernel_spec().route == route
+    check_against_pytorch(conn, (13,), torch.float32)
+
+
+@pytest.mark.parametrize("kind,n", [("shc", 4), ("mhc", 4), ("hc", 3)])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_triton_backend_module_equals_torch_backend(kind, n, recompute):
+    """The whole module on backend='triton' (recompute honoured) vs backend='torch'."""
+    conn = perturbed(kind, n, recompute=recompute)
+    streams = torch.randn(11, n, C, generator=torch.Generator().manual_seed(3))
+    results = {}
+    for backend in ("torch", "triton"):
+        conn.backend = backend
+        conn.zero_grad(set_to_none=True)
+        x = streams.clone().requires_grad_()
+        out = conn(x, torch.tanh)
+        out.square().sum().backward()
+        results[backend] = [out.detach(), x.grad] + [p.grad for p in conn.parameters()]
+    for got, ref in zip(results["triton"], results["torch"], strict=True):
+        assert rel_err(got, ref) <= FP32_TOL[1]
+
+
+def test_recompute_on_triton_saves_only_the_streams():
+    """Besides the streams, what is saved (parameters, constants) does not grow with the tokens."""
+    conn = perturbed("shc", 4, recompute=True, backend="triton")
+
+    def saved_besides_streams(tokens: int) -> int:
+        x = torch.randn(tokens, 4, C, requires_grad=True)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            conn.width(x)
+        assert any(t.data_ptr() == x.data_ptr() for t in saved)
+        return sum(t.numel() for t in saved if t.data_ptr() != x.data_ptr())
+
+    assert saved_besides_streams(9) == saved_besides_streams(90)
+
+
+def test_triton_backend_refuses_what_it_cannot_launch(monkeypatch):
+    with pytest.raises(ValueError, match="coefficients per token exceed"):
+        perturbed("mhc_lite", 6, backend="triton").width(torch.randn(2, 6, C))
+    with pytest.raises(ValueError, match="dtype torch.float64"):
+        perturbed("shc", 4, backend="triton").width(torch.randn(2, 4, C, dtype=torch.float64))
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    assert not kernels.available(x)  # CPU without the interpreter: always PyTorch
+    with pytest.raises(ValueError, match="need a CUDA tensor"):
+        perturbed("shc", 4, backend="triton").width(torch.randn(2, 4, C))
 
 
-def test_maybe_width_skips_unsupported():
-    x = torch.zeros(3, 2, C)
-    assert kernels.maybe_width(shc.make_connection("residual", 1, C), x[:, :1]) is None
-    assert kernels.maybe_width(perturbed("shc", 2), x.double()) is None
-    assert kernels.maybe_width(perturbed("shc", 2), x) is not None
-
-
-def test_bad_shapes_raise():
-    with pytest.raises(ValueError, match="unsupported"):
-        kernels.width(perturbed("shc", 3), torch.zeros(4, 2, C))
-    with pytest.raises(ValueError, match="do not match"):
-        kernels.depth(torch.zeros(4, 3, C), torch.zeros(4, 3), torch.zeros(4, C + 1))
-
-
-def test_connections_take_pytorch_path_on_cpu(monkeypatch):
-    """The hook in HyperConnection.width/depth is a device-type branch: CPU never reaches the
-    kernels, even with the interpreter forced (and torch.compile on CPU never sees them)."""
+def test_auto_and_torch_never_call_kernels_on_cpu(monkeypatch):
+    """CPU tensors take the PyTorch path on 'auto' and 'torch', even with the interpreter on."""
 
     def refuse(*args, **kwargs):
         raise AssertionError("shc.kernels called for a CPU tensor")
 
-    monkeypatch.setattr(kernels, "maybe_width", refuse)
-    monkeypatch.setattr(kernels, "maybe_depth", refuse)
-    conn = perturbed("shc", 3)
-    x = torch.randn(2, 5, 3, C)
-    out = conn(x, torch.tanh)  # PyTorch path
-    u, mixed, h_post = kernels.width(conn, x)
-    torch.testing.assert_close(out, kernels.depth(mixed, h_post, torch.tanh(u)), atol=1e-5, rtol=1e-5)
+    monkeypatch.setattr(kernels, "width", refuse)
+    monkeypatch.setattr(kernels, "depth", refuse)
+    for backend in ("auto", "torch"):
+        with torch.no_grad():
+            perturbed("shc", 4, backend=backend)(torch.randn(2, 5, 4, C), torch.tanh)
+
+
+def test_auto_uses_only_validated_inference_paths(monkeypatch):
+    """On CUDA, 'auto' picks the kernels only for VALIDATED (route, kind, n, dtype) without
+    gradients, and says why otherwise."""
+    x = torch.zeros(3, 4, C)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    spec = perturbed("shc", 4).kernel_spec()
+    assert kernels.select("auto", spec, x, needs_grad=False)
+    with pytest.warns(UserWarning, match="training"):
+        assert not kernels.select("auto", spec, x, needs_grad=True)
+    with pytest.warns(UserWarning, match="not been validated"):
+        assert not kernels.select("auto", perturbed("kromhc", 4).kernel_spec(), x, needs_grad=False)
+    with pytest.warns(UserWarning, match="not been validated"):
+        assert not kernels.select("auto", spec, x.half(), needs_grad=False)
+    assert not kernels.select("torch", spec, x, needs_grad=False)
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ValueError, match="do not match"):
+        kernels.depth(torch.zeros(4, 3, C), torch.zeros(4, 3), torch.zeros(4, C + 1))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        shc.make_connection("shc", 4, C, backend="cuda")

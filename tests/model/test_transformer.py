@@ -187,3 +187,41 @@ def test_qwen3_06b_parameter_count_on_meta_device():
     assert model.non_embedding_parameters() == plain + conn
     assert sum(p.numel() for p in model.parameters()) == plain + conn + 151936 * d  # tied head
     assert all(p.device.type == "meta" for p in model.parameters())
+
+
+def _micro_config(kind: str, streams: int) -> ModelConfig:
+    return ModelConfig(
+        vocab_size=VOCAB, dim=16, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, mlp_dim=24, max_seq_len=32,
+        connection=ConnectionConfig(kind, streams),
+    )
+
+
+@pytest.mark.parametrize(("kind", "streams"), [("residual", 1), ("hc", 3), ("mhc", 4), ("shc", 4), ("shc", 2)])
+def test_meta_build_then_reset_parameters_equals_fresh_init(kind, streams):
+    """Deferred init: build on meta, to_empty, reset_parameters under the same seed == built directly.
+    Covers every connection's parameters and the rotary tables (connections used to be skipped)."""
+    cfg = _micro_config(kind, streams)
+    fresh = LanguageModel(cfg)
+    torch.manual_seed(0)
+    fresh.reset_parameters()  # submodules' own inits drew from the RNG first: re-draw from a known state
+    with torch.device("meta"):
+        deferred = LanguageModel(cfg)
+    deferred.to_empty(device="cpu")
+    torch.manual_seed(0)
+    deferred.reset_parameters()
+    fresh_state = fresh.state_dict()
+    for name, value in deferred.state_dict().items():
+        assert torch.equal(value, fresh_state[name]), name
+    assert torch.equal(deferred.rope.cos, fresh.rope.cos)
+    idx = torch.randint(0, VOCAB, (2, 9))
+    assert torch.equal(deferred(idx), fresh(idx))
+
+
+def test_reset_parameters_resets_the_connections():
+    model = micro("shc", 4)  # connections perturbed
+    model.reset_parameters()
+    for conn in model.connections():
+        fresh = type(conn)(conn.num_streams, conn.dim, conn.layer_index)  # float32, as is `value` below
+        assert conn.state_dict().keys() == fresh.state_dict().keys()
+        for name, value in fresh.state_dict().items():
+            assert torch.equal(conn.state_dict()[name].float(), value), name

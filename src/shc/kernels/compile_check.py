@@ -59,12 +59,6 @@ def _variants(dtype: str, n: int, dim: int, bt: int, bk: int, br: int):
     for with_mix, with_proj in ((True, True), (True, False), (False, True)):
         yield (f"width_bwd_dx mix={with_mix} proj={with_proj}", K.width_bwd_dx_kernel,
                {**dx, "WITH_MIX": with_mix, "WITH_PROJ": with_proj})
-    if n <= 4:
-        yield "shc_width_bwd", K.shc_width_bwd_kernel, dict(
-            x_ptr=s, du_ptr=s, dmixed_ptr=s, dpost_ptr=f32, raw_ptr=f32, inv_rms_ptr=f32, scale_ptr=f32,
-            bias_ptr=f32, gamma_ptr=f32, wg_ptr=f32, dx_ptr=s, dcoef_ptr=f32, dy_ptr=f32, dgamma_ptr=f32,
-            T="i32", **shape, NCP=ncp, DOT_PRECISION=precision,
-        )
     yield "proj_bwd_weight", K.proj_bwd_weight_kernel, dict(
         x_ptr=s, dy_ptr=f32, out_ptr=f32, T="i32", R="i32", tokens_per_split="i32", NCP=ncp, BR=br, BT=bt,
         DOT_PRECISION=precision,

@@ -391,3 +391,85 @@ def width_bwd_dx_kernel(
         alpha = tl.load(alpha_ptr + row, mask=tmask, other=0.0)
     _dx_tile(x_ptr, du_ptr, dmixed_ptr, wg_ptr, dx_ptr, pre, res, dy, alpha, row, tmask,
              C, N, NCP, BT, BK, WITH_MIX, WITH_PROJ, DOT_PRECISION)
+
+
+@triton.jit
+def proj_bwd_weight_kernel(
+    x_ptr, dy_ptr, out_ptr, T, R, tokens_per_split,
+    NCP: tl.constexpr, BR: tl.constexpr, BT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """``out[split, r, :] = sum_{t in split} x[t, r] dy[t, :]`` with ``x`` viewed as (T, R)."""
+    pid_r = tl.program_id(0)
+    split = tl.program_id(1)
+    rr = pid_r * BR + tl.arange(0, BR)
+    rmask = rr < R
+    cols = tl.arange(0, NCP)
+    acc = tl.zeros((BR, NCP), tl.float32)
+    t_start = split * tokens_per_split
+    for t0 in range(0, tokens_per_split, BT):
+        t = t_start + t0 + tl.arange(0, BT)
+        tmask = (t < T) & (t0 + tl.arange(0, BT) < tokens_per_split)
+        row = t.to(tl.int64)
+        xt = tl.load(x_ptr + row[None, :] * R + rr[:, None], mask=rmask[:, None] & tmask[None, :], other=0.0)
+        dy = tl.load(dy_ptr + row[:, None] * NCP + cols[None, :], mask=tmask[:, None], other=0.0)
+        acc += tl.dot(xt.to(tl.float32), dy, input_precision=DOT_PRECISION)
+    offs = split.to(tl.int64) * R * NCP + rr[:, None] * NCP + cols[None, :]
+    tl.store(out_ptr + offs, acc, mask=rmask[:, None])
+
+
+@triton.jit
+def depth_fwd_kernel(
+    mixed_ptr, post_ptr, b_ptr, out_ptr, T,
+    C: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    t = pid * BT + tl.arange(0, BT)
+    tmask = t < T
+    row = tl.arange(0, BT)  # int32 offsets inside the block; pointers moved to its start
+    start = pid.to(tl.int64) * BT
+    mixed_ptr += start * N * C
+    post_ptr += start * N
+    b_ptr += start * C
+    out_ptr += start * N * C
+    post = _load_entries(post_ptr, row, tmask, N)
+    for c0 in range(0, C, BK):
+        c = c0 + tl.arange(0, BK)
+        m2 = tmask[:, None] & (c[None, :] < C)
+        b = tl.load(b_ptr + row[:, None] * C + c[None, :], mask=m2, other=0.0).to(tl.float32)
+        for j in tl.static_range(N):
+            offs = row[:, None] * (N * C) + j * C + c[None, :]
+            mixed = tl.load(mixed_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+            out = mixed + post[j][:, None] * b
+            tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=m2)
+
+
+@triton.jit
+def depth_bwd_kernel(
+    dout_ptr, post_ptr, b_ptr, db_ptr, dpost_ptr, T,
+    C: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    t = pid * BT + tl.arange(0, BT)
+    tmask = t < T
+    row = tl.arange(0, BT)  # int32 offsets inside the block; pointers moved to its start
+    start = pid.to(tl.int64) * BT
+    dout_ptr += start * N * C
+    post_ptr += start * N
+    b_ptr += start * C
+    db_ptr += start * C
+    dpost_ptr += start * N
+    r = tl.arange(0, NP)
+    post = _load_entries(post_ptr, row, tmask, N)
+    dpost = tl.zeros((BT, NP), tl.float32)
+    for c0 in range(0, C, BK):
+        c = c0 + tl.arange(0, BK)
+        m2 = tmask[:, None] & (c[None, :] < C)
+        b = tl.load(b_ptr + row[:, None] * C + c[None, :], mask=m2, other=0.0).to(tl.float32)
+        db = tl.zeros((BT, BK), tl.float32)
+        for j in tl.static_range(N):
+            dout = tl.load(dout_ptr + row[:, None] * (N * C) + j * C + c[None, :], mask=m2, other=0.0)
+            dout = dout.to(tl.float32)
+            dpost += tl.where(r[None, :] == j, tl.sum(dout * b, axis=1)[:, None], 0.0)
+            db += post[j][:, None] * dout
+        tl.store(db_ptr + row[:, None] * C + c[None, :], db.to(db_ptr.dtype.element_ty), mask=m2)
+    tl.store(dpost_ptr + row[:, None] * N + r[None, :], dpost, mask=tmask[:, None] & (r[None, :] < N))

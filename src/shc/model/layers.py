@@ -1,7 +1,7 @@
 """The transformer's sublayers: rotary embedding, grouped-query attention with QK-norm, SwiGLU MLP.
 
 Each sublayer is a branch ``F`` of a hyper-connection; its pre-norm lives inside it
-(``F(u) = Attn(Norm(u))``, DESIGN.md section 3).
+(``F(u) = Attn(Norm(u))``, docs/design.md, "The model").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A decoder-only language model (Qwen3 style) whose residual stream is a hyper-connection.
 
-Wiring (DESIGN.md section 3)::
+Wiring (docs/design.md, "The model")::
 
     x = expand_streams(embed(idx), n)                       (B, T, n, C)
     for block l:  x = attn_conn_l(x, u -> Attn(Norm(u)))    both connections: layer_index = l
@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from ..connections import expand_streams, make_connection, reduce_streams
+from ..connections import HyperConnection, expand_streams, make_connection, reduce_streams
 from .config import ModelConfig
 from .kv_cache import KVCache, LayerKVCache
 from .layers import Attention, RotaryEmbedding, SwiGLU
@@ -64,9 +64,11 @@ class LanguageModel(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """GPT-2 style: N(0, 0.02), output projections scaled by ``1/sqrt(2 L)``; norms to one.
+        """GPT-2 style: N(0, 0.02), output projections scaled by ``1/sqrt(2 L)``; norms to one;
+        every hyper-connection and the rotary tables to their own initial values.
 
-        Connection modules keep their own initialisation (zero projections, static biases)."""
+        Also the second half of deferred initialisation: build under ``torch.device("meta")``,
+        shard or move with ``to_empty(device=...)``, then call this."""
         out_std = 0.02 / math.sqrt(2 * self.cfg.n_layers)
         for name, module in self.named_modules():
             if isinstance(module, nn.Linear):
@@ -76,6 +78,8 @@ class LanguageModel(nn.Module):
                 nn.init.normal_(module.weight, std=0.02)
             elif isinstance(module, nn.RMSNorm):
                 nn.init.ones_(module.weight)
+            elif isinstance(module, HyperConnection):
+                module.reset_parameters()
         self.rope.reset_parameters()
 
     def connections(self) -> list[nn.Module]:
