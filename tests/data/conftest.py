@@ -41,3 +41,27 @@ def text_folder(tmp_path):
     (root / "sub" / "deep.txt").write_text(make_text(99, 30), encoding="utf-8")
     (root / "notes.md").write_text("not a text source\n", encoding="utf-8")
     return root
+
+
+@pytest.fixture
+def jsonl_corpus(tmp_path):
+    """A JSON-lines file of 120 small documents (some empty, which sources skip) in a 'body' field."""
+    import json
+
+    path = tmp_path / "corpus.jsonl"
+    rows = [{"body": make_text(i, 1 + i % 4) if i % 11 else "", "id": i} for i in range(120)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def local_tokenizer(tmp_path):
+    """A tiny byte-level BPE saved as an HF tokenizer directory (what a Qwen3 directory looks like)."""
+    from transformers import PreTrainedTokenizerFast
+
+    from shc.data.tokenizers import EOS_TOKEN, train_bpe
+
+    bpe = train_bpe(iter([make_text(i, 30) for i in range(3)]), 300, tmp_path / "raw" / "tokenizer.json")
+    out = tmp_path / "tok"
+    PreTrainedTokenizerFast(tokenizer_file=str(bpe.path), eos_token=EOS_TOKEN).save_pretrained(str(out))
+    return out

@@ -28,3 +28,19 @@ def test_data_command_prints_counts(tmp_path, text_folder, capsys):
 def test_data_command_bad_value(tmp_path):
     with pytest.raises(ValueError, match="val_fraction=2.0"):
         _run(["data", "--val-fraction", "2", "--cache-dir", str(tmp_path)])
+
+
+def test_data_prepare_command_writes_shards_training_reads(tmp_path, text_folder, capsys):
+    out = tmp_path / "shards"
+    argv = ["data", "prepare", "--source", str(text_folder), "--out", str(out), "--shard-chars", "2000"]
+    assert _run([*argv, "--max-tokens", "3000", "--cache-dir", str(tmp_path / "c")]) == 0
+    printed = capsys.readouterr().out
+    assert "shard     0" in printed and "3,000 training tokens" in printed
+    index = json.loads((out / "index.json").read_text())
+    assert index["train_tokens"] == 3000 and index["source"].startswith("folder")
+    from shc.data import DataConfig, prepare_data
+
+    data = prepare_data(DataConfig(source=f"shards:{out}", cache_dir=str(tmp_path / "c")))
+    assert len(data.train) == 3000 and data.val_bytes == index["val_bytes"] > 0
+    with pytest.raises(ValueError, match="workers=0"):
+        _run([*argv, "--workers", "0"])

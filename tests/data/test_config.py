@@ -26,6 +26,15 @@ def test_defaults_are_valid():
         ({"hf_text_field": None}, "hf_text_field=None"),
         ({"hf_config": ""}, "hf_config=''"),
         ({"cache_dir": ""}, "cache_dir=''"),
+        ({"val_fraction": float("nan")}, "val_fraction=nan"),
+        ({"pipeline": "streaming"}, r"pipeline='streaming'.*\('cached', 'stream'\)"),
+        ({"max_tokens": 0}, "max_tokens=0"),
+        ({"max_tokens": -5}, "max_tokens=-5"),
+        ({"max_tokens": float("nan")}, "max_tokens=nan"),
+        ({"max_tokens": 1e9}, "max_tokens=1000000000.0"),
+        ({"stream_val_tokens": 0}, "stream_val_tokens=0"),
+        ({"stream_shuffle_windows": 0}, "stream_shuffle_windows=0"),
+        ({"stream_shuffle_windows": True}, "stream_shuffle_windows=True"),
     ],
 )
 def test_bad_values(changes, match):
@@ -43,6 +52,7 @@ def test_bad_values(changes, match):
         {"source": "missing.txt"},
         {"source": "hf:./no_such_dataset"},
         {"tokenizer": "./no_such_tokenizer"},
+        {"tokenizer": "local:no_such_qwen3"},
     ],
 )
 def test_missing_paths(changes, tmp_path, monkeypatch):
@@ -58,3 +68,24 @@ def test_folder_without_text_and_tokenizer_file(tmp_path):
     (tmp_path / "tok.json").write_text("{}")
     with pytest.raises(ValueError, match="is not a directory"):
         DataConfig(tokenizer=str(tmp_path / "tok.json")).validate()
+
+
+def test_shard_sources_and_local_tokenizers(tmp_path, local_tokenizer):
+    with pytest.raises(FileNotFoundError, match=r"index.json does not exist.*shc data prepare"):
+        DataConfig(source=f"shards:{tmp_path}").validate()
+    (tmp_path / "index.json").write_text("{}")
+    with pytest.raises(ValueError, match="pipeline='stream': shards are already tokenised"):
+        DataConfig(source=f"shards:{tmp_path}", pipeline="stream").validate()
+    DataConfig(source=f"shards:{tmp_path}").validate()
+    from shc.data import PretrainedTokenizer, load_tokenizer
+
+    tok = load_tokenizer(DataConfig(tokenizer=f"local:{local_tokenizer}", cache_dir=str(tmp_path / "c")))
+    assert isinstance(tok, PretrainedTokenizer) and tok.path == local_tokenizer.resolve()
+
+
+def test_which_configs_make_rank0_build_a_cache(tmp_path):
+    assert DataConfig().rank0_builds_cache  # the token cache
+    assert not DataConfig(pipeline="stream").rank0_builds_cache  # every rank tokenises its own share
+    assert DataConfig(pipeline="stream", tokenizer="bpe").rank0_builds_cache  # the BPE is trained once
+    assert not DataConfig(source=f"shards:{tmp_path}").rank0_builds_cache
+    assert not DataConfig(source=f"shards:{tmp_path}", tokenizer="bpe").rank0_builds_cache

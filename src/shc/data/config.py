@@ -94,6 +94,15 @@ class DataConfig:
                 raise ValueError(f"source={self.source!r}: 'hf:' must be followed by a dataset name or path")
             if name.startswith((".", "/", "~")) and not resolve_path(name).exists():
                 raise FileNotFoundError(f"source={self.source!r}: no local dataset at {resolve_path(name)}")
+        elif self.source.startswith(SHARDS_PREFIX):
+            path = shards_path(self.source)
+            if not (path / SHARD_INDEX).is_file():
+                raise FileNotFoundError(
+                    f"source={self.source!r}: {path / SHARD_INDEX} does not exist; write the shards first with "
+                    f"`shc data prepare --out {path}` (a prepare that did not finish leaves no index)"
+                )
+            if self.pipeline != "cached":
+                raise ValueError(f"pipeline={self.pipeline!r}: shards are already tokenised; use pipeline='cached'")
         elif self.source not in (SHAKESPEARE, "pycode"):  # the bundled corpora (sources.open_source)
             path = resolve_path(self.source)
             if not path.exists():
