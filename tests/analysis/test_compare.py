@@ -156,6 +156,19 @@ def test_keys_missing_from_an_old_config_take_their_defaults(compared):
         path.write_text(text)
 
 
+def test_corrupt_config_is_refused_not_overwritten(compared, spy):
+    cfg, _ = compared
+    path = cfg.out / "mhc-n2-s0" / "config.yaml"
+    text = path.read_text()
+    try:
+        path.write_text(text[: len(text) // 2] + "\n  : [unclosed\n")
+        with pytest.raises(RunMismatchError, match="mhc-n2-s0:\n    unreadable config.yaml"):
+            run_compare(cfg, log=lambda msg: None)
+        assert spy == [] and path.read_text().endswith("[unclosed\n")
+    finally:
+        path.write_text(text)
+
+
 def test_report_only_rerenders_without_training(compared, spy, capsys):
     cfg, _ = compared
     (cfg.out / "report.md").unlink()

@@ -125,3 +125,26 @@ def test_bad_spec_and_axis_text(tmp_path):
         parse_axis("train.lr")
     with pytest.raises(ValueError, match="train.lr_scale values must be numbers > 0"):
         plan(study(axes=(Axis("train.lr_scale", (-1.0,)),)))
+
+
+def test_command_line_and_spec_file_merge(tmp_path):
+    import argparse
+
+    from shc.analysis.commands import register, study_from_args
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"preset": "demo", "methods": ["shc"], "seeds": 2, "set": ["train.lr=1e-3"]}))
+    args = parser.parse_args(["compare", "--study", str(spec), "--seeds", "3", "--streams", "2,4", "--out", "o",
+                              "--set", "train.batch_size=4", "--axis", "train.lr_scale=0.5,2"])
+    cfg = study_from_args(args)
+    assert (cfg.seeds, cfg.streams, str(cfg.out)) == (3, (2, 4), "o")
+    assert cfg.overrides == ("train.lr=1e-3", "train.batch_size=4")
+    assert [s.name for s in cfg.runs()][:2] == ["shc-n2-lrx0.5-s0", "shc-n2-lrx2-s0"]
+    with pytest.raises(ValueError, match="needs --preset"):
+        study_from_args(parser.parse_args(["compare", "--out", "o"]))
+    with pytest.raises(ValueError, match="--streams must be integers"):
+        study_from_args(parser.parse_args(["compare", "--preset", "demo", "--streams", "four"]))
+    with pytest.raises(FileNotFoundError, match="no study.json"):
+        study_from_args(parser.parse_args(["compare", "--report-only", "--out", str(tmp_path)]))

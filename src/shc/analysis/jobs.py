@@ -34,7 +34,10 @@ def check_reuse(jobs: Sequence[Job]) -> None:
     for job in jobs:
         saved = job.run_dir / "config.yaml"
         if saved.exists():
-            diffs = config_differences(load_config(saved), job.config)
+            try:
+                diffs = config_differences(load_config(saved), job.config)
+            except Exception as err:  # a corrupt or foreign config.yaml: never reuse, never overwrite
+                diffs = [f"unreadable config.yaml ({type(err).__name__}: {err})"]
             if diffs:
                 problems.append(f"{job.run_dir}:\n    " + "\n    ".join(diffs))
     if problems:
