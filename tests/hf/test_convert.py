@@ -59,7 +59,7 @@ def test_two_connections_per_layer_with_the_layer_index(family):
     for i, layer in enumerate(model.model.layers):
         assert isinstance(layer, shc.hf.HyperDecoderLayer)
         assert (layer.expand_input, layer.reduce_output) == (i == 0, i == 3)
-        for conn in (layer.attn_connection, layer.mlp_connection):
+        for conn in (layer.attn_conn, layer.mlp_conn):
             assert (conn.kind, conn.num_streams, conn.dim, conn.layer_index) == ("mhc", 4, 32, i)
             assert conn.sinkhorn_iters == 7
     assert model.config.shc == {
@@ -80,7 +80,7 @@ def test_original_weights_keep_their_names():
     keys = set(converted.state_dict())
     assert base_keys <= keys
     extra = keys - base_keys
-    assert extra and all("_connection." in key for key in extra)
+    assert extra and all(".attn_conn." in key or ".mlp_conn." in key for key in extra)
     assert sorted(extra) == sorted(shc.hf.connection_state_keys(converted))
 
 

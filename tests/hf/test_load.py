@@ -70,7 +70,7 @@ def test_paper_init_and_options_are_recorded_and_rebuilt(tmp_path):
     reloaded = shc.hf.load(tmp_path)
     layers = reloaded.model.layers
     assert all(layer.stream_reduction == "sum" for layer in layers)
-    assert all(layer.attn_connection.sinkhorn_iters == 5 for layer in layers)
+    assert all(layer.attn_conn.sinkhorn_iters == 5 for layer in layers)
     ids = token_batch()
     torch.testing.assert_close(logits(reloaded, ids), logits(model, ids), atol=0, rtol=0)
 
@@ -93,7 +93,7 @@ def test_missing_connection_tensors_are_an_error(tmp_path):
     converted().save_pretrained(tmp_path)
     weights = tmp_path / "model.safetensors"
     state = load_file(weights)
-    dropped = "model.layers.1.mlp_connection.bias"
+    dropped = "model.layers.1.mlp_conn.bias"
     del state[dropped]
     save_file(state, weights, metadata={"format": "pt"})
     with pytest.raises(ValueError, match=dropped):

@@ -62,7 +62,7 @@ def test_gradients_reach_every_connection_parameter_and_the_loss_falls(kind, str
 def stream_spread(model, ids) -> float:
     """max |x_i - mean_j x_j| / max |x| over the streams leaving the second-to-last layer."""
     captured = {}
-    conn = model.model.layers[-2].mlp_connection
+    conn = model.model.layers[-2].mlp_conn
     handle = conn.register_forward_hook(lambda module, args, out: captured.update(streams=out.detach()))
     with torch.no_grad():
         model.eval()

@@ -2,7 +2,7 @@
 
 The Hugging Face layer computes ``h = x + attn(ln1(x)); h = h + mlp(ln2(h))``. This module holds
 the same four submodules under the same names (so the checkpoint's keys are unchanged) plus
-``attn_connection`` and ``mlp_connection``, and computes::
+``attn_conn`` and ``mlp_conn``, and computes::
 
     x = conn_attn(x, u -> attn(ln1(u)))
     x = conn_mlp(x,  u -> mlp(ln2(u)))
@@ -38,8 +38,8 @@ class HyperDecoderLayer(_modeling_layers.GradientCheckpointingLayer):
     def __init__(
         self,
         layer: nn.Module,
-        attn_connection: HyperConnection,
-        mlp_connection: HyperConnection,
+        attn_conn: HyperConnection,
+        mlp_conn: HyperConnection,
         *,
         expand_input: bool,
         reduce_output: bool,
@@ -48,16 +48,16 @@ class HyperDecoderLayer(_modeling_layers.GradientCheckpointingLayer):
         super().__init__()
         if stream_reduction not in STREAM_REDUCTIONS:
             raise ValueError(f"stream_reduction must be one of {STREAM_REDUCTIONS}, got {stream_reduction!r}")
-        if attn_connection.num_streams != mlp_connection.num_streams or attn_connection.dim != mlp_connection.dim:
+        if attn_conn.num_streams != mlp_conn.num_streams or attn_conn.dim != mlp_conn.dim:
             raise ValueError("the attention and MLP connections must share num_streams and dim")
         self.input_layernorm = layer.input_layernorm
         self.self_attn = layer.self_attn
         self.post_attention_layernorm = layer.post_attention_layernorm
         self.mlp = layer.mlp
-        self.attn_connection = attn_connection
-        self.mlp_connection = mlp_connection
-        self.num_streams = attn_connection.num_streams
-        self.hidden_size = attn_connection.dim
+        self.attn_conn = attn_conn
+        self.mlp_conn = mlp_conn
+        self.num_streams = attn_conn.num_streams
+        self.hidden_size = attn_conn.dim
         self.expand_input = expand_input
         self.reduce_output = reduce_output
         self.stream_reduction = stream_reduction
@@ -92,8 +92,8 @@ class HyperDecoderLayer(_modeling_layers.GradientCheckpointingLayer):
             out, _ = self.self_attn(hidden_states=self.input_layernorm(u), **kwargs)
             return out
 
-        streams = self.attn_connection(streams, attention)
-        streams = self.mlp_connection(streams, lambda u: self.mlp(self.post_attention_layernorm(u)))
+        streams = self.attn_conn(streams, attention)
+        streams = self.mlp_conn(streams, lambda u: self.mlp(self.post_attention_layernorm(u)))
         if not self.reduce_output:
             return streams.flatten(-2)
         if self.stream_reduction == "mean":

@@ -2,7 +2,7 @@
 
 ``convert`` records its settings in ``model.config.shc``, which ``save_pretrained`` writes into
 ``config.json``; the weights file then holds the original tensors under their original names
-plus the connections' (``model.layers.<i>.attn_connection.*`` / ``mlp_connection.*``). A plain
+plus the connections' (``model.layers.<i>.attn_conn.*`` / ``mlp_conn.*``). A plain
 ``from_pretrained`` of such a directory would build the unconverted architecture and drop the
 connection tensors, so :func:`load` does three steps: ``from_pretrained`` (any of its arguments:
 dtype, device_map...), ``convert`` with the recorded settings, then the connection tensors read
