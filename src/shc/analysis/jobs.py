@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..fileio import atomic_write_text
 from .analyze import analyze_run
+from .report import write_json
 from .study import Job, config_differences
 
 BENCH_STEPS = 2  # training steps per timed call of the throughput probe
@@ -165,10 +165,6 @@ def _current(path: Path, groups: dict[str, Path], **expect) -> bool:
         return False
     saved = json.loads(path.read_text())
     return set(saved.get("groups", {})) == set(groups) and all(saved.get(k) == v for k, v in expect.items())
-
-
-def write_json(path: Path, data) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
 
 
 def run_probes(out: Path, jobs: Sequence[Job], bench_rounds: int, log: Callable[[str], None] = print) -> None:
