@@ -18,7 +18,7 @@ def test_greedy_generate_with_and_without_cache_agree(family, kind, streams):
     model = shc.hf.convert(tiny_model(family), kind, streams)
     perturb_connections(model)  # token-dependent coefficients: the cache must carry the right state
     ids = token_batch(batch=2, length=5)
-    kwargs = dict(max_new_tokens=12, do_sample=False, pad_token_id=0)
+    kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False, pad_token_id=0)
     cached = model.generate(ids, use_cache=True, **kwargs)
     uncached = model.generate(ids, use_cache=False, **kwargs)
     assert cached.shape == (2, 5 + 12)

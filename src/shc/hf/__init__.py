@@ -16,12 +16,14 @@ from .convert import (
 )
 from .init import preservation_error, preserve_function_, preserving_pre
 from .layer import HyperDecoderLayer
+from .lm import HFLanguageModel
 from .load import connection_state_keys, load, load_connection_tensors
 
 __all__ = [
     "INITS",
     "SUPPORTED_ARCHITECTURES",
     "ConversionConfig",
+    "HFLanguageModel",
     "HyperDecoderLayer",
     "apply_conversion",
     "connection_state_keys",
