@@ -1,0 +1,124 @@
+"""A converted Hugging Face causal LM behind the interface ``shc train`` uses for its own model.
+
+``HFLanguageModel(idx) -> logits`` for token ids ``(B, T)``; ``generate(idx, max_new_tokens,
+temperature, top_k, generator)`` samples with HF's KV cache; ``connections()`` lists the
+hyper-connections in the order they run. The HF model is the submodule ``hf``, so the state
+dict's keys are ``hf.`` + the HF names.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .._optional import require
+from ..connections import HyperConnection
+from .convert import ConversionConfig, apply_conversion, hyper_connections
+
+INIT_FROM_PREFIX = "hf:"
+
+
+def parse_init_from(value: str) -> Path:
+    """``"hf:<dir>"`` -> the directory (it must exist and hold a ``config.json``)."""
+    if not isinstance(value, str) or not value.startswith(INIT_FROM_PREFIX) or len(value) == len(INIT_FROM_PREFIX):
+        raise ValueError(f"init_from must be 'hf:<local model directory>', got {value!r}")
+    path = Path(value[len(INIT_FROM_PREFIX) :]).expanduser()
+    if not (path / "config.json").is_file():
+        raise ValueError(f"init_from={value!r}: {path} is not a model directory (no config.json)")
+    return path
+
+
+class HFLanguageModel(nn.Module):
+    """Token ids ``(B, T)`` -> next-token logits ``(B, T, vocab)`` through a converted HF model."""
+
+    def __init__(self, hf_model: nn.Module) -> None:
+        super().__init__()
+        if not any(isinstance(m, HyperConnection) for m in hf_model.modules()):
+            raise ValueError("HFLanguageModel wraps a converted model: call shc.hf.convert first")
+        self.hf = hf_model
+        self.max_seq_len = int(hf_model.config.max_position_embeddings)
+        self.vocab_size = int(hf_model.config.vocab_size)
+        # transformers 5.x calls the KV cache argument "cache" (the older name warns until 5.40)
+        params = inspect.signature(hf_model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    @classmethod
+    def from_directory(
+        cls, path: str | os.PathLike, spec: ConversionConfig, pretrained: bool = True
+    ) -> HFLanguageModel:
+        """Load ``path`` (``from_pretrained``, float32, local files only) and convert it with
+        ``spec``; ``pretrained=False`` builds the architecture from its ``config.json`` alone, with
+        untouched connections (for a run whose checkpoint supplies every weight next)."""
+        transformers = require("transformers", "shc train --init-from hf:...")
+        path = str(Path(path).expanduser())
+        if pretrained:
+            model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
+        else:
+            config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+            model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        apply_conversion(model, spec, initialise=pretrained)
+        return cls(model.train())
+
+    def connections(self) -> list[HyperConnection]:
+        return hyper_connections(self.hf)
+
+    def non_embedding_parameters(self) -> int:
+        """Parameters outside the token embedding and the LM head (counted once if tied)."""
+        skip = {id(self.hf.get_input_embeddings().weight), id(self.hf.get_output_embeddings().weight)}
+        return sum(p.numel() for p in self.parameters() if id(p) not in skip)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        if idx.shape[-1] > self.max_seq_len:
+            raise ValueError(
+                f"sequence of {idx.shape[-1]} tokens is longer than max_position_embeddings={self.max_seq_len}"
+            )
+        return self.hf(input_ids=idx, use_cache=False).logits
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample ``max_new_tokens`` continuations of ``idx (B, T)`` with HF's KV cache.
+
+        ``temperature=0`` is greedy; ``top_k`` keeps the k most likely tokens. When the context
+        reaches ``max_position_embeddings`` the cache is rebuilt from the last half of it."""
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        was_training = self.training
+        self.eval()
+        window = self.max_seq_len
+        out, cache, pos, logits = idx, None, 0, None
+        for _ in range(max_new_tokens):
+            if cache is None or pos >= window:
+                context = out[:, -(window // 2 if pos >= window else window - 1) :]
+                step = self.hf(input_ids=context, use_cache=True)
+                pos = context.shape[1]
+            else:
+                step = self.hf(input_ids=out[:, -1:], use_cache=True, **{self._cache_arg: cache})
+                pos += 1
+            cache, logits = getattr(step, self._cache_arg), step.logits[:, -1]
+            out = torch.cat([out, sample(logits.float(), temperature, top_k, generator)], dim=1)
+        self.train(was_training)
+        return out
+
+
+def sample(logits: torch.Tensor, temperature: float, top_k: int | None, generator) -> torch.Tensor:
+    """One token id per row of ``logits (B, V)``: argmax at ``temperature=0``, else softmax sampling."""
+    if temperature == 0:
+        return logits.argmax(-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
