@@ -10,7 +10,12 @@ from .connections import (
     reduce_streams,
 )
 
-__version__ = "0.1.0"
+try:  # the installed distribution's version (pyproject.toml), one source of truth
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("shc")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "HyperConnection",
