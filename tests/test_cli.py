@@ -19,6 +19,7 @@ MICRO = [
     "model.max_seq_len=32",
     "train.seq_len=16",
     "train.batch_size=4",
+    "train.warmup_steps=1",
     "train.eval_interval=3",
     "train.eval_batches=2",
     "train.checkpoint_interval=3",

@@ -15,7 +15,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 def test_preset_file_flags_overrides_precedence(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text(yaml.safe_dump({"preset": "tiny", "train": {"lr": 1e-2, "steps": 7, "seed": 3}}))
+    f.write_text(yaml.safe_dump({"preset": "tiny", "train": {"lr": 1e-2, "steps": 7, "warmup_steps": 5, "seed": 3}}))
     cfg = build_config(None, f, ["train.seed=9", "model.connection.options.sigma_bias=2"], steps=11)
     assert cfg.preset == "tiny"
     assert cfg.model.dim == get_preset("tiny").model.dim  # from the preset
@@ -33,6 +33,13 @@ def test_yaml_style_floats_and_kind_defaults():
     assert build_config("demo", connection="residual").model.connection.streams == 1
     assert build_config("demo", connection="mhc").model.connection.streams == 4
     assert build_config("demo", connection="hc", streams=2).model.connection.streams == 2
+
+
+def test_an_old_config_without_new_keys_loads_with_defaults():
+    cfg = build_config("demo")
+    old = cfg.to_dict()
+    del old["train"]["eps"]  # a key added after the run was written
+    assert TrainConfig.from_dict(old).train.eps == 1e-8
 
 
 def test_round_trip_through_yaml():
@@ -54,6 +61,22 @@ def test_round_trip_through_yaml():
         ({"overrides": ["train.lr"]}, ValueError, "section.key=value"),
         ({"overrides": ["train.lr=fast"]}, ValueError, "train.lr must be a number"),
         ({"config_file": "/no/such.yaml"}, FileNotFoundError, "config file"),
+        ({"overrides": ["train.lr=nan"]}, ValueError, r"train.lr must be a finite number, got nan"),
+        ({"overrides": ["train.lr=.inf"]}, ValueError, r"train.lr must be a finite number, got inf"),
+        ({"overrides": ["train.min_lr=-1e-4"]}, ValueError, r"train.min_lr must be a finite number >= 0"),
+        ({"overrides": ["train.grad_clip=0"]}, ValueError, r"train.grad_clip must be a finite number > 0, got 0"),
+        ({"overrides": ["train.grad_clip=-1"]}, ValueError, r"train.grad_clip must be a finite number > 0"),
+        ({"overrides": ["train.grad_clip=.nan"]}, ValueError, r"train.grad_clip must be a finite number, got nan"),
+        ({"overrides": ["train.eps=0"]}, ValueError, r"train.eps must be a finite number > 0, got 0"),
+        ({"overrides": ["train.beta2=1.0"]}, ValueError, r"train.beta2 must be in \[0, 1\)"),
+        ({"overrides": ["model.norm_eps=0"]}, ValueError, r"model.norm_eps must be a finite number > 0, got 0"),
+        ({"overrides": ["model.norm_eps=-1e-6"]}, ValueError, r"model.norm_eps must be a finite number > 0"),
+        ({"overrides": ["model.connection.options.sigma_bias=.inf"]}, ValueError, r"sigma_bias must be .*, got inf"),
+        (
+            {"overrides": ["train.steps=10", "train.warmup_steps=11"]},
+            ValueError,
+            r"train.warmup_steps \(11\) must not exceed train.steps \(10\)",
+        ),
     ],
 )
 def test_bad_values_are_refused(kwargs, error, match):
@@ -64,5 +87,12 @@ def test_bad_values_are_refused(kwargs, error, match):
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_validate(path):
-    cfg = build_config(None, path)
+    data = yaml.safe_load(path.read_text()).get("data") or {}
+    # shards and a local tokenizer are supplied by the user before training; validate the rest
+    overrides = []
+    if str(data.get("source", "")).startswith("shards:"):
+        overrides.append("data.source=shakespeare")
+    if str(data.get("tokenizer", "")).startswith("local:"):
+        overrides.append("data.tokenizer=byte")
+    cfg = build_config(None, path, overrides)
     assert cfg.train.seq_len <= cfg.model.max_seq_len

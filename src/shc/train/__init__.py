@@ -1,8 +1,12 @@
-"""Training: config, loop, checkpoints, logging, distributed wrapping, and the CLI commands."""
+"""Training: config, loop, checkpoints, run directory, logging, distributed wrapping, CLI commands."""
 
 from .config import TrainConfig, TrainSettings, build_config, load_config
+from .evaluation import validation_loss
+from .loss import lm_loss
 from .metrics import read_metrics
-from .trainer import NonFiniteLossError, Trainer, evaluate, is_finished, load_run, train, validation_loss
+from .rundir import is_finished
+from .runs import evaluate, load_run
+from .trainer import NonFiniteLossError, Trainer, train
 
 __all__ = [
     "NonFiniteLossError",
@@ -12,6 +16,7 @@ __all__ = [
     "build_config",
     "evaluate",
     "is_finished",
+    "lm_loss",
     "load_config",
     "load_run",
     "read_metrics",

@@ -7,8 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
 
 def register(subparsers) -> None:
     from ..connections import available_connections
@@ -58,17 +56,25 @@ def register(subparsers) -> None:
 
 
 def _train(args) -> int:
+    from .._optional import require
     from .config import build_config
     from .metrics import read_metrics
-    from .trainer import CONFIG, NonFiniteLossError, train
+    from .rundir import CONFIG
+    from .trainer import NonFiniteLossError, train
+
+    yaml = require("yaml", "shc train")
 
     flags = dict(connection=args.connection, streams=args.streams, steps=args.steps, seed=args.seed, out=args.out)
-    cfg = build_config(args.preset, args.config, args.overrides, **flags)
-    saved = cfg.run_dir / CONFIG
-    if args.resume and saved.is_file():
-        # continue from the run's own config; flags and overrides given now still apply on top
-        base = yaml.safe_load(saved.read_text())
-        cfg = build_config(args.preset, args.config, args.overrides, base=base, **flags)
+    def resolve(base=None):
+        return build_config(args.preset, args.config, args.overrides, base=base, **flags)
+
+    run_dir = Path(args.out) if args.out else resolve().run_dir
+    if args.resume and (run_dir / CONFIG).is_file():
+        # continue from the run's own config (the preset's defaults need not validate with the flags
+        # given now, e.g. --steps below the preset's warm-up); flags and overrides still apply on top
+        cfg = resolve(yaml.safe_load((run_dir / CONFIG).read_text()))
+    else:
+        cfg = resolve()
     try:
         run_dir = train(cfg, resume=args.resume, overwrite=args.overwrite)
     except NonFiniteLossError as err:
@@ -87,7 +93,7 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from .trainer import evaluate
+    from .runs import evaluate
 
     print(json.dumps(evaluate(Path(args.run), args.batches, args.device)))
     return 0
@@ -97,7 +103,7 @@ def _generate(args) -> int:
     import torch
 
     from .distributed import pick_device
-    from .trainer import load_run
+    from .runs import load_run
 
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")

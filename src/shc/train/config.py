@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
+from .._optional import require
 from ..data import DataConfig
 from ..model import ConnectionConfig, ModelConfig, get_preset
 from .precision import PRECISIONS
+
+yaml = require("yaml", "shc train")
 
 
 @dataclass
@@ -39,7 +41,8 @@ class TrainSettings:
     beta1: float = 0.9
     beta2: float = 0.95
     weight_decay: float = 0.1
-    grad_clip: float = 1.0
+    eps: float = 1e-8  # AdamW's epsilon
+    grad_clip: float = 1.0  # max global gradient norm (> 0)
     # "bf16": autocast to bfloat16; "fp32": no autocast; "auto": bf16 on CUDA, fp32 on CPU (CPUs
     # without native bf16 matmul run it slower: 2.4x on the 2-core dev machine, tiny preset)
     precision: str = "auto"
@@ -72,15 +75,24 @@ class TrainSettings:
         _check_int("train.warmup_steps", self.warmup_steps, 0)
         _check_int("train.eval_batches", self.eval_batches, 1)
         _check_int("train.seed", self.seed, 0)
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"train.{name} must be a number >= 0, got {value!r}")
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2", "eps"):
+            _check_finite(f"train.{name}", getattr(self, name))
+        for name in ("lr", "min_lr", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be a finite number >= 0, got {getattr(self, name)!r}")
+        for name in ("grad_clip", "eps"):  # clip 0 would zero every update; eps 0 divides by zero
+            if getattr(self, name) <= 0:
+                raise ValueError(f"train.{name} must be a finite number > 0, got {getattr(self, name)!r}")
         if self.min_lr > self.lr:
             raise ValueError(f"train.min_lr ({self.min_lr}) must not exceed train.lr ({self.lr})")
+        if self.warmup_steps > self.steps:
+            raise ValueError(
+                f"train.warmup_steps ({self.warmup_steps}) must not exceed train.steps ({self.steps}): "
+                "the learning rate would never reach train.lr"
+            )
         for name in ("beta1", "beta2"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+            if not 0 <= value < 1:
                 raise ValueError(f"train.{name} must be in [0, 1), got {value!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
@@ -105,6 +117,12 @@ class TrainConfig:
         self.model.validate()
         self.data.validate()
         self.train.validate()
+        eps = self.model.norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+            raise ValueError(f"model.norm_eps must be a finite number > 0, got {eps!r}")
+        for key, value in self.model.connection.options.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"model.connection.options.{key} must be finite, got {value!r}")
         if self.train.seq_len > self.model.max_seq_len:
             raise ValueError(
                 f"train.seq_len={self.train.seq_len} is longer than the model supports "
@@ -261,6 +279,11 @@ def _build(prefix: str, cls, data: dict):
         elif isinstance(value, int) and not isinstance(value, bool) and str(f.type).startswith("float"):
             data[name] = float(value)
     return cls(**data)
+
+
+def _check_finite(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 def _check_int(name: str, value, minimum: int) -> None:

@@ -1,7 +1,7 @@
-"""Per-layer summaries of ``H_res`` at eval time, read through the public connection API.
+"""Per-layer summaries of ``H_res`` at eval time, recorded by ``shc.inspect.MixingRecorder``
+(forward-pre-hooks that read each connection's coefficients through its public ``mixing``).
 
-Forward-pre-hooks on the connection modules capture the streams each one receives and call
-``conn.mixing(streams)``; per module the summary is averaged over tokens:
+Per connection, averaged over (the first ``max_tokens``) tokens of one batch::
 
     identity distance  ||H_res - I||_F
     negative fraction  share of entries < -1e-6
@@ -12,12 +12,9 @@ Forward-pre-hooks on the connection modules capture the streams each one receive
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
-from torch import nn
 
-from ..connections import HyperConnection
+from ..inspect import Call
 from ..inspect.diagnostics import identity_distance, negative_fraction, spectral_norm
 
 
@@ -30,27 +27,15 @@ def summarize_res(res: torch.Tensor) -> dict[str, float]:
     }
 
 
-@contextmanager
-def capture_hres(model: nn.Module, max_tokens: int = 4096):
-    """Inside the block, one forward fills the yielded dict ``{"l<layer>.<name>": summary}``."""
-    summaries: dict[str, dict[str, float]] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, HyperConnection):
-            short = name.split(".")[-1].replace("_conn", "")
-            label = f"l{module.layer_index:02d}.{short}"
+def label(call: Call) -> str:
+    """``l<layer>.<sublayer>``: ``blocks.3.attn_conn`` of layer 3 -> ``l03.attn``."""
+    short = call.name.split(".")[-1].removesuffix("_conn")
+    return f"l{call.module.layer_index:02d}.{short}"
 
-            def hook(mod, args, label=label):
-                if label in summaries:
-                    return
-                streams = args[0].detach()
-                streams = streams.reshape(-1, *streams.shape[-2:])[:max_tokens]
-                with torch.no_grad():
-                    summaries[label] = summarize_res(mod.mixing(streams).res)
 
-            handles.append(module.register_forward_pre_hook(hook))
-    try:
-        yield summaries
-    finally:
-        for h in handles:
-            h.remove()
+def summarize_calls(calls: list[Call]) -> dict[str, dict[str, float]]:
+    """``{label: summary}`` for the first call of each connection."""
+    out: dict[str, dict[str, float]] = {}
+    for call in calls:
+        out.setdefault(label(call), summarize_res(call.res))
+    return out

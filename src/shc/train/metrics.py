@@ -7,10 +7,15 @@ run's CSV reads the same way (empty cells where a row does not carry a value).
 from __future__ import annotations
 
 import csv
+import io
+import math
 import resource
 from pathlib import Path
 
 import torch
+
+from .._optional import require
+from ..fileio import atomic_write_text
 
 COLUMNS = (
     "step",
@@ -36,11 +41,14 @@ def peak_memory_mb(device: torch.device) -> float:
 
 class MetricsLog:
     def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
-        from torch.utils.tensorboard import SummaryWriter
+        """``resume_step``: keep the rows up to this step (a resumed run rewrites the later ones;
+        ``-1`` keeps none); None starts new files."""
+        SummaryWriter = require("torch.utils.tensorboard", "shc train").SummaryWriter
 
         self._file, self._csv = _open_csv(Path(run_dir) / "metrics.csv", COLUMNS, resume_step)
         self._hres_file, self._hres = _open_csv(Path(run_dir) / "h_res.csv", HRES_COLUMNS, resume_step)
-        self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=resume_step)
+        purge = None if resume_step is None else max(resume_step + 1, 0)
+        self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=purge)
 
     def log(self, row: dict) -> None:
         unknown = set(row) - set(COLUMNS)
@@ -72,16 +80,24 @@ def _open_csv(path: Path, columns: tuple[str, ...], resume_step: int | None):
     (the resumed run writes them again)."""
     rows = []
     if resume_step is not None and path.is_file():
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+        text = path.read_text()
+        if not text.endswith("\n"):  # a kill mid-row leaves a partial last line: drop it
+            text = text[: text.rfind("\n") + 1]
+        rows = [r for r in csv.DictReader(io.StringIO(text, newline="")) if _step(r) <= resume_step]
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
     handle = open(path, "a", newline="")  # noqa: SIM115 (kept open for the run)
     return handle, csv.DictWriter(handle, columns)
+
+
+def _step(row: dict) -> float:
+    try:
+        return int(row["step"])
+    except (TypeError, ValueError):
+        return math.inf  # an unreadable row is dropped
 
 
 def read_metrics(run_dir: Path, name: str = "metrics.csv") -> list[dict]:

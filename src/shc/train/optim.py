@@ -38,10 +38,12 @@ def decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
     return list(decay.values()), list(no_decay.values())
 
 
-def build_optimizer(model: nn.Module, lr: float, betas: tuple[float, float], weight_decay: float):
+def build_optimizer(
+    model: nn.Module, lr: float, betas: tuple[float, float], weight_decay: float, eps: float = 1e-8
+) -> torch.optim.AdamW:
     decay, no_decay = decay_groups(model)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
 
 
 def lr_at(step: int, lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:

@@ -1,0 +1,52 @@
+"""Finished (or interrupted) runs as a library: the model of a run, its evaluation.
+
+These read a run directory written by any version of the trainer: ``config.yaml`` and the
+newest ``checkpoints/step_<k>/model.safetensors`` (the trainer state is not needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..data import load_tokenizer, prepare_data
+from ..model import LanguageModel
+from . import distributed as D
+from .checkpoint import latest_checkpoint, load_weights, read_weights
+from .config import TrainConfig, load_config
+from .evaluation import validation_loss
+from .rundir import CONFIG
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
+    """``(model, cfg, tokenizer)`` from a run's config and its newest checkpoint (model in eval mode).
+
+    The newest checkpoint is used or refused (ValueError naming the file): evaluating an older
+    one in its place would report numbers for a model the run did not end with."""
+    model, cfg, tokenizer, _ = _load(Path(run_dir), device)
+    return model, cfg, tokenizer
+
+
+def _load(run_dir: Path, device) -> tuple[LanguageModel, TrainConfig, object, int]:
+    cfg = load_config(run_dir / CONFIG)
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint")
+    tokenizer = load_tokenizer(cfg.data)
+    with torch.device("meta"):
+        model = LanguageModel(cfg.model)
+    model.to_empty(device="cpu")
+    model.reset_parameters()  # the rotary tables (buffers); the weights come from the file
+    weights, step = read_weights(ckpt)
+    load_weights(model, weights, ckpt)
+    return model.to(device).eval(), cfg, tokenizer, step
+
+
+def evaluate(run_dir: str | Path, max_batches: int | None = None, device: str = "auto") -> dict:
+    """``{"step", "val_loss", "val_bpb"}`` of a run's newest checkpoint (nats/token, bits/byte)."""
+    device = D.pick_device(device, 0)
+    model, cfg, _, step = _load(Path(run_dir), device)
+    data = prepare_data(cfg.data)
+    t = cfg.train
+    loss = validation_loss(model, data.val, t.seq_len, t.batch_size, max_batches, device, t.precision)
+    return {"step": step, "val_loss": loss, "val_bpb": data.bits_per_byte(loss)}
