@@ -33,13 +33,15 @@ _RANDOM_INIT = {
 
 
 def prepare_run_data(cfg: TrainConfig, info: D.DistInfo) -> PreparedData:
-    """Prepare the data (rank 0 builds the token cache, the others then read it), fill in the
-    vocabulary size, and check the splits hold a batch; ValueError naming what is too small."""
+    """Prepare the data (where it builds a shared cache, rank 0 builds it and the others then read
+    it; shards and streams need no wait), fill in the vocabulary size, and check the splits hold a
+    batch; ValueError naming what is too small."""
     t = cfg.train
-    if not info.is_main:
+    shared = cfg.data.rank0_builds_cache
+    if shared and not info.is_main:
         D.barrier(info)
     data = prepare_data(cfg.data)
-    if info.is_main:
+    if shared and info.is_main:
         D.barrier(info)
     vocab = data.tokenizer.vocab_size
     if cfg.model.vocab_size is None:
@@ -50,7 +52,8 @@ def prepare_run_data(cfg: TrainConfig, info: D.DistInfo) -> PreparedData:
             "raise model.vocab_size or leave it unset to take the tokenizer's"
         )
     need = t.batch_size * t.seq_len + 1
-    lo, hi = rank_slice(int(data.train.shape[0]), info.rank, info.world_size)
+    # a stream (data.train is None) checks its rank's share as it reads (StreamingBatcher)
+    lo, hi = (0, need) if data.train is None else rank_slice(int(data.train.shape[0]), info.rank, info.world_size)
     if hi - lo < need:
         share = f" (rank {info.rank}'s share of {info.world_size}: {hi - lo})" if info.distributed else ""
         raise ValueError(

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .._optional import require
-from ..data import PreparedData, TokenBatcher
+from ..data import PreparedData
 from . import distributed as D
 from .build import build_model, prepare_run_data
 from .checkpoint import check_weights, load_weights, newest_valid, remove_stale, save_checkpoint, set_rng_state
@@ -75,7 +75,9 @@ class Trainer:
             self._restore()
         self.saved_step = self.step if self.last_checkpoint is not None else None
         self.forward_model = torch.compile(self.model) if t.compile else self.model
-        self.batcher = TokenBatcher(self.data.train, t.seq_len, t.batch_size, t.seed, info.rank, info.world_size)
+        self.batcher = self.data.train_batcher(
+            t.seq_len, t.batch_size, t.seed, info.rank, info.world_size, micro_steps=t.grad_accum
+        )
         self.tokens_per_step = t.batch_size * t.seq_len * t.grad_accum * info.world_size
         self.log: MetricsLog | None = None
         self._pending: list[tuple] = []  # metrics rows made before the run directory exists
