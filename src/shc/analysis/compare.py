@@ -97,12 +97,16 @@ def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print, report_o
 
 def summary_table(summary: dict) -> str:
     """The headline table: group, val loss mean ± std, overhead %, identity distance, negative mass."""
+    from .render import display_names
+
+    names = display_names(summary)
     rows = []
     for group, e in summary["groups"].items():
         d = e.get("diagnostics", {}).get("mean", {})
         oh = e["overhead_pct_vs_residual"]
         rows.append([
-            group, f"{fmt(e['val_loss']['mean'])} ± {fmt(e['val_loss']['std'])}", "-" if oh is None else f"{oh:+.1f}%",
+            names[group], f"{fmt(e['val_loss']['mean'])} ± {fmt(e['val_loss']['std'])}",
+            "-" if oh is None else f"{oh:+.1f}%",
             fmt(d.get("identity_distance")), fmt(d.get("negative_mass")),
         ])  # fmt: skip
     return md_table(["group", "val loss (mean ± std)", "overhead vs residual", "‖H−I‖_F", "neg mass"], rows)
