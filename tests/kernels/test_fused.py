@@ -236,20 +236,21 @@ def test_auto_and_torch_never_call_kernels_on_cpu(monkeypatch):
             perturbed("shc", 4, backend=backend)(torch.randn(2, 5, 4, C), torch.tanh)
 
 
-def test_auto_uses_only_validated_inference_paths(monkeypatch):
-    """On CUDA, 'auto' picks the kernels only for VALIDATED (route, kind, n, dtype) without
-    gradients, and says why otherwise."""
+def test_auto_uses_only_validated_paths(monkeypatch):
+    """On CUDA, 'auto' picks the kernels only for VALIDATED (route, kind, n, dtype), and says why
+    otherwise."""
     x = torch.zeros(3, 4, C)
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     spec = perturbed("shc", 4).kernel_spec()
-    assert kernels.select("auto", spec, x, needs_grad=False)
-    with pytest.warns(UserWarning, match="training"):
-        assert not kernels.select("auto", spec, x, needs_grad=True)
+    assert kernels.select("auto", spec, x)
+    assert kernels.select("auto", perturbed("mhc", 4).kernel_spec(), x.bfloat16())
     with pytest.warns(UserWarning, match="not been validated"):
-        assert not kernels.select("auto", perturbed("kromhc", 4).kernel_spec(), x, needs_grad=False)
+        assert not kernels.select("auto", perturbed("kromhc", 4).kernel_spec(), x)
     with pytest.warns(UserWarning, match="not been validated"):
-        assert not kernels.select("auto", spec, x.half(), needs_grad=False)
-    assert not kernels.select("torch", spec, x, needs_grad=False)
+        assert not kernels.select("auto", spec, x.half())
+    with pytest.warns(UserWarning, match="not been validated"):  # a subclass's own math: not the validated kernel
+        assert not kernels.select("auto", FlippedSHC(4, C).kernel_spec(), x)
+    assert not kernels.select("torch", spec, x)
 
 
 def test_bad_shapes_raise():

@@ -1,4 +1,4 @@
-"""The layer benchmark (DESIGN.md section 5): one connection, forward + backward.
+"""The layer benchmark (docs/design.md section 6): one connection, forward + backward.
 
 One hyper-connection with an identity branch (``width``, ``F(u) = u``, ``depth``) on streams of
 shape ``(tokens, n, C)``; every contender runs forward and backward (gradients for the streams and

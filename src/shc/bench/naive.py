@@ -1,4 +1,4 @@
-"""The naive transcription of the official math (DESIGN.md sections 1-2).
+"""The naive transcription of the official math (docs/design.md sections 1-2).
 
 Written for clarity, not speed: the normalised ``n*C`` tensor is materialised, every coefficient
 group has its own matmul, the Cayley transform is a ``torch.linalg.solve`` of the explicit skew

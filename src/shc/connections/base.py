@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from .. import kernels
 from ..kernels.interface import GivenCoefficients, ProjectedCoefficients
 from .constants import constant, group_index
+from .inference import ParameterCache, inference_path
 from .ops import autocast_off, depth_add, project_rms, width_mix
 
 BACKENDS = ("auto", "torch", "triton")
@@ -84,6 +85,7 @@ class HyperConnection(nn.Module):
         self.layer_index = layer_index
         self.recompute = bool(recompute)
         self.backend = backend
+        self._inference_cache = ParameterCache()  # parameter-derived tensors of the no-grad path
 
     def extra_repr(self) -> str:
         return (
@@ -112,11 +114,10 @@ class HyperConnection(nn.Module):
         mixing kernel): whatever a subclass computes, forward and backward agree."""
         return GivenCoefficients(kind=self.kind, mixing=self.mixing)
 
-    def _uses_kernels(self, streams: torch.Tensor, *others: torch.Tensor) -> bool:
+    def _uses_kernels(self, streams: torch.Tensor) -> bool:
         if self.backend == "torch" or (self.backend == "auto" and not streams.is_cuda):
             return False  # the common case first: no kernel_spec() built on the CPU
-        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (streams, *others, *self.parameters()))
-        return kernels.select(self.backend, self.kernel_spec(), streams, grad)
+        return kernels.select(self.backend, self.kernel_spec(), streams)
 
     def width(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return ``(u, mixed, h_post)``: branch input (..., C) and ``H_res``-mixed streams
@@ -128,7 +129,12 @@ class HyperConnection(nn.Module):
         run again in backward (``torch.utils.checkpoint``), trading one more forward of the
         width connection for its saved activations."""
         self.check_streams(streams)
-        step = self._width_kernels if self._uses_kernels(streams) else self.width_fast
+        if self._uses_kernels(streams):
+            step = self._width_kernels
+        elif inference_path():
+            return self.width_inference(streams)
+        else:
+            step = self.width_fast
         if self.recompute and torch.is_grad_enabled():
             return checkpoint(step, streams, use_reentrant=False)
         return step(streams)
@@ -142,9 +148,37 @@ class HyperConnection(nn.Module):
         u, mixed = width_mix(pre, res, streams)
         return u, mixed, post
 
+    def width_inference(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The width step with autograd off (decode, evaluation): ``[u; mixed] = [H_pre; H_res^T] x``
+        as one batched GEMM per token, from :meth:`inference_width_matrix`.
+
+        Same values as :meth:`width_fast` (to rounding); ``u`` and ``mixed`` are views of one
+        ``(..., n + 1, C)`` result. Built for dispatch count: a decode token runs this on one
+        token per connection, where each ATen op costs microseconds whatever its size."""
+        n, c = self.num_streams, self.dim
+        lead = streams.shape[:-2]
+        with _float32_region(streams):
+            mat, post = self.inference_width_matrix(streams)
+            x = streams.reshape(-1, n, c)
+            if x.dtype != mat.dtype:
+                x = x.to(mat.dtype)
+            y = torch.bmm(mat, x).view(*lead, n + 1, c)
+        if y.dtype != streams.dtype:
+            y = y.to(streams.dtype)
+        return y[..., 0, :], y[..., 1:, :], post
+
+    def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([H_pre; H_res^T] (tokens, n + 1, n), H_post (..., n))`` for :meth:`width_inference`.
+
+        The default builds it from :meth:`mixing`; kinds override it with fewer ops."""
+        pre, res, post = self.mixing(streams)
+        n = self.num_streams
+        mat = torch.cat([pre.unsqueeze(-2), res.transpose(-1, -2)], dim=-2)
+        return mat.reshape(-1, n + 1, n), post
+
     def depth(self, mixed: torch.Tensor, h_post: torch.Tensor, branch_out: torch.Tensor) -> torch.Tensor:
         """``x'_j = mixed_j + H_post[j] * branch_out``, computed in ``h_post``'s dtype, in ``mixed``'s."""
-        if self._uses_kernels(mixed, h_post, branch_out):
+        if self._uses_kernels(mixed):
             return kernels.depth(mixed, h_post, branch_out)
         return depth_add(mixed, h_post, branch_out)
 
@@ -268,3 +302,35 @@ class CoefficientConnection(HyperConnection):
         coef = self.coefficients(streams)
         with _float32_region(streams):
             return self.coefficient_math(coef)
+
+    # --- the gradient-free path (decode, evaluation) ---------------------------------------
+    def inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """Parameter-only tensors of the no-grad path, cached (:class:`ParameterCache`): the
+        projection with the RMSNorm gain and the gates folded in, ``g W diag(s)``, and the bias."""
+        return {
+            "weight": self.folded_weight(dtype) * self.gate_scale(dtype),
+            "bias": self.bias.to(dtype),
+            "eps": torch.tensor(self.eps, dtype=dtype, device=self.bias.device),
+        }
+
+    def cached_inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        return self._inference_cache.get(
+            self.parameters(), (dtype, self.bias.device), lambda: self.inference_constants(dtype)
+        )
+
+    def inference_coefficients(self, streams: torch.Tensor, consts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """:meth:`coefficients` from the cached folded weight, (tokens, total):
+        ``rsqrt(|x|^2 / F + eps) * (x @ consts["weight"]) + consts["bias"]`` in five ops."""
+        weight = consts["weight"]
+        flat = streams.reshape(-1, weight.shape[0])
+        if flat.dtype != weight.dtype:
+            flat = flat.to(weight.dtype)
+        norm = torch.linalg.vector_norm(flat, dim=-1, keepdim=True)
+        inv_rms = torch.rsqrt(torch.addcmul(consts["eps"], norm, norm, value=1.0 / weight.shape[0]))
+        return torch.addcmul(consts["bias"], flat @ weight, inv_rms)
+
+    def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        consts = self.cached_inference_constants(compute_dtype(streams))
+        pre, res, post = self.coefficient_math(self.inference_coefficients(streams, consts))
+        mat = torch.cat([pre.unsqueeze(-2), res.transpose(-1, -2)], dim=-2)
+        return mat, post.view(*streams.shape[:-2], self.num_streams)
