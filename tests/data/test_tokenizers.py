@@ -85,3 +85,13 @@ def test_autotokenizer_directory(hf_tokenizer_dir, tmp_path):
         assert tok.decode(ids) == text
     assert tok.encode_batch(SAMPLES) == [tok.encode(t) for t in SAMPLES]
     assert tok.decode([*tok.encode("to be"), tok.eos_id]) == "to be"
+
+
+def test_tokenizer_fingerprint_ignores_model_weights_but_not_tokenizer_files(hf_tokenizer_dir, tmp_path):
+    cfg = DataConfig(tokenizer=f"local:{hf_tokenizer_dir}", cache_dir=str(tmp_path / "c"))
+    before = load_tokenizer(cfg).fingerprint
+    (hf_tokenizer_dir / "model.safetensors").write_bytes(b"\0" * 4096)  # a model download's weights
+    assert load_tokenizer(cfg).fingerprint == before
+    config = hf_tokenizer_dir / "tokenizer_config.json"
+    config.write_text(config.read_text().replace("{", '{"note": 1, ', 1))
+    assert load_tokenizer(cfg).fingerprint != before

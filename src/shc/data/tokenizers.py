@@ -152,10 +152,17 @@ class PretrainedTokenizer:
         return f"PretrainedTokenizer({str(self.path)!r}, vocab_size={self.vocab_size}, eos_id={self.eos_id})"
 
 
+# model weights and checkpoints: a tokenizer directory is often a whole model download (Qwen3-0.6B
+# carries 1.5 GB of weights) and hashing those at every start-up, on every rank, would take seconds
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx")
+
+
 def directory_fingerprint(path: Path) -> str:
-    """SHA-256 over the relative names and contents of the files of a directory."""
+    """SHA-256 over the relative names and contents of the files of a directory, model weights
+    (``WEIGHT_SUFFIXES``) and hidden files left out."""
     digest = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    files = (p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    for f in sorted(p for p in files if p.suffix.lower() not in WEIGHT_SUFFIXES):
         digest.update(f.relative_to(path).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(f.read_bytes()).digest())
     return digest.hexdigest()
