@@ -65,6 +65,7 @@ def _train(args) -> int:
     yaml = require("yaml", "shc train")
 
     flags = dict(connection=args.connection, streams=args.streams, steps=args.steps, seed=args.seed, out=args.out)
+
     def resolve(base=None):
         return build_config(args.preset, args.config, args.overrides, base=base, **flags)
 

@@ -2,9 +2,10 @@
 
 While :class:`InterruptGuard` is active, SIGINT raises ``KeyboardInterrupt`` at once, as usual
 (a long forward pass stays interruptible), except inside ``with guard.atomic():``, where it is
-held and raised when the block ends. The trainer wraps ``optimizer.step()`` and the increment
-of its step counter in one atomic block, so a checkpoint written on interrupt always holds
-weights and a counter that agree: a step is never applied twice on resume.
+held and raised when the block ends. The trainer runs ``optimizer.step()``, the increment of
+its step counter and that step's metrics row, eval and checkpoint in one atomic block, so a
+checkpoint written on interrupt always holds weights and a counter that agree: a step is never
+applied twice on resume.
 """
 
 from __future__ import annotations

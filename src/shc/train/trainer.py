@@ -8,8 +8,11 @@ model (``build``), checkpoints (``checkpoint``), evaluation (``evaluation``), lo
   that fails while preparing leaves no trace, and ``--overwrite`` keeps the old run until then;
 - a resume starts from the newest *valid* checkpoint, naming each newer one it skipped and why;
   it refuses only when checkpoints exist and none is valid;
-- ``optimizer.step()`` and the step counter move together under :class:`InterruptGuard`, so a
-  Ctrl-C never separates them; on Ctrl-C a checkpoint is saved and ``KeyboardInterrupt`` re-raised;
+- a Ctrl-C during the forward/backward pass is raised at once (nothing is lost); from
+  ``optimizer.step()`` to the end of the step's bookkeeping (counter, metrics row, eval,
+  checkpoint) it is held by :class:`InterruptGuard` and raised after, so weights, counter and
+  checkpoint always agree and no step is applied twice on resume; on Ctrl-C a checkpoint of
+  the current step is saved and ``KeyboardInterrupt`` re-raised;
 - a non-finite loss or gradient norm stops the run (``NonFiniteLossError``) before the update.
 """
 
@@ -211,8 +214,14 @@ class Trainer:
         self.saved_step = self.step  # only once it is on disk
 
     # --- the loop -----------------------------------------------------------------------------
-    def train_step(self, guard: InterruptGuard | None = None) -> tuple[float, float, float]:
+    def train_step(self) -> tuple[float, float, float]:
         """One optimiser step at ``self.step``, which it advances; returns (loss, grad_norm, lr)."""
+        out = self._forward_backward()
+        self._apply_update()
+        return out
+
+    def _forward_backward(self) -> tuple[float, float, float]:
+        """Gradients of the step at ``self.step`` (clipped); NonFiniteLossError if not finite."""
         t, device = self.cfg.train, self.info.device
         lr = lr_at(self.step, t.lr, t.min_lr, t.warmup_steps, t.steps)
         for group in self.optimizer.param_groups:
@@ -241,11 +250,12 @@ class Trainer:
                 f"(loss={loss_value}, grad_norm={grad_value}); the run stopped before applying it. "
                 f"Last good checkpoint: {where}. Try a lower train.lr or fp32 precision."
             )
-        with guard.atomic() if guard is not None else nullcontext():  # weights and counter move together
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
         return loss_value, grad_value, lr
+
+    def _apply_update(self) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
 
     def evaluate(self) -> tuple[float, float, dict]:
         t = self.cfg.train
@@ -277,27 +287,30 @@ class Trainer:
                     val_loss = self._eval_and_log(0.0)
                 while self.step < t.steps:
                     tick = time.perf_counter()
-                    loss, grad_norm, lr = self.train_step(guard)
-                    if not self.published:
-                        self._publish()  # the run has started: only now is anything written
-                    window_time += time.perf_counter() - tick
-                    window_steps += 1
-                    tok_s = window_steps * self.tokens_per_step / max(window_time, 1e-9)
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
-                    elapsed = time.perf_counter() - start_time
-                    if self.step % t.log_interval == 0 or self.step == t.steps:
-                        self._log_row({
-                            "step": self.step, "tokens": self.step * self.tokens_per_step, "loss": loss, "lr": lr,
-                            "grad_norm": grad_norm, "tokens_per_s": tok_s, "peak_mem_mb": peak_memory_mb(info.device),
-                            "elapsed_s": elapsed,
-                        })  # fmt: skip
-                        window_time, window_steps = 0.0, 0
-                    if self.step % t.eval_interval == 0 or self.step == t.steps:
-                        val_loss = self._eval_and_log(elapsed)
-                        bar.write(f"step {self.step:6d}  val_loss {val_loss:.4f}") if info.is_main else None
-                    if self.step % t.checkpoint_interval == 0 or self.step == t.steps:
-                        with guard.atomic():  # a Ctrl-C now waits for the checkpoint
+                    loss, grad_norm, lr = self._forward_backward()  # a Ctrl-C here loses nothing
+                    # from the update to the step's checkpoint, a Ctrl-C waits for the block's end:
+                    # weights, counter, metrics row and checkpoint always agree
+                    with guard.atomic():
+                        self._apply_update()
+                        if not self.published:
+                            self._publish()  # the run has started: only now is anything written
+                        window_time += time.perf_counter() - tick
+                        window_steps += 1
+                        tok_s = window_steps * self.tokens_per_step / max(window_time, 1e-9)
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
+                        elapsed = time.perf_counter() - start_time
+                        if self.step % t.log_interval == 0 or self.step == t.steps:
+                            self._log_row({
+                                "step": self.step, "tokens": self.step * self.tokens_per_step, "loss": loss,
+                                "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s,
+                                "peak_mem_mb": peak_memory_mb(info.device), "elapsed_s": elapsed,
+                            })  # fmt: skip
+                            window_time, window_steps = 0.0, 0
+                        if self.step % t.eval_interval == 0 or self.step == t.steps:
+                            val_loss = self._eval_and_log(elapsed)
+                            bar.write(f"step {self.step:6d}  val_loss {val_loss:.4f}") if info.is_main else None
+                        if self.step % t.checkpoint_interval == 0 or self.step == t.steps:
                             self.save()
             except KeyboardInterrupt:
                 bar.close()
