@@ -59,6 +59,8 @@ SMOKE_SIZES = {"device": "cpu", "tokens": 37, "dims": (40,), "fp32_dims": (40,),
 # errors are max |err| / max(1, max |ref|). float32: fused vs PyTorch. bfloat16: both paths vs the
 # float32 truth (float32 streams, same parameters): fused <= BF16_FACTOR * PyTorch + BF16_FLOOR
 FP32_TOL = 1e-4
+# a spec for "can the kernels run here at all" in the env stage
+KERNEL_PROBE = kernels.interface.GivenCoefficients(kind="probe", mixing=lambda streams: None)
 BF16_FACTOR, BF16_FLOOR = 2.0, 2.0**-8
 
 
@@ -67,18 +69,25 @@ BF16_FACTOR, BF16_FLOOR = 2.0, 2.0**-8
 
 
 @contextlib.contextmanager
-def pytorch_path():
-    """Force the PyTorch path (the connections' hook returns None)."""
-    old = kernels.use_triton
-    kernels.use_triton = False
+def backend(module, name: str):
+    """Every connection inside ``module`` on backend ``name`` ("torch" / "triton") for the block."""
+    conns = [m for m in module.modules() if isinstance(m, shc.HyperConnection)]
+    old = [c.backend for c in conns]
+    for c in conns:
+        c.backend = name
     try:
         yield
     finally:
-        kernels.use_triton = old
+        for c, b in zip(conns, old, strict=True):
+            c.backend = b
+
+
+def kernel_width(conn, x):
+    return kernels.width(conn.kernel_spec(), x)
 
 
 def fused_layer(conn, x):
-    u, mixed, h_post = kernels.width(conn, x)
+    u, mixed, h_post = kernel_width(conn, x)
     return kernels.depth(mixed, h_post, u)
 
 
@@ -134,8 +143,9 @@ def stage_env(args, results):
     import triton
 
     if SIZES["device"] != "cuda":
+        probe = kernels.unsupported_reason(KERNEL_PROBE, torch.zeros(2, 4, 8))
         return {"device": "cpu (smoke run under the Triton interpreter)", "torch": torch.__version__,
-                "triton": triton.__version__, "kernels_available": kernels.available(torch.zeros(1))}
+                "triton": triton.__version__, "kernels_available": probe is None}
     props = torch.cuda.get_device_properties(0)
     return {
         "device": torch.cuda.get_device_name(0),
@@ -146,7 +156,7 @@ def stage_env(args, results):
         "cuda": torch.version.cuda,
         "triton": triton.__version__,
         "shc": shc.__version__,
-        "kernels_available": kernels.available(torch.zeros(1, device="cuda")),
+        "kernels_available": kernels.unsupported_reason(KERNEL_PROBE, torch.zeros(2, 4, 8, device="cuda")) is None,
         "blocks": blocks(),
     }
 
@@ -178,8 +188,8 @@ def stage_correctness(args, results):
                 keys = ["u", "mixed", "h_post", "out", *(f"d_{k}" for k in names)]
                 return dict(zip(keys, (u, mixed, h_post, y, *grads), strict=True))
 
-            fused = run(kernels.width, kernels.depth, x, w, g)
-            with pytorch_path():
+            fused = run(kernel_width, kernels.depth, x, w, g)
+            with backend(conn, "torch"):
                 ref = run(lambda c, s: c.width(s), conn.depth, x, w, g)
                 if dtype != torch.float32:
                     truth = run(lambda c, s: c.width(s), conn.depth, x.float(), w.float(), g.float())
@@ -227,14 +237,14 @@ def _layer_case(dim, dtype, reps, compile_torch):
 
     def fwd_bwd(layer, torch_path=False):
         def run():
-            with pytorch_path() if torch_path else contextlib.nullcontext():
+            with backend(conn, "torch") if torch_path else contextlib.nullcontext():
                 x.grad = None
                 layer(conn, x).backward(g)
         return run
 
     def fwd(layer, torch_path=False):
         def run():
-            with torch.no_grad(), pytorch_path() if torch_path else contextlib.nullcontext():
+            with torch.no_grad(), backend(conn, "torch") if torch_path else contextlib.nullcontext():
                 layer(conn, x)
         return run
 
@@ -320,7 +330,7 @@ def _train_step_ms(kind, streams, layers, batch, seq, reps, fused: bool):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    ctx = contextlib.nullcontext() if fused else pytorch_path()
+    ctx = backend(model, "triton" if fused else "torch")
     kernels.width = counting_width
     try:
         with ctx:
@@ -363,13 +373,12 @@ def stage_step(args, results):
     return out
 
 
-# (BLOCK_T, BLOCK_K, NUM_WARPS, SPLIT_MIX, FUSED_COEFFICIENT_BACKWARD): larger token blocks re-read
+# (BLOCK_T, BLOCK_K, NUM_WARPS, SPLIT_MIX): larger token blocks re-read
 # the (n C x 32) projection weight from L2 fewer times; larger feature chunks mean fewer loop trips
 # but more registers; SPLIT_MIX writes the sHC coefficients and mixes in a second kernel (lighter
-# kernels, one more launch, the second read of the streams certainly from HBM);
-# FUSED_COEFFICIENT_BACKWARD=False differentiates the coefficient math with PyTorch autograd
-SWEEP = [(32, 64, 4, False, True), (32, 64, 4, True, True), (16, 128, 4, False, True), (32, 64, 4, False, False)]
-BLOCK_KEYS = ("BLOCK_T", "BLOCK_K", "NUM_WARPS", "SPLIT_MIX", "FUSED_COEFFICIENT_BACKWARD")
+# kernels, one more launch, the second read of the streams certainly from HBM)
+SWEEP = [(32, 64, 4, False), (32, 64, 4, True), (16, 128, 4, False)]
+BLOCK_KEYS = ("BLOCK_T", "BLOCK_K", "NUM_WARPS", "SPLIT_MIX")
 
 
 def stage_sweep(args, results):
