@@ -202,3 +202,21 @@ def test_open_shards_verify_catches_a_flipped_byte(tmp_path, text_folder):
     open_shards(tmp_path / "sh")  # same size: only the hash can tell
     with pytest.raises(ValueError, match="SHA-256"):
         open_shards(tmp_path / "sh", verify=True)
+
+
+def test_shard_files_are_mapped_lazily_and_at_most_max_open(tmp_path):
+    rng = np.random.default_rng(1)
+    parts, arrays = [], []
+    for i, n in enumerate((7, 0, 11, 3, 9, 5)):
+        a = rng.integers(0, 1 << 20, size=n).astype(np.uint32)
+        (tmp_path / f"{i}.bin").write_bytes(a.tobytes())
+        parts.append((tmp_path / f"{i}.bin", n))
+        arrays.append(a)
+    whole = np.concatenate(arrays)
+    st = ShardedTokens(parts, dtype=np.uint32, max_open=2)
+    assert st.open_maps == 0 and st.dtype == np.uint32  # nothing is opened until read
+    assert st[8] == whole[8] and st.open_maps == 1
+    idx = rng.integers(0, len(whole), size=200)
+    assert np.array_equal(st[idx], whole[idx])  # every file, through a cache of two maps
+    assert st.open_maps == 2
+    assert np.array_equal(np.asarray(st), whole)

@@ -13,6 +13,8 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+ENCODE_CHARS = 1 << 20  # characters per encode_batch call: large enough for the tokenizer's threads, small in memory
+
 
 def chunk_documents(items: Iterable[T], max_chars: int, text=lambda item: item) -> Iterator[list[T]]:
     """Consecutive, non-empty lists of ``items`` (order kept, nothing dropped or repeated).

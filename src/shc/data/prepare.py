@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .._optional import require
 from .batching import TokenBatcher
-from .chunks import chunk_documents
+from .chunks import ENCODE_CHARS, chunk_documents
 from .config import SHARDS_PREFIX, DataConfig, resolve_path, shards_path, tokenizer_path
 from .shards import BPE_COPY, open_shards, read_index
 from .sources import Source, open_source
@@ -43,7 +43,6 @@ from .tokenizers import BPETokenizer, ByteTokenizer, PretrainedTokenizer, Tokeni
 np = require("numpy", "shc.data")
 
 FORMAT_VERSION = 1
-_ENCODE_CHARS = 1 << 20  # characters per encode_batch call
 
 
 @dataclass
@@ -199,7 +198,7 @@ def _write_tokens(directory: Path, source: Source, tok: Tokenizer) -> None:
                 counts[f"{split}_bytes"] += sum(len(t.encode("utf-8")) for t in texts)
                 counts[f"{split}_documents"] += len(texts)
 
-            for chunk in chunk_documents(source.documents(), _ENCODE_CHARS, text=lambda doc: doc[1]):
+            for chunk in chunk_documents(source.documents(), ENCODE_CHARS, text=lambda doc: doc[1]):
                 for split in ("train", "val"):
                     write(split, [text for s, text in chunk if s == split])
         finally:

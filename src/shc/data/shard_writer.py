@@ -23,8 +23,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from .._optional import require
-from ..fileio import atomic_write_bytes, atomic_write_text, remove_temps
-from .chunks import chunk_documents
+from ..fileio import atomic_path, atomic_write_bytes, atomic_write_text, remove_temps
+from .chunks import ENCODE_CHARS, chunk_documents
 from .config import SHARDS_PREFIX, DataConfig, resolve_path
 from .prepare import resolve_tokenizer, token_dtype
 from .shards import BPE_COPY, INDEX, PLAN, SHARD_FORMAT, SPLITS, read_index, record_file, shard_file
@@ -151,20 +151,29 @@ def _finished_record(out: Path, i: int, itemsize: int) -> dict | None:
 
 
 def write_shard(out: Path, chunk: _Chunk, spec: tuple, dtype: str) -> dict:
-    """Tokenise one chunk, publish its two files, then its record (the mark that it is done)."""
+    """Tokenise one chunk, publish its two files, then its record (the mark that it is done).
+
+    Encoded ``ENCODE_CHARS`` at a time and streamed to the temporary file, so a worker holds the
+    chunk's text and one batch of ids, never the shard's ids as Python lists."""
     tok = _tokenizer(spec)
+    itemsize = np.dtype(dtype).itemsize
     record: dict = {"shard": chunk.index}
     for split in SPLITS:
         texts = chunk.texts[split]
-        data = encode_documents(tok, texts).astype(dtype).tobytes()
         name = shard_file(chunk.index, split)
-        atomic_write_bytes(out / name, data)
+        digest, n_bytes = hashlib.sha256(), 0
+        with atomic_path(out / name) as tmp, open(tmp, "wb") as f:
+            for batch in chunk_documents(texts, ENCODE_CHARS):
+                data = encode_documents(tok, batch).astype(dtype).tobytes()
+                f.write(data)
+                digest.update(data)
+                n_bytes += len(data)
         record[split] = {
             "file": name,
-            "tokens": len(data) // np.dtype(dtype).itemsize,
+            "tokens": n_bytes // itemsize,
             "bytes": sum(len(t.encode("utf-8")) for t in texts),
             "documents": len(texts),
-            "sha256": hashlib.sha256(data).hexdigest(),
+            "sha256": digest.hexdigest(),
         }
     atomic_write_text(out / record_file(chunk.index), json.dumps(record, sort_keys=True) + "\n")
     return record

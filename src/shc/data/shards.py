@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from pathlib import Path
 
 from .._optional import require
@@ -53,21 +54,45 @@ def sha256_file(path: Path) -> str:
 
 
 class ShardedTokens:
-    """One read-only 1-D token array over several memory-mapped shard files, without copying.
+    """One read-only 1-D token array over several shard files, without copying.
 
-    Supports ``len``, ``shape``, ``ndim``, ``dtype``, integer and slice indexing, and integer-array
-    indexing (what the batchers use; a window may cross a shard boundary). ``length`` caps the
-    array at its first ``length`` tokens (a token budget)."""
+    ``parts`` are arrays or ``(path, n_tokens)`` pairs; a path is memory-mapped when first read and
+    at most ``max_open`` maps are kept (each holds a file descriptor; a rank reads only its own
+    slice, so it opens only the shards in it). Supports ``len``, ``shape``, ``ndim``, ``dtype``,
+    integer and slice indexing, and integer-array indexing (what the batchers use; a window may
+    cross a shard boundary). ``length`` caps the array at its first ``length`` tokens (a budget)."""
 
-    def __init__(self, arrays: list[np.ndarray], length: int | None = None, dtype=np.uint16):
-        self._arrays = [a for a in arrays if a.shape[0] > 0]
-        sizes = np.array([a.shape[0] for a in self._arrays], dtype=np.int64)
+    def __init__(self, parts: list, length: int | None = None, dtype=np.uint16, max_open: int = 64):
+        self.dtype = np.dtype(dtype)
+        self._parts = [p for p in parts if (p[1] if isinstance(p, tuple) else p.shape[0]) > 0]
+        sizes = np.array([p[1] if isinstance(p, tuple) else p.shape[0] for p in self._parts], dtype=np.int64)
+        if self._parts and not isinstance(self._parts[0], tuple):
+            self.dtype = np.dtype(self._parts[0].dtype)
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         total = int(self._offsets[-1])
         if length is not None and not 0 <= length <= total:
             raise ValueError(f"length={length!r}: must be in [0, {total}] (the tokens in the shards)")
         self._length = total if length is None else int(length)
-        self.dtype = np.dtype(self._arrays[0].dtype if self._arrays else dtype)
+        self._open: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._max_open = max_open
+
+    @property
+    def open_maps(self) -> int:
+        """How many shard files are memory-mapped right now (at most ``max_open``)."""
+        return len(self._open)
+
+    def _part(self, s: int) -> np.ndarray:
+        part = self._parts[s]
+        if not isinstance(part, tuple):
+            return part
+        if s in self._open:
+            self._open.move_to_end(s)
+            return self._open[s]
+        if len(self._open) >= self._max_open:
+            self._open.popitem(last=False)
+        array = np.memmap(part[0], dtype=self.dtype, mode="r", shape=(part[1],))
+        self._open[s] = array
+        return array
 
     @property
     def shape(self) -> tuple[int]:
@@ -96,7 +121,7 @@ class ShardedTokens:
         which = np.searchsorted(self._offsets, flat, side="right") - 1
         for s in np.unique(which):
             mask = which == s
-            out[mask] = self._arrays[s][flat[mask] - self._offsets[s]]
+            out[mask] = self._part(int(s))[flat[mask] - self._offsets[s]]
         return out.reshape(idx.shape)
 
     def __array__(self, dtype=None, copy=None):
@@ -123,7 +148,7 @@ def open_shards(directory: str | Path, max_tokens: int | None = None, verify: bo
     directory = Path(directory)
     index = read_index(directory)
     dtype = np.dtype(index["dtype"])
-    arrays: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    parts: dict[str, list[tuple[Path, int]]] = {s: [] for s in SPLITS}
     for record in index["shards"]:
         for split in SPLITS:
             entry = record[split]
@@ -137,11 +162,10 @@ def open_shards(directory: str | Path, max_tokens: int | None = None, verify: bo
                 )
             if verify and sha256_file(path) != entry["sha256"]:
                 raise ValueError(f"{path}: SHA-256 differs from the index; rerun `shc data prepare` into it")
-            if entry["tokens"]:
-                arrays[split].append(np.memmap(path, dtype=dtype, mode="r", shape=(entry["tokens"],)))
+            parts[split].append((path, entry["tokens"]))
     n_train = index["train_tokens"] if max_tokens is None else min(index["train_tokens"], max_tokens)
     return (
         index,
-        ShardedTokens(arrays["train"], n_train, dtype),
-        ShardedTokens(arrays["val"], None, dtype),
+        ShardedTokens(parts["train"], n_train, dtype),
+        ShardedTokens(parts["val"], None, dtype),
     )

@@ -24,12 +24,10 @@ from itertools import count
 import torch
 
 from .._optional import require
-from .chunks import chunk_documents
+from .chunks import ENCODE_CHARS, chunk_documents
 from .tokenizers import Tokenizer, encode_documents
 
 np = require("numpy", "shc.data")
-
-ENCODE_CHARS = 1 << 20  # characters per encode_batch call
 
 
 @dataclass(frozen=True)
