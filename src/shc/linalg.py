@@ -17,6 +17,7 @@ __all__ = [
     "cayley",
     "cayley_from_params",
     "cayley_elimination",
+    "cayley_quadratic_map",
     "helmert_basis",
     "sinkhorn_log",
     "permutation_matrices",
@@ -148,6 +149,36 @@ def _skew_map(m: int, dtype: torch.dtype, device) -> torch.Tensor:
     if not torch.compiler.is_compiling():
         _SKEW_CACHE[key] = skew_map
     return skew_map
+
+
+def cayley_quadratic_map(m: int) -> torch.Tensor:
+    """For m = 2, 3 the Cayley transform is a quadratic form over ``(1 + |z|^2)``: with
+    ``q = vec([1, z] [1, z]^T)`` ((k+1)^2 entries), ``vec(N(z)) = q @ M[:, :m^2]`` and
+    ``1 + |z|^2 = q @ M[:, m^2]``, where ``U = N / (1 + |z|^2)`` (the closed forms of
+    :func:`cayley_from_params`). Returns ``M`` ((k+1)^2, m^2 + 1), float64.
+
+    ``N = I - 2A - |z|^2 I`` (m = 2) and ``N = I - 2A + 2 w w^T - |z|^2 I`` with the axial vector
+    ``w = (z_2, -z_1, z_0)`` of ``A`` (m = 3): a constant, a linear and a quadratic part, placed
+    on the entries ``q[0]``, ``q[0, 1 + a]`` and ``q[1 + a, 1 + b]``."""
+    if m not in (2, 3):
+        raise ValueError(f"cayley_quadratic_map: closed form only for m = 2 or 3, got m={m}")
+    k = m * (m - 1) // 2
+    eye = torch.eye(m, dtype=torch.float64)
+    skew = skew_from_params(torch.eye(k, dtype=torch.float64), m)  # A = sum_a z_a skew[a]
+    num = torch.zeros(k + 1, k + 1, m, m, dtype=torch.float64)
+    den = torch.zeros(k + 1, k + 1, dtype=torch.float64)
+    num[0, 0] = eye
+    den[0, 0] = 1.0
+    for a in range(k):
+        num[0, 1 + a] = -2 * skew[a]
+        num[1 + a, 1 + a] -= eye
+        den[1 + a, 1 + a] = 1.0
+    if m == 3:
+        axial = torch.tensor([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)  # w = axial @ z
+        for a in range(k):
+            for b in range(k):
+                num[1 + a, 1 + b] += 2 * torch.outer(axial[:, a], axial[:, b])
+    return torch.cat([num.reshape((k + 1) ** 2, m * m), den.reshape(-1, 1)], dim=-1)
 
 
 _M3_CACHE: dict = {}

@@ -167,6 +167,14 @@ class HyperConnection(nn.Module):
             y = y.to(streams.dtype)
         return y[..., 0, :], y[..., 1:, :], post
 
+    def inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """Tensors the no-grad path derives from the parameters alone (folded weights...)."""
+        return {}
+
+    def cached_inference_constants(self, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+        """:meth:`inference_constants`, rebuilt only when a parameter changes (:class:`ParameterCache`)."""
+        return self._inference_cache.get(self.parameters(), (dtype, device), lambda: self.inference_constants(dtype))
+
     def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``([H_pre; H_res^T] (tokens, n + 1, n), H_post (..., n))`` for :meth:`width_inference`.
 
@@ -305,18 +313,13 @@ class CoefficientConnection(HyperConnection):
 
     # --- the gradient-free path (decode, evaluation) ---------------------------------------
     def inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """Parameter-only tensors of the no-grad path, cached (:class:`ParameterCache`): the
-        projection with the RMSNorm gain and the gates folded in, ``g W diag(s)``, and the bias."""
+        """The projection with the RMSNorm gain and the gates folded in, ``g W diag(s)``, the bias
+        and ``eps`` as a tensor."""
         return {
             "weight": self.folded_weight(dtype) * self.gate_scale(dtype),
             "bias": self.bias.to(dtype),
             "eps": torch.tensor(self.eps, dtype=dtype, device=self.bias.device),
         }
-
-    def cached_inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        return self._inference_cache.get(
-            self.parameters(), (dtype, self.bias.device), lambda: self.inference_constants(dtype)
-        )
 
     def inference_coefficients(self, streams: torch.Tensor, consts: dict[str, torch.Tensor]) -> torch.Tensor:
         """:meth:`coefficients` from the cached folded weight, (tokens, total):
@@ -330,7 +333,7 @@ class CoefficientConnection(HyperConnection):
         return torch.addcmul(consts["bias"], flat @ weight, inv_rms)
 
     def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        consts = self.cached_inference_constants(compute_dtype(streams))
+        consts = self.cached_inference_constants(compute_dtype(streams), streams.device)
         pre, res, post = self.coefficient_math(self.inference_coefficients(streams, consts))
         mat = torch.cat([pre.unsqueeze(-2), res.transpose(-1, -2)], dim=-2)
         return mat, post.view(*streams.shape[:-2], self.num_streams)

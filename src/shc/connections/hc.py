@@ -73,3 +73,31 @@ class HC(HyperConnection):
             alpha = self.alpha_static.to(dt) + self.alpha_gate.to(dt) * dynamic[..., : n + 1]
             post = self.beta_static.to(dt) + self.beta_gate.to(dt) * dynamic[..., n + 1]
         return Mixing(alpha[..., 0], alpha[..., 1:], post)
+
+    # --- the gradient-free path (decode) -----------------------------------------------------
+    def inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The folded projection ``g [W_alpha | w_beta]`` (C, n + 2), the statics
+        ``[alpha_static | beta_static]`` (n, n + 2) and the gates per column (n + 2)."""
+        n = self.num_streams
+        weight = self.norm_weight.to(dtype).unsqueeze(-1) * torch.cat(
+            [self.alpha_proj.to(dtype), self.beta_proj.to(dtype).unsqueeze(-1)], dim=-1
+        )
+        static = torch.cat([self.alpha_static.to(dtype), self.beta_static.to(dtype).unsqueeze(-1)], dim=-1)
+        gates = torch.cat([self.alpha_gate.to(dtype).expand(n + 1), self.beta_gate.to(dtype).reshape(1)])
+        eps = torch.tensor(self.eps, dtype=dtype, device=weight.device)
+        return {"weight": weight, "static": static, "gates": gates, "eps": eps}
+
+    def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # alpha (tokens, n, n + 1) holds [H_pre | H_res] row by row, so [H_pre; H_res^T] = alpha^T
+        n, c = self.num_streams, self.dim
+        dt = compute_dtype(streams)
+        consts = self.cached_inference_constants(dt, streams.device)
+        x = streams.reshape(-1, c)
+        if x.dtype != dt:
+            x = x.to(dt)
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        inv_rms = torch.rsqrt(torch.addcmul(consts["eps"], norm, norm, value=1.0 / c))
+        dynamic = torch.tanh((x @ consts["weight"]) * inv_rms).view(-1, n, n + 2)
+        coef = torch.addcmul(consts["static"], dynamic, consts["gates"])
+        alpha, post = coef.split((n + 1, 1), dim=-1)
+        return alpha.transpose(1, 2), post.view(*streams.shape[:-2], n)

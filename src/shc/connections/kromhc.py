@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..linalg import batched_kron
-from .base import CoefficientConnection
+from .base import CoefficientConnection, compute_dtype
 
 SECOND_BIAS = -8.0
 
@@ -52,3 +52,43 @@ class KromHC(CoefficientConnection):
             for k in range(self.num_factors)
         ]
         return batched_kron(factors)
+
+    # --- the gradient-free path (decode) -----------------------------------------------------
+    # softmax([a, b])[0] = sigmoid(a - b) and 1 - sigmoid(t) = sigmoid(-t): the cached weight's
+    # columns are [d_pre, d_post / 1, +(d_k0 - d_k1), -(d_k0 - d_k1) per factor], so one sigmoid
+    # gives H_pre, H_post / 2 and every factor's (p_k, 1 - p_k); vec(H_res^T) is multilinear in
+    # those pairs: the outer product of the K pairs times a constant 0/1 map (2^K, n^2).
+
+    def inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        consts = super().inference_constants(dtype)
+        n, k = self.num_streams, self.num_factors
+        weight, bias = consts["weight"], consts["bias"]
+        diff = weight[:, 2 * n :: 2] - weight[:, 2 * n + 1 :: 2]  # (F, K)
+        bias_diff = bias[2 * n :: 2] - bias[2 * n + 1 :: 2]
+        pairs_w = torch.stack([diff, -diff], dim=-1).reshape(weight.shape[0], 2 * k)
+        pairs_b = torch.stack([bias_diff, -bias_diff], dim=-1).reshape(2 * k)
+        consts["weight"] = torch.cat([weight[:, : 2 * n], pairs_w], dim=-1)
+        consts["bias"] = torch.cat([bias[: 2 * n], pairs_b])
+        scale = torch.ones(2 * n + 2 * k, dtype=dtype, device=weight.device)
+        scale[n : 2 * n] = 2.0  # H_post = 2 sigmoid
+        consts["scale"] = scale
+        # vec(H_res^T) = (a_1 ⊗ ... ⊗ a_K) @ kron_map, a_k = (p_k, 1 - p_k): evaluated on the basis
+        basis = torch.eye(2, dtype=torch.float64)
+        rows = []
+        for corner in torch.cartesian_prod(*[torch.arange(2)] * k).reshape(-1, k).tolist():
+            factors = [torch.stack([basis[c], basis[1 - c]]).unsqueeze(0) for c in corner]
+            rows.append(batched_kron(factors)[0].t().reshape(-1))
+        consts["kron"] = torch.stack(rows).to(dtype=dtype, device=weight.device)
+        return consts
+
+    def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, k = self.num_streams, self.num_factors
+        consts = self.cached_inference_constants(compute_dtype(streams), streams.device)
+        act = torch.sigmoid(self.inference_coefficients(streams, consts)) * consts["scale"]
+        tokens = act.shape[0]
+        pre, post, pairs = act.split((n, n, 2 * k), dim=-1)
+        corners = pairs[:, 0:2]
+        for f in range(1, k):
+            corners = (corners.unsqueeze(-1) * pairs[:, 2 * f : 2 * f + 2].unsqueeze(-2)).reshape(tokens, -1)
+        res_t = (corners @ consts["kron"]).view(tokens, n, n)
+        return torch.cat([pre.unsqueeze(1), res_t], dim=1), post.view(*streams.shape[:-2], n)

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from ..kernels.interface import ProjectedCoefficients
-from ..linalg import cayley_from_params, helmert_basis
-from .base import CoefficientConnection
+from ..linalg import cayley_from_params, cayley_quadratic_map, helmert_basis
+from .base import CoefficientConnection, compute_dtype
 from .constants import centre_matrix, constant
 
 DEFAULT_SIGMA_BIAS = 4.0
@@ -99,6 +99,63 @@ class SHC(CoefficientConnection):
         sandwich = constant(sandwich_matrix, (n,), e.dtype, e.device)
         res = torch.addmm(centre, e.reshape(-1, m * m), sandwich)
         return res.reshape(*lead, n, n)
+
+    # --- the gradient-free path (decode) -----------------------------------------------------
+    # For m = 2, 3 the whole coefficient math is a few GEMMs and elementwise ops. With
+    # sigmoid(c) = (1 + tanh(c / 2)) / 2, one tanh serves every group: the cached weight has the
+    # 1/2 folded into the H_pre / H_post columns, and one affine map after the tanh gives
+    # [H_pre, H_post, 1, z_U, 1, z_V, sigma] (the two 1s are zero columns with shift 1). Cayley's
+    # numerator is quadratic in z and its denominator is 1 + |z|^2 (cayley_quadratic_map), so
+    # P N(z) and 1 + |z|^2 are one GEMM of the outer product [1, z] [1, z]^T, for U and V at once,
+    # and H_res^T = J + (P N_V) diag(sigma) (P N_U)^T / ((1 + |z_U|^2)(1 + |z_V|^2)).
+
+    def inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        consts = super().inference_constants(dtype)
+        if self.rank not in (2, 3):
+            return consts
+        n, m, k = self.num_streams, self.rank, self.num_angles
+        weight, bias = consts["weight"], consts["bias"]
+        zero = weight.new_zeros(weight.shape[0], 1)
+        half = 0.5 * torch.ones(2 * n, dtype=dtype, device=weight.device)
+        cols = [weight[:, : 2 * n] * half, zero, weight[:, 2 * n : 2 * n + k], zero, weight[:, 2 * n + k :]]
+        consts["weight"] = torch.cat(cols, dim=-1)
+        one = bias.new_zeros(1)
+        consts["bias"] = torch.cat([bias[: 2 * n] * half, one, bias[2 * n : 2 * n + k], one, bias[2 * n + k :]])
+        gamma = self.gamma.to(dtype)
+        ones = lambda size: torch.ones(size, dtype=dtype, device=weight.device)  # noqa: E731
+        # after the tanh: H_pre = (1 + t) / 2, H_post = 1 + t, z = gamma t, sigma = t, and the 1s
+        consts["scale"] = torch.cat(
+            [0.5 * ones(n), ones(n), 0 * ones(1), gamma[0] * ones(k), 0 * ones(1), gamma[1] * ones(k), ones(m)]
+        )
+        consts["shift"] = torch.cat(
+            [0.5 * ones(n), ones(n), ones(1), 0 * ones(k), ones(1), 0 * ones(k), 0 * ones(m)]
+        )
+        helmert = constant(helmert_basis, (n, torch.float64), torch.float64, weight.device)
+        # (k+1)^2 -> vec(P N) (n m) and the denominator (1)
+        quad = cayley_quadratic_map(m)  # ((k+1)^2, m^2 + 1), float64
+        num = quad[:, : m * m].reshape(-1, m, m)
+        consts["cayley"] = torch.cat([(helmert @ num).reshape(-1, n * m), quad[:, m * m :]], dim=-1).to(dtype)
+        consts["centre"] = constant(centre_matrix, (n,), dtype, weight.device)
+        return consts
+
+    def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.rank not in (2, 3):
+            return super().inference_width_matrix(streams)
+        n, m, k = self.num_streams, self.rank, self.num_angles
+        consts = self.cached_inference_constants(compute_dtype(streams), streams.device)
+        coef = self.inference_coefficients(streams, consts)
+        act = torch.addcmul(consts["shift"], torch.tanh(coef), consts["scale"])
+        tokens = act.shape[0]
+        pre, post, z1, sigma = act.split((n, n, 2 * (k + 1), m), dim=-1)
+        z1 = z1.view(tokens, 2, k + 1)
+        outer = (z1.unsqueeze(-1) * z1.unsqueeze(-2)).view(2 * tokens, (k + 1) ** 2)
+        # [vec(P N), 1 + |z|^2] for U and V
+        pn, den = (outer @ consts["cayley"]).view(tokens, 2, n * m + 1).split((n * m, 1), dim=-1)
+        pn_u, pn_v = pn.view(tokens, 2, n, m).unbind(1)
+        den = den.prod(1, keepdim=True)  # (tokens, 1, 1)
+        res_t = torch.addcdiv(consts["centre"], torch.bmm(pn_v * sigma.unsqueeze(1), pn_u.transpose(1, 2)), den)
+        mat = torch.cat([pre.unsqueeze(1), res_t], dim=1)
+        return mat, post.view(*streams.shape[:-2], n)
 
     def kernel_spec(self):
         """sHC at n = 3, 4 with this class's own math: the fused forward kernel evaluates it."""
