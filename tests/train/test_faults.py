@@ -1,0 +1,81 @@
+"""Fault injection: a `shc train` subprocess killed (SIGKILL, SIGINT) at random moments over several
+resumes ends with exactly the weights and the losses of an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file
+
+from shc.fileio import is_temp_name
+from shc.train import is_finished, read_metrics, train
+from shc.train.checkpoint import WEIGHTS, list_checkpoints
+
+from .conftest import MICRO
+
+FAULT_RUN = ["train.steps=40", "train.checkpoint_interval=3", "train.eval_interval=10", "train.keep_checkpoints=2"]
+
+
+def launch(run, sets, resume: bool) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "shc.cli", "train", "--preset", "demo", "--out", str(run)]
+    argv += [x for s in sets for x in ("--set", s)]
+    return subprocess.Popen(
+        [*argv, "--resume"] if resume else argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def training_under_way(run, since: float) -> bool:
+    """metrics.csv is (re)written by a run once its first step is done (a resume rewrites it first)."""
+    metrics = run / "metrics.csv"
+    return metrics.is_file() and metrics.stat().st_mtime >= since
+
+
+def losses(run):
+    return [(r["step"], r["loss"]) for r in read_metrics(run) if r["loss"] is not None]
+
+
+def test_random_sigkill_and_sigint_over_several_resumes_give_the_uninterrupted_run(
+    corpus, cache_dir, make_cfg, tmp_path
+):
+    sets = [f"data.source={corpus}", f"data.cache_dir={cache_dir}", *MICRO, *FAULT_RUN]
+    reference = train(make_cfg(*FAULT_RUN, name="reference"))
+    run = tmp_path / "killed"
+    rng = random.Random(0)
+    landed = {signal.SIGKILL: 0, signal.SIGINT: 0}
+    for attempt in range(6):
+        sig = signal.SIGKILL if attempt % 2 == 0 else signal.SIGINT
+        start = time.time()
+        proc = launch(run, sets, resume=(run / "config.yaml").is_file())
+        while proc.poll() is None and not training_under_way(run, start):
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.6))  # somewhere in a step, an eval, a checkpoint write, ...
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            landed[sig] += 1
+        _, err = proc.communicate(timeout=120)
+        # 130: Ctrl-C handled (checkpoint saved); -SIGINT: it landed after the run was done, at exit
+        assert proc.returncode in (0, 130, -signal.SIGINT, -signal.SIGKILL), err.decode()[-2000:]
+        if b"interrupted at step" in err:
+            assert b"checkpoint saved in" in err
+        if is_finished(run):
+            break
+    assert landed[signal.SIGKILL] >= 1 and landed[signal.SIGINT] >= 1, landed
+    if not is_finished(run):
+        proc = launch(run, sets, resume=True)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    assert is_finished(run)
+    a = load_file(str(list_checkpoints(reference)[-1] / WEIGHTS))
+    b = load_file(str(list_checkpoints(run)[-1] / WEIGHTS))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert losses(run) == losses(reference)  # every step once, with the same loss
+    assert [p for p in run.rglob("*") if is_temp_name(p.name)] == []
