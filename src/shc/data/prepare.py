@@ -37,7 +37,7 @@ from .chunks import ENCODE_CHARS, chunk_documents
 from .config import SHARDS_PREFIX, DataConfig, resolve_path, shards_path, tokenizer_path
 from .shards import BPE_COPY, open_shards, read_index
 from .sources import Source, open_source
-from .streaming import StreamingBatcher, TrainStream, head_documents
+from .streaming import STREAM_PREFETCH, StreamingBatcher, TrainStream, head_documents
 from .tokenizers import BPETokenizer, ByteTokenizer, PretrainedTokenizer, Tokenizer, encode_documents, train_bpe
 
 np = require("numpy", "shc.data")
@@ -60,12 +60,20 @@ class PreparedData:
     stream: TrainStream | None = None
 
     def train_batcher(
-        self, seq_len: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, micro_steps: int = 1
+        self,
+        seq_len: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        micro_steps: int = 1,
+        prefetch: int = STREAM_PREFETCH,
     ) -> TokenBatcher | StreamingBatcher:
-        """``.batch(step, micro) -> (x, y)`` for this rank; ``micro_steps`` = micro-batches per step."""
+        """``.batch(step, micro) -> (x, y)`` for this rank; ``micro_steps`` = micro-batches per step;
+        ``prefetch``: batches a stream tokenises ahead in a background thread."""
         if self.stream is not None:
             return StreamingBatcher(
-                self.stream, self.tokenizer, seq_len, batch_size, seed, rank, world_size, micro_steps
+                self.stream, self.tokenizer, seq_len, batch_size, seed, rank, world_size, micro_steps, prefetch=prefetch
             )
         return TokenBatcher(self.train, seq_len, batch_size, seed, rank, world_size)
 
