@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+from packaging.version import Version
 from safetensors.torch import load_file, save_file
 
 import shc.hf
@@ -77,7 +78,8 @@ def test_paper_init_and_options_are_recorded_and_rebuilt(tmp_path):
 
 def test_load_passes_dtype_through(tmp_path):
     converted().save_pretrained(tmp_path)
-    model = shc.hf.load(tmp_path, dtype=torch.bfloat16)
+    dtype_arg = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    model = shc.hf.load(tmp_path, **{dtype_arg: torch.bfloat16})
     assert model.model.embed_tokens.weight.dtype == torch.bfloat16
     assert torch.isfinite(model(token_batch()).logits).all()
 

@@ -19,11 +19,18 @@ original layer does, so the KV cache, ``generate`` and gradient checkpointing
 from __future__ import annotations
 
 import torch
+from packaging import version as _version
 from torch import nn
 
 from .._optional import require
 from ..connections import HyperConnection, expand_streams, reduce_streams
 
+_transformers = require("transformers", "shc.hf")
+# 4.54 is the first release whose decoder layers return a tensor (not a tuple) and that has
+# GradientCheckpointingLayer; older ones would misread this layer's output
+MIN_TRANSFORMERS = "4.54"
+if _version.Version(_transformers.__version__) < _version.Version(MIN_TRANSFORMERS):
+    raise ImportError(f"shc.hf needs transformers >= {MIN_TRANSFORMERS}, found {_transformers.__version__}")
 _modeling_layers = require("transformers.modeling_layers", "shc.hf")
 
 STREAM_REDUCTIONS = ("mean", "sum")

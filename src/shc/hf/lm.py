@@ -56,11 +56,12 @@ class HFLanguageModel(nn.Module):
         transformers = require("transformers", "shc train --init-from hf:...")
         path = str(Path(path).expanduser())
         if pretrained:
-            model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
+            model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
         else:
             config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-            model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        apply_conversion(model, spec, initialise=pretrained)
+            model = transformers.AutoModelForCausalLM.from_config(config)
+        # float32 master weights (the trainer autocasts); the dtype argument's name differs across versions
+        apply_conversion(model.float(), spec, initialise=pretrained)
         return cls(model.train())
 
     def connections(self) -> list[HyperConnection]:
