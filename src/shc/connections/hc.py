@@ -99,5 +99,5 @@ class HC(HyperConnection):
         inv_rms = torch.rsqrt(torch.addcmul(consts["eps"], norm, norm, value=1.0 / c))
         dynamic = torch.tanh((x @ consts["weight"]) * inv_rms).view(-1, n, n + 2)
         coef = torch.addcmul(consts["static"], dynamic, consts["gates"])
-        alpha, post = coef.split((n + 1, 1), dim=-1)
+        alpha, post = coef.split_with_sizes((n + 1, 1), dim=-1)
         return alpha.transpose(1, 2), post.view(*streams.shape[:-2], n)

@@ -86,7 +86,7 @@ class KromHC(CoefficientConnection):
         consts = self.cached_inference_constants(compute_dtype(streams), streams.device)
         act = torch.sigmoid(self.inference_coefficients(streams, consts)) * consts["scale"]
         tokens = act.shape[0]
-        pre, post, pairs = act.split((n, n, 2 * k), dim=-1)
+        pre, post, pairs = act.split_with_sizes((n, n, 2 * k), dim=-1)
         corners = pairs[:, 0:2]
         for f in range(1, k):
             corners = (corners.unsqueeze(-1) * pairs[:, 2 * f : 2 * f + 2].unsqueeze(-2)).reshape(tokens, -1)

@@ -146,11 +146,11 @@ class SHC(CoefficientConnection):
         coef = self.inference_coefficients(streams, consts)
         act = torch.addcmul(consts["shift"], torch.tanh(coef), consts["scale"])
         tokens = act.shape[0]
-        pre, post, z1, sigma = act.split((n, n, 2 * (k + 1), m), dim=-1)
+        pre, post, z1, sigma = act.split_with_sizes((n, n, 2 * (k + 1), m), dim=-1)
         z1 = z1.view(tokens, 2, k + 1)
         outer = (z1.unsqueeze(-1) * z1.unsqueeze(-2)).view(2 * tokens, (k + 1) ** 2)
         # [vec(P N), 1 + |z|^2] for U and V
-        pn, den = (outer @ consts["cayley"]).view(tokens, 2, n * m + 1).split((n * m, 1), dim=-1)
+        pn, den = (outer @ consts["cayley"]).view(tokens, 2, n * m + 1).split_with_sizes((n * m, 1), dim=-1)
         pn_u, pn_v = pn.view(tokens, 2, n, m).unbind(1)
         den = den.prod(1, keepdim=True)  # (tokens, 1, 1)
         res_t = torch.addcdiv(consts["centre"], torch.bmm(pn_v * sigma.unsqueeze(1), pn_u.transpose(1, 2)), den)
