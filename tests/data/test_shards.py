@@ -130,6 +130,18 @@ def test_token_budget(tmp_path, text_folder):
     grown = prepare_shards(cfg, tmp_path / "b", max_tokens=2 * budget, shard_chars=400)
     assert grown["shards"] == full["shards"][: len(grown["shards"])] and grown["train_tokens"] == 2 * budget
 
+    # a rerun that dies (here its progress callback raises) leaves no index that could list missing shards
+    def die(record):
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        prepare_shards(cfg, tmp_path / "b", max_tokens=budget, shard_chars=400, progress=die)
+    assert not (tmp_path / "b" / INDEX).exists()
+    shrunk = prepare_shards(cfg, tmp_path / "b", max_tokens=budget, shard_chars=400)
+    assert shrunk == index  # back to the smaller budget: the shards past it are gone
+    listed = {r[s]["file"] for r in shrunk["shards"] for s in ("train", "val")}
+    assert {p.name for p in (tmp_path / "b").glob("shard-*.bin")} == listed
+
 
 def test_refused_directories_and_settings(tmp_path, text_folder):
     cfg = _cfg(tmp_path, source=str(text_folder))

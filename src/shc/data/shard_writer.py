@@ -23,11 +23,11 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from .._optional import require
-from ..fileio import atomic_path, atomic_write_bytes, atomic_write_text, remove_temps
+from ..fileio import atomic_path, atomic_write_bytes, atomic_write_text, fsync_dir, remove_temps
 from .chunks import ENCODE_CHARS, chunk_documents
 from .config import SHARDS_PREFIX, DataConfig, resolve_path
 from .prepare import resolve_tokenizer, token_dtype
-from .shards import BPE_COPY, INDEX, PLAN, SHARD_FORMAT, SPLITS, read_index, record_file, shard_file
+from .shards import BPE_COPY, INDEX, PLAN, SHARD_FORMAT, SPLITS, record_file, shard_file
 from .sources import open_source
 from .tokenizers import BPETokenizer, encode_documents, tokenizer_from_spec, tokenizer_spec
 
@@ -133,9 +133,11 @@ def _claim(out: Path, plan: dict) -> None:
     elif any(not p.name.startswith(".") for p in out.iterdir()):
         raise ValueError(f"{out} is not empty and holds no {PLAN}: not a shard directory; use another --out")
     remove_temps(out)
+    # until this run writes its own index the directory is unfinished: a rerun with a smaller budget
+    # removes shards the old index lists, and a kill in between must not leave that index behind
+    (out / INDEX).unlink(missing_ok=True)
+    fsync_dir(out)
     atomic_write_text(plan_path, json.dumps(plan, indent=1, sort_keys=True) + "\n")
-    if (out / INDEX).is_file():
-        read_index(out)  # a finished directory of another format is an error, not overwritten
 
 
 def _finished_record(out: Path, i: int, itemsize: int) -> dict | None:

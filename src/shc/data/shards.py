@@ -10,6 +10,7 @@ A shard directory::
     ...
     tokenizer.json              a copy of the BPE when the tokenizer is a trained ``bpe``
     index.json                  written last: plan + budget + totals + every shard's record
+                                (removed when a rerun starts, so it marks only a finished run)
 
 Shard ``i`` holds the ``i``-th chunk of the source's documents (``chunks.chunk_documents``), its
 training documents in ``.train.bin`` and its held-out documents in ``.val.bin``, so the content of
