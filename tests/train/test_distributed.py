@@ -1,4 +1,7 @@
-"""Two CPU processes (gloo): DDP and FSDP2 keep the ranks' parameters identical."""
+"""Two CPU processes (gloo), launched ONCE for the whole module (a spawn per case would dominate
+the time): the trainer under DDP and FSDP2 keeps the ranks identical across a resume; every kind
+trains under DDP at n in {2, 4}; the FSDP build (meta -> shard -> per-rank init) starts from
+exactly the plain build's values while holding only its shard."""
 
 from __future__ import annotations
 
@@ -11,7 +14,21 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from shc.train import TrainConfig, Trainer, read_metrics
+from shc.train import TrainConfig, Trainer, build_config, read_metrics
+from shc.train.build import build_model, build_plain, build_sharded
+from shc.train.distributed import DistInfo
+from shc.train.loss import lm_loss
+from shc.train.optim import build_optimizer
+
+from .conftest import MICRO
+
+# every kind at n in {2, 4} (residual: n = 1) under DDP; the kinds FSDP2 can shard (HC's scalar
+# gates are 0-d parameters, which fully_shard refuses)
+DDP_CASES = [("residual", 1)] + [(k, n) for k in ("hc", "mhc", "mhc_lite", "kromhc", "shc") for n in (2, 4)]
+FSDP_CASES = [("shc", 4), ("shc", 2), ("mhc", 4), ("kromhc", 2), ("residual", 1)]
+TINY_MODEL = {"vocab_size": 32, "dim": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8,
+              "mlp_dim": 24, "max_seq_len": 16}  # fmt: skip
+TRAINER_RUN = ["train.steps=3", "train.eval_interval=3", "train.checkpoint_interval=3", "train.grad_accum=2"]
 
 
 def _free_port() -> int:
@@ -20,46 +37,114 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, cfg_dict: dict, out: str, resume_steps: int = 0) -> None:
+def _tiny_cfg(kind: str, streams: int, fsdp: bool) -> TrainConfig:
+    model = {**TINY_MODEL, "connection": {"kind": kind, "streams": streams}}
+    train = {"seed": 3, "fsdp": fsdp, "seq_len": 8, "steps": 3, "warmup_steps": 1}
+    return TrainConfig.from_dict({"preset": "demo", "model": model, "train": train}).validate()
+
+
+def _full_params(model) -> torch.Tensor:
+    params = [p.detach() for p in model.parameters()]
+    return torch.cat([(p.full_tensor() if hasattr(p, "full_tensor") else p).flatten() for p in params])
+
+
+def _ranks_equal(flat: torch.Tensor, world: int) -> bool:
+    gathered = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    return all(torch.equal(gathered[0], g) for g in gathered[1:])
+
+
+def _trainer_runs(cfgs: dict[str, dict], world: int, results: dict) -> None:
+    """3 steps, then resumed from the step-3 checkpoint up to step 4, under DDP and FSDP2."""
+    for name, cfg_dict in cfgs.items():
+        Trainer(TrainConfig.from_dict(cfg_dict)).fit()
+        cfg_dict["train"]["steps"] = 4
+        trainer = Trainer(TrainConfig.from_dict(cfg_dict), resume=True)
+        trainer.fit()
+        results[f"trainer {name}"] = (_ranks_equal(_full_params(trainer.raw_model), world), True)
+
+
+def _every_kind_under_ddp(info: DistInfo, results: dict) -> None:
+    for kind, n in DDP_CASES:  # three steps: an unused parameter fails DDP at the second
+        raw, model = build_model(_tiny_cfg(kind, n, fsdp=False), info)
+        start = _full_params(raw)
+        optimizer = build_optimizer(raw, 1e-2, (0.9, 0.95), 0.1)
+        for step in range(3):  # each rank its own batch: equal weights need the gradient all-reduce
+            tokens = torch.randint(0, 32, (2, 9), generator=torch.Generator().manual_seed(10 * step + info.rank))
+            lm_loss(model, tokens[:, :-1], tokens[:, 1:]).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        flat = _full_params(raw)
+        results[f"ddp {kind} n={n}"] = (_ranks_equal(flat, info.world_size), not torch.equal(flat, start))
+
+
+def _fsdp_builds(info: DistInfo, results: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    for kind, n in FSDP_CASES:
+        cfg = _tiny_cfg(kind, n, fsdp=True)
+        sharded = build_sharded(cfg, info)
+        full = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        plain = build_plain(cfg, cfg.train.seed).state_dict()
+        same = full.keys() == plain.keys() and all(torch.equal(full[k], plain[k]) for k in plain)
+        local = sharded.embed.weight.to_local().numel()  # this rank holds half the rows
+        results[f"fsdp {kind} n={n}"] = (same, local == plain["embed.weight"].numel() // info.world_size)
+
+
+def _worker(rank: int, world: int, port: int, trainer_cfgs: dict, out: str) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
+    results: dict[str, tuple[bool, bool]] = {}
     try:
-        trainer = Trainer(TrainConfig.from_dict(cfg_dict))
-        trainer.fit()
-        if resume_steps:  # continue the finished run from its checkpoint
-            cfg_dict["train"]["steps"] = resume_steps
-            trainer = Trainer(TrainConfig.from_dict(cfg_dict), resume=True)
-            trainer.fit()
-        params = []
-        for p in trainer.raw_model.parameters():
-            p = p.detach()
-            params.append((p.full_tensor() if hasattr(p, "full_tensor") else p).flatten())
-        torch.save(torch.cat(params), os.path.join(out, f"rank{rank}.pt"))
+        _trainer_runs(trainer_cfgs, world, results)
+        info = DistInfo(rank, rank, world, torch.device("cpu"))
+        _every_kind_under_ddp(info, results)
+        _fsdp_builds(info, results)
     finally:
         dist.destroy_process_group()
+    if rank == 0:
+        torch.save(results, out)
 
 
-@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp2"])
-def test_two_ranks_stay_in_sync(make_cfg, tmp_path, monkeypatch, fsdp):
+@pytest.fixture(scope="module")
+def launched(corpus, cache_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    sets = [f"data.source={corpus}", f"data.cache_dir={cache_dir}", *MICRO, *TRAINER_RUN]
+    cfgs = {
+        name: build_config("demo", overrides=[*sets, f"train.fsdp={fsdp}"], out=str(root / name)).to_dict()
+        for name, fsdp in (("ddp", "false"), ("fsdp2", "true"))
+    }
     # spawned children import this module by the name pytest gave it: put its root on their path
-    root = Path(__file__).resolve().parents[_worker.__module__.count(".")]
-    monkeypatch.syspath_prepend(str(root))  # spawn hands the parent's sys.path to the children
-    cfg = make_cfg(
-        "train.steps=3",
-        "train.eval_interval=3",
-        "train.checkpoint_interval=3",
-        f"train.fsdp={str(fsdp).lower()}",
-        "train.grad_accum=2",
-        name="ddp",
-    )
-    # 3 steps, then resumed from the step-3 checkpoint up to step 4
-    mp.spawn(_worker, args=(2, _free_port(), cfg.to_dict(), str(tmp_path), 4), nprocs=2, join=True)
-    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
-    assert torch.equal(a, b)
-    rows = [r for r in read_metrics(cfg.run_dir) if r["loss"] is not None]
+    top = str(Path(__file__).resolve().parents[_worker.__module__.count(".")])
+    with pytest.MonkeyPatch.context() as mp_ctx:
+        mp_ctx.syspath_prepend(top)  # spawn hands the parent's sys.path to the children
+        mp.spawn(_worker, args=(2, _free_port(), cfgs, str(root / "results.pt")), nprocs=2, join=True)
+    return root, torch.load(root / "results.pt")
+
+
+@pytest.mark.parametrize("name", ["ddp", "fsdp2"])
+def test_the_trainer_keeps_two_ranks_in_sync_across_a_resume(launched, name):
+    root, results = launched
+    assert results[f"trainer {name}"][0], "ranks differ"
+    run = root / name
+    rows = [r for r in read_metrics(run) if r["loss"] is not None]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert rows[-1]["tokens"] == 4 * 2 * 2 * 4 * 16  # steps x ranks x accum x batch x seq
-    assert (cfg.run_dir / "DONE").is_file()
+    assert (run / "DONE").is_file()
+
+
+@pytest.mark.parametrize(("kind", "n"), DDP_CASES)
+def test_every_kind_trains_under_ddp(launched, kind, n):
+    in_sync, moved = launched[1][f"ddp {kind} n={n}"]
+    assert in_sync, "ranks differ after 3 DDP steps"
+    assert moved, "the parameters did not change"
+
+
+@pytest.mark.parametrize(("kind", "n"), FSDP_CASES)
+def test_the_fsdp_build_equals_the_plain_build_and_is_sharded(launched, kind, n):
+    same, sharded = launched[1][f"fsdp {kind} n={n}"]
+    assert same, "the FSDP-built model's full state differs from the plain build with the same seed"
+    assert sharded, "a rank holds more than its shard of the embedding"
