@@ -173,11 +173,12 @@ class HyperConnection(nn.Module):
 
     def cached_inference_constants(self, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
         """:meth:`inference_constants`, rebuilt only when a parameter changes (:class:`ParameterCache`)."""
-        # the module's own parameters (a connection has no submodules) read straight from
-        # ``_parameters``: ``nn.Module.parameters()`` costs ~10 us a call (a generator hashing
-        # every tensor into a memo set), a tenth of a whole decode call
+        # the module's own parameters (a connection has no submodules; None = unset, e.g. sHC
+        # n = 2 has no gamma) read straight from ``_parameters``: ``nn.Module.parameters()``
+        # costs ~10 us a call (a generator hashing every tensor into a memo set)
         return self._inference_cache.get(
-            self._parameters.values(), (dtype, device), lambda: self.inference_constants(dtype)
+            [p for p in self._parameters.values() if p is not None], (dtype, device),
+            lambda: self.inference_constants(dtype),
         )
 
     def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
