@@ -109,3 +109,37 @@ def test_bad_flags_fail_with_exit_code_2_and_write_nothing(tmp_path, args, capsy
 def test_eval_of_a_missing_run(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nothing")]) == 2
     assert "no config" in capsys.readouterr().err
+
+
+def test_subsystem_table_lists_exactly_what_each_module_registers():
+    import argparse
+    import importlib
+
+    from shc.cli import SUBSYSTEMS
+
+    for module, names in SUBSYSTEMS:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module).register(sub)
+        assert tuple(sub.choices) == names, module
+
+
+def test_a_subsystem_without_its_extra_names_the_extra(tmp_path, monkeypatch, capsys):
+    """A command module whose optional dependency is missing still shows its commands, and running
+    one exits 2 with the install hint; the other commands keep working."""
+    (tmp_path / "needs_extra.py").write_text("import yaml  # pretend PyYAML is absent\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(__import__("sys").modules, "yaml", None)
+    import shc.cli as cli
+
+    monkeypatch.setattr(cli, "SUBSYSTEMS", (("shc.demo", ("demo",)), ("needs_extra", ("train", "eval"))))
+    assert main(["train", "--preset", "demo", "--out", str(tmp_path / "run")]) == 2
+    assert "pip install 'shc[train]'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert main(["demo", "--streams", "2"]) == 0
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("shc ")

@@ -89,3 +89,10 @@ def test_pip_install_into_an_env_with_torch_keeps_torch_and_adds_nothing_heavy(t
         [py, "-c", CORE_SCRIPT.format(heavy=set(HEAVY))], capture_output=True, text=True, check=True, cwd=tmp_path
     ).stdout
     assert "LOADED []" in out, out
+    # the CLI works without extras and names the one a command needs
+    shc_cli = str(env_dir / "bin" / "shc")
+    assert subprocess.run([shc_cli, "--version"], capture_output=True, text=True, check=True).stdout.startswith("shc ")
+    run = subprocess.run([shc_cli, "train", "--preset", "demo", "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "pip install 'shc[train]'" in run.stderr, run.stderr[-2000:]
+    assert not (tmp_path / "run").exists()

@@ -14,7 +14,6 @@ import torch
 
 from ..inspect import hyper_connections
 from .capture import capture_statistics
-from .report import write_analysis
 
 DEFAULT_BATCHES = 8
 
@@ -26,8 +25,11 @@ def connection_parameters(model: torch.nn.Module) -> int:
 
 def analyze_run(run_dir: str | Path, batches: int = DEFAULT_BATCHES, out: str | Path | None = None) -> dict:
     """Analyse the run in ``run_dir``; returns the data written to ``analysis.json``."""
+    # data, train and the numpy-based report are extras: imported when a run is analysed, so that
+    # registering the `shc analyze` command needs torch alone
     from ..data import prepare_data, val_batches
     from ..train import load_run
+    from .report import write_analysis
 
     run_dir = Path(run_dir)
     if not isinstance(batches, int) or batches < 1:

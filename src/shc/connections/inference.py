@@ -27,7 +27,7 @@ class ParameterCache:
         self._value: object = None
 
     def get(self, params: Iterable[torch.Tensor], extra: Hashable, build: Callable[[], object]) -> object:
-        key = (extra, *[(id(p), p.data_ptr(), p._version) for p in params])
+        key = (extra, *[(id(p), p.data_ptr(), p._version) for p in params if p is not None])
         if key != self._key:
             with torch.no_grad():
                 self._value = build()
