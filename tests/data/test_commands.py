@@ -44,3 +44,23 @@ def test_data_prepare_command_writes_shards_training_reads(tmp_path, text_folder
     assert len(data.train) == 3000 and data.val_bytes == index["val_bytes"] > 0
     with pytest.raises(ValueError, match="workers=0"):
         _run([*argv, "--workers", "0"])
+
+
+def test_data_verify_and_errors_through_the_cli(tmp_path, text_folder, capsys):
+    from shc.cli import main
+
+    out = tmp_path / "shards"
+    argv = ["data", "prepare", "--source", str(text_folder), "--out", str(out), "--cache-dir", str(tmp_path / "c")]
+    assert main([*argv, "--quiet", "--shard-chars", "1000"]) == 0
+    assert main(["data", "verify", str(out)]) == 0
+    assert "shards verified" in capsys.readouterr().out
+    shards = json.loads((out / "index.json").read_text())["shards"]
+    name = next(r["train"]["file"] for r in shards if r["train"]["tokens"])
+    victim = out / name
+    data = bytearray(victim.read_bytes())
+    data[0] ^= 1
+    victim.write_bytes(bytes(data))
+    assert main(["data", "verify", str(out)]) == 2
+    assert f"{name}: SHA-256 differs" in capsys.readouterr().err
+    assert main([*argv, "--workers", "0"]) == 2
+    assert "workers=0" in capsys.readouterr().err

@@ -72,6 +72,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--quiet", action="store_true", help="no progress lines")
     q.set_defaults(func=run_prepare)
+    v = sub.add_parser(
+        "verify",
+        help="check every shard of a shard directory against the SHA-256 in its index",
+        description="Check every shard file's size and SHA-256 against index.json; exit 2 naming the first bad one.",
+    )
+    v.add_argument("dir", help="a shard directory written by `shc data prepare`")
+    v.set_defaults(func=run_verify)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,4 +117,13 @@ def run_prepare(args: argparse.Namespace) -> int:
         f" ({index['train_tokens_written']:,} written), {index['val_tokens']:,} validation tokens,"
         f" {index['tokenizer']} ({index['dtype']})"
     )
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from .shards import open_shards
+
+    index, train, val = open_shards(args.dir, verify=True)
+    n = len(index["shards"])
+    print(f"{args.dir}: {n} shards verified ({len(train):,} training, {len(val):,} validation tokens)")
     return 0
