@@ -129,3 +129,24 @@ def test_count_aten_ops_counts_exactly_what_runs():
     a = torch.ones(3)
     ops = count_aten_ops(lambda: (a * 2).sum() + a[0])
     assert ops == {"mul": 1, "sum": 1, "select": 1, "add": 1}
+
+
+def test_layer_grid_plot_from_a_smoke_run(tmp_path):
+    grid = tmp_path / "grid.json"
+    assert main(["bench", "layer", "--smoke", "--no-naive", "--no-package", "--kinds", "shc,hc",
+                 "--json", str(grid)]) == 0
+    rows = json.loads(grid.read_text())["rows"]
+    assert {r["contender"] for r in rows} == {"shc", "hc", "floor"}  # no naive, no package rows
+    png = tmp_path / "grid.png"
+    assert main(["bench", "plot", str(grid), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_grid_series_groups_and_refuses_a_missing_mode():
+    from shc.bench.plot import grid_series
+
+    rows = [dict(bench="layer", mode="eager", dtype="fp32", dim=16, n=n, contender=k, median_ms=float(n))
+            for n in (4, 2) for k in ("shc", "floor")]
+    assert grid_series(rows, "eager", "fp32") == {16: {"shc": [(2, 2.0), (4, 4.0)], "floor": [(2, 2.0), (4, 4.0)]}}
+    with pytest.raises(ValueError, match="mode='compiled'"):
+        grid_series(rows, "compiled", "fp32")

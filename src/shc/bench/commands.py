@@ -1,9 +1,11 @@
-"""``shc bench {layer,step,decode,call}``: the speed benchmarks, as a table on stdout plus JSON."""
+"""``shc bench {layer,step,decode,call,plot}``: the speed benchmarks, as a table on stdout plus JSON."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
+from pathlib import Path
 
 import torch
 
@@ -55,6 +57,9 @@ def register(subparsers) -> None:
     p.add_argument("--tokens", type=int, default=2048)
     p.add_argument("--recompute", action="store_true", help="also time every kind with recompute=True")
     p.add_argument("--no-package", action="store_true", help="leave out the hyper-connections package")
+    p.add_argument("--no-naive", action="store_true", help="leave out the naive official-math references")
+    p.add_argument("--floor", choices=("compiled", "eager", "none"), default="compiled",
+                   help="the constant-coefficient floor: torch.compile-d (default), eager, or left out")
     p.set_defaults(func=_layer)
 
     for name, helptext, func, precision in (
@@ -78,6 +83,13 @@ def register(subparsers) -> None:
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--calls", type=int, default=200, help="calls per timed round")
     p.set_defaults(func=_call)
+
+    p = sub.add_parser("plot", help="PNG of a layer grid JSON: ms against n, one panel per C, one line per kind")
+    p.add_argument("grid_json", help="a JSON written by shc bench layer --json")
+    p.add_argument("--out", required=True, help="the PNG to write")
+    p.add_argument("--mode", default="eager", choices=("eager", "compiled"))
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"))
+    p.set_defaults(func=_plot)
 
 
 def _setup(args) -> None:
@@ -104,7 +116,8 @@ def _layer(args) -> int:
     _setup(args)
     cfg = LayerBenchConfig(
         kinds=args.kinds, streams=args.streams, dims=args.dims, dtypes=args.dtypes, modes=args.modes,
-        tokens=args.tokens, recompute=args.recompute, package=not args.no_package,
+        tokens=args.tokens, recompute=args.recompute, package=not args.no_package, naive=not args.no_naive,
+        floor=args.floor != "none", floor_compiled=args.floor == "compiled",
     )
     if args.smoke:
         cfg.streams, cfg.dims, cfg.tokens, cfg.modes, cfg.repeats, cfg.warmup = (2, 4), (16,), 32, ("eager",), 2, 1
@@ -148,3 +161,13 @@ def _call(args) -> int:
     if args.repeats:
         cfg.repeats = args.repeats
     return _finish(args, "call", run_call_bench(cfg), CALL_COLUMNS, call_config_dict(cfg))
+
+
+def _plot(args) -> int:
+    from .plot import plot_layer_grid
+
+    payload = json.loads(Path(args.grid_json).read_text())
+    machine = payload.get("machine", {})
+    title = f"{args.mode}, {args.dtype}, {payload['config']['tokens']} tokens; {machine.get('cpu', '?')}"
+    print(f"wrote {plot_layer_grid(payload['rows'], args.out, args.mode, args.dtype, title)}")
+    return 0
