@@ -107,5 +107,6 @@ def test_a_writer_killed_mid_write_leaves_the_old_file_and_a_removable_temp(tmp_
     leftovers = [p for p in tmp_path.iterdir() if p != target]
     assert len(leftovers) == 1 and is_temp_name(leftovers[0].name)
     (tmp_path / ".keep").write_text("not ours")  # a dotfile that is not a temp stays
-    assert remove_temps(tmp_path) == leftovers
+    assert remove_temps(tmp_path, prefix=".other.bin") == []  # another target's leftovers only
+    assert remove_temps(tmp_path, prefix=".big.bin") == leftovers
     assert sorted(p.name for p in tmp_path.iterdir()) == [".keep", "big.bin"]

@@ -128,16 +128,17 @@ def staging_dir(final: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def remove_temps(folder: str | os.PathLike) -> list[Path]:
-    """Delete the leftovers of interrupted writes directly in ``folder``; return what was removed.
+def remove_temps(folder: str | os.PathLike, prefix: str = ".") -> list[Path]:
+    """Delete the leftovers of interrupted writes directly in ``folder`` whose names start with
+    ``prefix`` (``.<name>`` + :data:`TEMP_MARK` for one target's); return what was removed.
 
-    Only call this where no other process is writing (the trainer is the single writer of its run)."""
+    Only call this where no other process is writing them (the trainer is the single writer of its run)."""
     folder = Path(folder)
     removed = []
     if not folder.is_dir():
         return removed
     for entry in sorted(folder.iterdir()):
-        if is_temp_name(entry.name):
+        if is_temp_name(entry.name) and entry.name.startswith(prefix):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:

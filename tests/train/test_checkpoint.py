@@ -150,10 +150,13 @@ def test_stale_temporary_checkpoints_are_removed_on_resume(make_cfg, capsys):
     stale = run / "checkpoints" / ".step_00000008.tmp-12345-deadbeef"
     stale.mkdir()
     (stale / WEIGHTS).write_bytes(b"half")
+    half_config = run / ".config.yaml.tmp-12345-deadbeef"  # a kill during an atomic write
+    half_config.write_text("preset: de")
     capsys.readouterr()
     train(make_cfg("train.steps=8"), resume=True)
-    assert not stale.exists()
-    assert f"removed {stale}" in capsys.readouterr().err
+    assert not stale.exists() and not half_config.exists()
+    err = capsys.readouterr().err
+    assert f"removed {stale}" in err and f"removed {half_config}" in err
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_00000004", "step_00000008"]
 
 

@@ -61,12 +61,17 @@ def test_an_overwrite_that_fails_at_its_first_step_leaves_the_old_run(make_cfg, 
 
 def test_an_overwrite_replaces_the_old_run_once_started(make_cfg, old_run):
     run, _ = old_run
+    ours = run.parent / f".{run.name}.tmp-12345-deadbeef"  # left by a kill during an earlier overwrite
+    ours.mkdir()
+    theirs = run.parent / ".other-run.tmp-12345-deadbeef"  # another run's: not ours to delete
+    theirs.mkdir()
     with pytest.raises(FileExistsError, match="--resume .* --overwrite"):
         train(make_cfg("train.steps=2"))
     train(make_cfg("train.steps=3", "train.checkpoint_interval=1"), overwrite=True)
     assert json.loads((run / "DONE").read_text())["step"] == 3
     assert [p.name for p in list_checkpoints(run)] == ["step_00000002", "step_00000003"]  # nothing old left
     assert [s for s, _ in train_losses(run)] == [1, 2, 3]
+    assert not ours.exists() and theirs.exists()
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(make_cfg(name="never-started"), resume=True)
 

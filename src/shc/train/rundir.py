@@ -25,7 +25,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..fileio import atomic_write_text, remove_temps, temp_name
+from ..fileio import TEMP_MARK, atomic_write_text, remove_temps, temp_name
 from .config import TrainConfig
 
 CONFIG = "config.yaml"
@@ -72,7 +72,7 @@ def publish_new(run_dir: Path, cfg: TrainConfig) -> list[Path]:
     the next :func:`publish_new` removes). Returns the stale temporaries it deleted."""
     run_dir = Path(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    stale = [p for p in remove_temps(run_dir.parent) if p.name.startswith(f".{run_dir.name}.")]
+    stale = remove_temps(run_dir.parent, prefix=f".{run_dir.name}{TEMP_MARK}")  # this run's only
     if run_dir.exists() or run_dir.is_symlink():
         old = temp_name(run_dir)
         run_dir.rename(old)

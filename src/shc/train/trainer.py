@@ -28,6 +28,7 @@ import torch
 
 from .._optional import require
 from ..data import PreparedData
+from ..fileio import remove_temps
 from . import distributed as D
 from .build import build_model, prepare_run_data
 from .checkpoint import check_weights, load_weights, newest_valid, remove_stale, save_checkpoint, set_rng_state
@@ -162,7 +163,7 @@ class Trainer:
         if not self.info.is_main:
             return
         if self.resume:
-            stale = remove_stale(self.run_dir)
+            stale = remove_stale(self.run_dir) + remove_temps(self.run_dir)  # a kill's leftovers
             (self.run_dir / DONE).unlink(missing_ok=True)
             write_config(self.run_dir, self.cfg)
         else:
