@@ -96,6 +96,7 @@ def build_sharded(cfg: TrainConfig, info: D.DistInfo) -> LanguageModel:
 
     with torch.device("meta"):
         model = LanguageModel(cfg.model)
+    check_shardable(model, cfg.model.connection.kind)
     for block in model.blocks:
         fully_shard(block)
     fully_shard(model)
@@ -104,6 +105,16 @@ def build_sharded(cfg: TrainConfig, info: D.DistInfo) -> LanguageModel:
     with torch.no_grad(), _FullTensorInit():
         model.reset_parameters()
     return model
+
+
+def check_shardable(model: nn.Module, kind: str) -> None:
+    """FSDP2 shards every parameter along dim 0 and refuses 0-d ones: say so before it starts."""
+    scalars = [name for name, p in model.named_parameters() if p.dim() == 0]
+    if scalars:
+        raise ValueError(
+            f"train.fsdp=true cannot shard connection kind {kind!r}: FSDP2 refuses 0-d parameters "
+            f"({', '.join(scalars[:3])}{', ...' if len(scalars) > 3 else ''}); train it with DDP (train.fsdp=false)"
+        )
 
 
 class _FullTensorInit(TorchFunctionMode):

@@ -1,0 +1,49 @@
+"""The model build: plain and FSDP builds draw the same initial values; what FSDP cannot shard."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shc.model import LanguageModel
+from shc.train import TrainConfig
+from shc.train.build import build_plain, check_shardable
+from shc.train.config import TrainSettings
+from shc.train.rundir import RESUMABLE_CHANGES
+
+TINY = {"vocab_size": 32, "dim": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8, "mlp_dim": 24,
+        "max_seq_len": 16}  # fmt: skip
+
+
+def cfg(kind: str, streams: int, seed: int = 0) -> TrainConfig:
+    model = {**TINY, "connection": {"kind": kind, "streams": streams}}
+    return TrainConfig.from_dict({"preset": "demo", "model": model, "train": {"seed": seed, "seq_len": 8}}).validate()
+
+
+def test_the_plain_build_is_reset_parameters_after_seeding():
+    """The FSDP build can only reproduce draws made from a fresh seed, not the constructor's."""
+    a, b = build_plain(cfg("shc", 4, seed=5), 5), build_plain(cfg("shc", 4, seed=5), 5)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    with torch.device("meta"):
+        deferred = LanguageModel(cfg("shc", 4).model)
+    deferred.to_empty(device="cpu")
+    torch.manual_seed(5)
+    deferred.reset_parameters()
+    for (name, x), y in zip(a.state_dict().items(), deferred.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    assert not torch.equal(a.embed.weight, build_plain(cfg("shc", 4, seed=6), 6).embed.weight)
+
+
+def test_fsdp_refuses_a_kind_with_scalar_parameters_by_name():
+    with torch.device("meta"):
+        hc = LanguageModel(cfg("hc", 2).model)
+        shc = LanguageModel(cfg("shc", 4).model)
+    with pytest.raises(ValueError, match=r"cannot shard connection kind 'hc': FSDP2 refuses 0-d .*alpha_gate"):
+        check_shardable(hc, "hc")
+    check_shardable(shc, "shc")
+
+
+def test_every_resumable_key_is_a_train_setting():
+    fields = set(TrainSettings.__dataclass_fields__)
+    assert set(RESUMABLE_CHANGES) <= fields
+    assert "lr" not in RESUMABLE_CHANGES and "seed" not in RESUMABLE_CHANGES  # these change the run
