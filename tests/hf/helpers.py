@@ -60,3 +60,28 @@ def perturb_connections(model, seed: int = 1, scale: float = 0.3) -> None:
 
 def token_batch(batch: int = 2, length: int = 9, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def save_checkpoint_with_tokenizer(path, family: str = "llama", texts=None, tied: bool = False, **config):
+    """A model directory as users have them: ``save_pretrained`` weights plus a byte-level BPE
+    tokenizer trained locally (``tokenizers``) and saved as a ``PreTrainedTokenizerFast`` with an
+    eos token. Returns ``(model, tokenizer)``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    texts = texts or ["the quick brown fox jumps over the lazy dog. " * 4, "to be or not to be, that is it. " * 4]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB - 1,  # the model's vocabulary leaves room, as real checkpoints often do
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=[],
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts, trainer=trainer)
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
+    model = tiny_model(family, tied=tied, **config)
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return model, tokenizer

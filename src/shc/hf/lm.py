@@ -9,6 +9,7 @@ dict's keys are ``hf.`` + the HF names.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from .._optional import require
 from ..connections import HyperConnection
-from .convert import ConversionConfig, apply_conversion, hyper_connections
+from .convert import SUPPORTED_ARCHITECTURES, ConversionConfig, apply_conversion, hyper_connections
 
 INIT_FROM_PREFIX = "hf:"
 
@@ -26,9 +27,36 @@ def parse_init_from(value: str) -> Path:
     """``"hf:<dir>"`` -> the directory (it must exist and hold a ``config.json``)."""
     if not isinstance(value, str) or not value.startswith(INIT_FROM_PREFIX) or len(value) == len(INIT_FROM_PREFIX):
         raise ValueError(f"init_from must be 'hf:<local model directory>', got {value!r}")
-    path = Path(value[len(INIT_FROM_PREFIX) :]).expanduser()
+    path = Path(value[len(INIT_FROM_PREFIX) :]).expanduser().resolve()
     if not (path / "config.json").is_file():
         raise ValueError(f"init_from={value!r}: {path} is not a model directory (no config.json)")
+    return path
+
+
+def check_init_from(init_from: str, tokenizer: str, tokenizer_dir: Path | None, seq_len: int, fsdp: bool) -> Path:
+    """Validate a training run that starts from ``init_from = "hf:<dir>"`` before anything is
+    built: a supported architecture (read from ``config.json``), ``seq_len`` within its
+    ``max_position_embeddings``, the checkpoint's own tokenizer (``tokenizer``, the data config's
+    value, must name ``<dir>``: ``tokenizer_dir`` is the directory it names, None for a built-in
+    one), no FSDP (the HF model is built whole; DDP works). Returns the directory."""
+    path = parse_init_from(init_from)
+    config = json.loads((path / "config.json").read_text())
+    architectures = config.get("architectures") or []
+    if not any(name in SUPPORTED_ARCHITECTURES for name in architectures):
+        raise ValueError(
+            f"init_from={init_from!r}: architecture {', '.join(architectures) or '(none in config.json)'} is not "
+            f"supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    limit = config.get("max_position_embeddings")
+    if isinstance(limit, int) and isinstance(seq_len, int) and seq_len > limit:  # (types: checked by the caller)
+        raise ValueError(f"train.seq_len={seq_len} is longer than {path.name}'s max_position_embeddings={limit}")
+    if tokenizer_dir is None or Path(tokenizer_dir).resolve() != path:
+        raise ValueError(
+            f"init_from={init_from!r} trains with the checkpoint's own tokenizer: data.tokenizer must be "
+            f"'local:{path}' (the default when init_from is set), got {tokenizer!r}"
+        )
+    if fsdp:
+        raise ValueError("train.fsdp is not supported with train.init_from (the HF model is built whole; DDP works)")
     return path
 
 

@@ -73,6 +73,9 @@ def build_model(cfg: TrainConfig, info: D.DistInfo) -> tuple[nn.Module, nn.Modul
     """``(raw_model, model)``: the LanguageModel with ``train.seed``'s initialisation, and the
     module the loop calls (DDP-wrapped, FSDP-sharded (the same object), or the model itself)."""
     seed = cfg.train.seed
+    if cfg.train.init_from is not None:
+        model = build_from_hf(cfg).to(info.device)
+        return model, D.wrap(model, info, fsdp=False)
     if cfg.train.fsdp and info.distributed:
         model = build_sharded(cfg, info)
         return model, model
@@ -87,6 +90,24 @@ def build_plain(cfg: TrainConfig, seed: int) -> LanguageModel:
     torch.manual_seed(seed)
     with torch.no_grad():
         model.reset_parameters()
+    return model
+
+
+def build_from_hf(cfg: TrainConfig, pretrained: bool = True) -> nn.Module:
+    """``train.init_from = "hf:<dir>"``: the checkpoint converted by ``shc.hf`` to
+    ``model.connection`` with the function-preserving init (``pretrained=False``: the architecture
+    alone, for a run whose checkpoint supplies every weight)."""
+    from ..hf import ConversionConfig, HFLanguageModel  # the hf extra: imported only for such runs
+    from ..hf.lm import parse_init_from
+
+    conn = cfg.model.connection
+    spec = ConversionConfig(conn.kind, conn.streams, "preserve", dict(conn.options))
+    model = HFLanguageModel.from_directory(parse_init_from(cfg.train.init_from), spec, pretrained)
+    if cfg.model.vocab_size is not None and model.vocab_size < cfg.model.vocab_size:
+        raise ValueError(
+            f"{cfg.train.init_from}: the model has {model.vocab_size} token ids, fewer than its tokenizer's "
+            f"{cfg.model.vocab_size}"
+        )
     return model
 
 

@@ -25,6 +25,11 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, help="optimiser steps")
     p.add_argument("--seed", type=int, help="seed of the initialisation and the batches")
     p.add_argument("--out", help="run directory (default runs/<preset>-<kind>-n<streams>-s<seed>)")
+    p.add_argument(
+        "--init-from",
+        metavar="hf:DIR",
+        help="continue training a local Hugging Face checkpoint, converted to --connection with its own tokenizer",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--config", help="YAML config file (see configs/)")
@@ -64,7 +69,14 @@ def _train(args) -> int:
 
     yaml = require("yaml", "shc train")
 
-    flags = dict(connection=args.connection, streams=args.streams, steps=args.steps, seed=args.seed, out=args.out)
+    flags = dict(
+        connection=args.connection,
+        streams=args.streams,
+        steps=args.steps,
+        seed=args.seed,
+        out=args.out,
+        init_from=args.init_from,
+    )
 
     def resolve(base=None):
         return build_config(args.preset, args.config, args.overrides, base=base, **flags)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .._optional import require
 from ..data import DataConfig
+from ..data.config import BUILTIN_TOKENIZERS, LOCAL_PREFIX, tokenizer_path
 from ..model import ConnectionConfig, ModelConfig, get_preset
 from .precision import PRECISIONS
 
@@ -58,6 +59,9 @@ class TrainSettings:
     fsdp: bool = False  # under torchrun: FSDP2 (fully_shard) instead of DDP
     progress: bool = True
     threads: int | None = None  # torch.set_num_threads for this process (None: leave torch's default)
+    # "hf:<dir>": start from a local Hugging Face checkpoint converted by shc.hf (model.connection
+    # picks the kind; the preset's model shape is unused) with the checkpoint's own tokenizer
+    init_from: str | None = None
 
     def validate(self) -> None:
         positive = (
@@ -115,6 +119,12 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         get_preset(self.preset)
         self.model.validate()
+        if self.train.init_from is not None:  # before data: a bad init_from is named, not the tokenizer it implies
+            from ..hf.lm import check_init_from  # the hf extra: imported only for such runs
+
+            tok = self.data.tokenizer
+            tok_dir = None if tok in BUILTIN_TOKENIZERS else tokenizer_path(tok)
+            check_init_from(self.train.init_from, tok, tok_dir, self.train.seq_len, self.train.fsdp)
         self.data.validate()
         self.train.validate()
         eps = self.model.norm_eps
@@ -123,7 +133,7 @@ class TrainConfig:
         for key, value in self.model.connection.options.items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"model.connection.options.{key} must be finite, got {value!r}")
-        if self.train.seq_len > self.model.max_seq_len:
+        if self.train.init_from is None and self.train.seq_len > self.model.max_seq_len:
             raise ValueError(
                 f"train.seq_len={self.train.seq_len} is longer than the model supports "
                 f"(model.max_seq_len={self.model.max_seq_len})"
@@ -166,6 +176,10 @@ class TrainConfig:
         if "kind" in conn_given and conn_given["kind"] != base["model"]["connection"]["kind"]:
             base["model"]["connection"]["options"] = {}
         merged = _merge(base, data)
+        init_from = merged["train"].get("init_from")
+        if isinstance(init_from, str) and "tokenizer" not in (data.get("data") or {}):
+            # a checkpoint trains with its own tokenizer: "hf:<dir>" -> "local:<dir>"
+            merged["data"] = {**merged["data"], "tokenizer": LOCAL_PREFIX + init_from.removeprefix("hf:")}
         model = dict(merged["model"])
         _reject_unknown("model.connection.", model["connection"], {"kind", "streams", "options"})
         model["connection"] = _build("model.connection.", ConnectionConfig, model["connection"])
@@ -186,7 +200,7 @@ def build_config(
 ) -> TrainConfig:
     """Preset < YAML file < named flags < ``section.key=value`` overrides; validated.
 
-    ``flags``: ``connection``, ``streams``, ``steps``, ``seed``, ``out`` (None = not given).
+    ``flags``: ``connection``, ``streams``, ``steps``, ``seed``, ``out``, ``init_from`` (None = not given).
     ``base``: a mapping to start from instead of the bare preset (a run's saved config on resume).
     """
     data: dict = copy.deepcopy(base) if base else {}
@@ -206,6 +220,7 @@ def build_config(
         "steps": "train.steps",
         "seed": "train.seed",
         "out": "train.out_dir",
+        "init_from": "train.init_from",
     }
     unknown = sorted(set(flags) - set(flag_paths))
     if unknown:

@@ -12,6 +12,7 @@ import torch
 from ..data import load_tokenizer, prepare_data
 from ..model import LanguageModel
 from . import distributed as D
+from .build import build_from_hf
 from .checkpoint import latest_checkpoint, load_weights, read_weights
 from .config import TrainConfig, load_config
 from .evaluation import validation_loss
@@ -33,10 +34,13 @@ def _load(run_dir: Path, device) -> tuple[LanguageModel, TrainConfig, object, in
     if ckpt is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint")
     tokenizer = load_tokenizer(cfg.data)
-    with torch.device("meta"):
-        model = LanguageModel(cfg.model)
-    model.to_empty(device="cpu")
-    model.reset_parameters()  # the rotary tables (buffers); the weights come from the file
+    if cfg.train.init_from is not None:
+        model = build_from_hf(cfg, pretrained=False)  # the HF architecture; the weights come from the file
+    else:
+        with torch.device("meta"):
+            model = LanguageModel(cfg.model)
+        model.to_empty(device="cpu")
+        model.reset_parameters()  # the rotary tables (buffers); the weights come from the file
     weights, step = read_weights(ckpt)
     load_weights(model, weights, ckpt)
     return model.to(device).eval(), cfg, tokenizer, step
