@@ -16,14 +16,14 @@ from torch import nn
 from shc.cli import main
 from shc.data import prepare_data
 from shc.hf import HFLanguageModel
-from shc.train import build_config, load_run, read_metrics
+from shc.train import load_run, read_metrics
+from shc.train.config import load_config
 from shc.train.evaluation import validation_loss
 
 from .helpers import save_checkpoint_with_tokenizer, tiny_model
 
 TEXT = "\n".join(
-    f"the quick brown fox {i} jumps over the lazy dog, to be or not to be, that is the question."
-    for i in range(60)
+    f"the quick brown fox {i} jumps over the lazy dog, to be or not to be, that is the question." for i in range(60)
 )
 
 
@@ -84,7 +84,7 @@ def test_train_eval_generate_from_a_local_checkpoint(tmp_path, family, tied):
 
     # step 0: the converted model is the checkpoint's function, so its validation loss is the
     # original model's on the same windows
-    cfg = build_config(base=json.loads(json.dumps(_yaml(run))))
+    cfg = load_config(run / "config.yaml")
     data = prepare_data(cfg.data)
     assert data.tokenizer.vocab_size == len(tokenizer)
     reference = validation_loss(Plain(base), data.val, 16, 4, max_batches=2)
@@ -103,18 +103,13 @@ def test_train_eval_generate_from_a_local_checkpoint(tmp_path, family, tied):
     assert result["step"] == 6
     assert result["val_loss"] == pytest.approx(evals[-1]["val_loss"], abs=1e-5)
 
-    text = run_cli("generate", str(run), "--prompt", "the quick", "--max-new-tokens", "6", "--temperature", "0",
-                   "--device", "cpu")
+    text = run_cli(
+        "generate", str(run), "--prompt", "the quick", "--max-new-tokens", "6", "--temperature", "0", "--device", "cpu"
+    )
     assert text.startswith("the quick")
     ids = torch.tensor([run_tokenizer.encode("the quick")])
     expected = model.generate(ids, 6, temperature=0)
     assert text.strip() == run_tokenizer.decode(expected[0].tolist()).strip()
-
-
-def _yaml(run):
-    import yaml
-
-    return yaml.safe_load((run / "config.yaml").read_text())
 
 
 def test_resume_from_a_checkpoint_reproduces_the_run(tmp_path):
