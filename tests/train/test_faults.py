@@ -33,10 +33,14 @@ def launch(run, sets, resume: bool) -> subprocess.Popen:
     )
 
 
-def training_under_way(run, since: float) -> bool:
-    """metrics.csv is (re)written by a run once its first step is done (a resume rewrites it first)."""
-    metrics = run / "metrics.csv"
-    return metrics.is_file() and metrics.stat().st_mtime >= since
+def logged_step(run) -> int:
+    """The step of the last complete row of metrics.csv (-1 before the first)."""
+    try:
+        text = (run / "metrics.csv").read_text()
+    except FileNotFoundError:
+        return -1
+    rows = text[: text.rfind("\n") + 1].splitlines()[1:]
+    return int(rows[-1].split(",")[0]) if rows else -1
 
 
 def losses(run):
@@ -50,14 +54,15 @@ def test_random_sigkill_and_sigint_over_several_resumes_give_the_uninterrupted_r
     reference = train(make_cfg(*FAULT_RUN, name="reference"))
     run = tmp_path / "killed"
     rng = random.Random(0)
+    # increasing kill points: each (resumed) run must train past the previous one to reach its own
+    targets = sorted(rng.sample(range(2, 38, 5), 6))
     landed = {signal.SIGKILL: 0, signal.SIGINT: 0}
-    for attempt in range(6):
+    for attempt, target in enumerate(targets):
         sig = signal.SIGKILL if attempt % 2 == 0 else signal.SIGINT
-        start = time.time()
         proc = launch(run, sets, resume=(run / "config.yaml").is_file())
-        while proc.poll() is None and not training_under_way(run, start):
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.6))  # somewhere in a step, an eval, a checkpoint write, ...
+        while proc.poll() is None and logged_step(run) < target:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.05))  # into the next step, an eval or a checkpoint write
         if proc.poll() is None:
             proc.send_signal(sig)
             landed[sig] += 1
@@ -66,9 +71,7 @@ def test_random_sigkill_and_sigint_over_several_resumes_give_the_uninterrupted_r
         assert proc.returncode in (0, 130, -signal.SIGINT, -signal.SIGKILL), err.decode()[-2000:]
         if b"interrupted at step" in err:
             assert b"checkpoint saved in" in err
-        if is_finished(run):
-            break
-    assert landed[signal.SIGKILL] >= 1 and landed[signal.SIGINT] >= 1, landed
+    assert landed == {signal.SIGKILL: 3, signal.SIGINT: 3}, landed  # every kill hit a running trainer
     if not is_finished(run):
         proc = launch(run, sets, resume=True)
         _, err = proc.communicate(timeout=120)
