@@ -136,3 +136,17 @@ def test_checkpointing_enabled_before_the_conversion_stays_on():
     ids = token_batch()
     model(ids, labels=ids).loss.backward()
     assert calls["n"] == len(model.model.layers)
+
+
+def test_recompute_option_reaches_the_connections_and_keeps_the_gradients():
+    ids = token_batch()
+    grads = []
+    for recompute in (False, True):
+        model = shc.hf.convert(tiny_model("qwen3"), "shc", 4, recompute=recompute)
+        assert all(conn.recompute == recompute for conn in shc.hf.hyper_connections(model))
+        perturb_connections(model)
+        model.train()
+        model(ids, labels=ids).loss.backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5, msg=name)
