@@ -111,3 +111,19 @@ def test_every_parameter_gets_a_gradient(kind, n):
     conn(torch.randn(3, n, DIM), torch.tanh).square().sum().backward()
     missing = [name for name, p in conn.named_parameters() if p.grad is None]
     assert not missing
+
+
+def test_every_parameter_has_a_dim_zero_for_fsdp():
+    """FSDP2 shards along dim 0 and refuses 0-d parameters."""
+    for kind, n in CASES:
+        conn = shc.make_connection(kind, n, DIM)
+        assert all(p.dim() >= 1 for p in conn.parameters()), kind
+
+
+def test_hc_loads_a_checkpoint_with_scalar_gates():
+    conn = perturbed("hc", 3, DIM)
+    old = {k: (v.reshape(()) if k.endswith("_gate") else v) for k, v in conn.state_dict().items()}
+    copy = shc.make_connection("hc", 3, DIM, layer_index=1)
+    copy.load_state_dict(old)
+    x = torch.randn(2, 3, DIM)
+    assert torch.equal(copy(x, torch.tanh), conn(x, torch.tanh))

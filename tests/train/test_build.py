@@ -34,13 +34,14 @@ def test_the_plain_build_is_reset_parameters_after_seeding():
     assert not torch.equal(a.embed.weight, build_plain(cfg("shc", 4, seed=6), 6).embed.weight)
 
 
-def test_fsdp_refuses_a_kind_with_scalar_parameters_by_name():
+def test_fsdp_refuses_a_model_with_scalar_parameters_by_name():
     with torch.device("meta"):
-        hc = LanguageModel(cfg("hc", 2).model)
-        shc = LanguageModel(cfg("shc", 4).model)
-    with pytest.raises(ValueError, match=r"cannot shard connection kind 'hc': FSDP2 refuses 0-d .*alpha_gate"):
-        check_shardable(hc, "hc")
-    check_shardable(shc, "shc")
+        models = {kind: LanguageModel(cfg(kind, n).model) for kind, n in [("hc", 2), ("shc", 4), ("mhc", 4)]}
+    for kind, model in models.items():
+        check_shardable(model, kind)  # every kind's parameters have a dim 0 (hc's gates are 1-element vectors)
+    models["hc"].blocks[0].attn_conn.register_parameter("scalar", torch.nn.Parameter(torch.zeros(())))
+    with pytest.raises(ValueError, match=r"cannot shard connection kind 'hc': FSDP2 refuses 0-d .*scalar"):
+        check_shardable(models["hc"], "hc")
 
 
 def test_every_resumable_key_is_a_train_setting():

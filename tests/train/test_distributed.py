@@ -25,7 +25,7 @@ from .conftest import MICRO
 # every kind at n in {2, 4} (residual: n = 1) under DDP; the kinds FSDP2 can shard (HC's scalar
 # gates are 0-d parameters, which fully_shard refuses)
 DDP_CASES = [("residual", 1)] + [(k, n) for k in ("hc", "mhc", "mhc_lite", "kromhc", "shc") for n in (2, 4)]
-FSDP_CASES = [("shc", 4), ("shc", 2), ("mhc", 4), ("kromhc", 2), ("residual", 1)]
+FSDP_CASES = [("shc", 4), ("shc", 2), ("mhc", 4), ("kromhc", 2), ("hc", 3), ("residual", 1)]
 TINY_MODEL = {"vocab_size": 32, "dim": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8,
               "mlp_dim": 24, "max_seq_len": 16}  # fmt: skip
 TRAINER_RUN = ["train.steps=3", "train.eval_interval=3", "train.checkpoint_interval=3", "train.grad_accum=2"]

@@ -39,10 +39,11 @@ class HC(HyperConnection):
         self.eps = eps
         self.norm_weight = nn.Parameter(torch.empty(dim))
         self.alpha_proj = nn.Parameter(torch.empty(dim, n + 1))
-        self.alpha_gate = nn.Parameter(torch.empty(()))
+        # the gates are 1-element vectors, not 0-d scalars: FSDP2 shards every parameter along dim 0
+        self.alpha_gate = nn.Parameter(torch.empty(1))
         self.alpha_static = nn.Parameter(torch.empty(n, n + 1))
         self.beta_proj = nn.Parameter(torch.empty(dim))
-        self.beta_gate = nn.Parameter(torch.empty(()))
+        self.beta_gate = nn.Parameter(torch.empty(1))
         self.beta_static = nn.Parameter(torch.empty(n))
         self.reset_parameters()
 
@@ -59,6 +60,14 @@ class HC(HyperConnection):
             self.beta_proj.zero_()
             self.beta_gate.fill_(0.01)
             self.beta_static.fill_(1.0)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the gates became 1-element vectors hold 0-d gates
+        for name in ("alpha_gate", "beta_gate"):
+            value = state_dict.get(prefix + name)
+            if value is not None and value.dim() == 0:
+                state_dict[prefix + name] = value.reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def mixing(self, streams: torch.Tensor) -> Mixing:
         self.check_streams(streams)
