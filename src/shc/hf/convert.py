@@ -22,8 +22,23 @@ from .layer import HyperDecoderLayer
 
 # causal LMs whose decoder layer is exactly h = x + attn(ln1(x)); h = h + mlp(ln2(h)) under the
 # names input_layernorm / self_attn / post_attention_layernorm / mlp, with model.model.layers and
-# model.model.norm; each one is tested (tests/hf)
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+# model.model.norm; each one is tested (tests/hf: every kind, generate, save/load). Left out
+# although their layer reads the same in transformers 5.x: the MoE families (Qwen2-MoE, Qwen3-MoE,
+# DeepSeek-V3, ...), whose MLP returned (hidden, router_logits) tuples in 4.x
+SUPPORTED_ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+    "GemmaForCausalLM",
+    "GlmForCausalLM",
+    "HeliumForCausalLM",
+    "MinistralForCausalLM",
+    "OlmoForCausalLM",
+    "SeedOssForCausalLM",
+    "SmolLM3ForCausalLM",
+    "Starcoder2ForCausalLM",
+)
 INITS = ("preserve", "paper")
 CONFIG_KEY = "shc"
 CONFIG_VERSION = 1
