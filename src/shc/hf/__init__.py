@@ -1,8 +1,9 @@
 """Hyper-connections inside Hugging Face causal LMs (the ``hf`` extra).
 
 ``convert(model, kind="shc", num_streams=4)`` rewires a Llama / Mistral / Qwen2 / Qwen3 (and
-:data:`SUPPORTED_ARCHITECTURES`) causal LM in place, function-preserving at init; ``load(path)`` reloads a converted model saved with
-``save_pretrained``. Guide: ``docs/use-in-your-model.md``.
+:data:`SUPPORTED_ARCHITECTURES`) causal LM in place, function-preserving at init;
+``load(path)`` reloads a converted model saved with ``save_pretrained``. Guide:
+``docs/use-in-your-model.md``.
 """
 
 from .convert import (
