@@ -14,6 +14,7 @@ from shc.bench.report import format_table
 LAYER = ["n", "dim", "dtype", "mode", "contender", "median_ms", "x_floor", "speedup_vs_naive",
          "speedup_vs_pkg_mhc", "saved_mib"]
 MODEL = ["preset", "contender", "precision", "median_ms", "tokens_per_s", "x_residual"]
+CALL = ["contender", "n", "dim", "us_per_call", "iqr_us", "aten_ops"]
 
 
 def main(folder: str) -> None:
@@ -21,8 +22,9 @@ def main(folder: str) -> None:
         payload = json.loads(path.read_text())
         machine = payload["machine"]
         print(f"\n## {path.name}  ({payload['date']}, {machine['cpu']}, {machine['cores']} cores, "
-              f"{machine['torch_threads']} torch thread(s), torch {machine['torch']})")
-        columns = LAYER if payload["bench"] == "layer" else MODEL
+              f"{machine['torch_threads']} torch thread(s), torch {machine['torch']}, "
+              f"load {machine.get('loadavg', '?')})")
+        columns = {"layer": LAYER, "call": CALL}.get(payload["bench"], MODEL)
         print(format_table(payload["rows"], columns))
 
 

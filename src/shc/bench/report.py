@@ -28,6 +28,8 @@ def machine_description() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        # the machine is shared: the load next to every number (1, 5, 15-minute averages)
+        "loadavg": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
 
 
