@@ -87,7 +87,7 @@ def test_the_streams_move_apart_under_training_unless_h_pre_is_uniform(uniform_p
     adamw_steps(model, ids, steps=4)
     spread = stream_spread(model, ids)
     if uniform_pre:
-        assert spread < 1e-5
+        assert spread < 1e-4  # rounding noise only (it grows slowly: ~1e-6 after 4 steps)
     else:
         assert spread > 1e-3
 
