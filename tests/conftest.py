@@ -1,3 +1,12 @@
+import os
+
+# Triton decides between compiling and interpreting when a kernel is decorated, and torch._dynamo
+# (imported by transformers, torch.compile...) imports Triton: so the interpreter switch for
+# tests/kernels is set here, before anything else is imported. It affects nothing else on the CPU
+# (Inductor's CPU backend does not use Triton; the connections never launch kernels for CPU
+# tensors unless a test asks for backend="triton").
+os.environ["TRITON_INTERPRET"] = "1"
+
 import pytest
 import torch
 

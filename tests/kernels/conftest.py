@@ -6,9 +6,8 @@ the bfloat16 comparisons test the kernels, not that difference.
 
 Triton decides between compiling and interpreting when a function is decorated, and its own
 ``tl.sum`` & co. are decorated when ``triton`` is first imported, so ``TRITON_INTERPRET=1`` is
-set here, at collection, before any test imports Triton (nothing else in the suite imports it at
-collection; on CPU the rest of the suite never launches a Triton kernel, so the variable does not
-affect it). Small blocks make the test shapes span several blocks with ragged ends.
+set by the root ``tests/conftest.py``, before anything imports Triton. Small blocks make the
+test shapes span several blocks with ragged ends.
 """
 
 from __future__ import annotations
@@ -20,16 +19,14 @@ import numpy as np
 import pytest
 import torch
 
-_TRITON_ALREADY_IMPORTED = "triton" in sys.modules
-os.environ["TRITON_INTERPRET"] = "1"
+_INTERPRETER_SET_FIRST = os.environ.get("TRITON_INTERPRET") == "1" or "triton" not in sys.modules
 
 
 @pytest.fixture(autouse=True)
 def triton_interpreter(monkeypatch):
     pytest.importorskip("triton")
-    if _TRITON_ALREADY_IMPORTED:
-        pytest.fail("triton was imported before tests/kernels/conftest.py set TRITON_INTERPRET=1; "
-                    "run `pytest tests/kernels` on its own")
+    if not _INTERPRETER_SET_FIRST:
+        pytest.fail("triton was imported before TRITON_INTERPRET=1 was set (tests/conftest.py sets it first)")
     _round_bfloat16_to_nearest(monkeypatch)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     from shc.kernels import fused_width
