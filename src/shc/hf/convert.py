@@ -129,7 +129,7 @@ def convert(
     :mod:`shc.hf.init`); ``"paper"``: the connections' from-scratch init and a sum over streams,
     as in the paper (not function-preserving). ``connection_options`` go to
     :func:`shc.make_connection` (``sigma_bias``, ``sinkhorn_iters``, ``eps``, ``recompute``...).
-    Connection parameters are float32 on the model's device whatever the model's dtype.
+    Connection parameters are float32 on their layer's device whatever the model's dtype.
     Everything is checked before the model is touched."""
     spec = ConversionConfig(kind, num_streams, init, dict(connection_options))
     return apply_conversion(model, spec)
@@ -142,10 +142,11 @@ def apply_conversion(model: nn.Module, spec: ConversionConfig, initialise: bool 
     spec.validate()
     decoder = model.model
     dim = model.config.hidden_size
-    device = decoder.embed_tokens.weight.device
     last = len(decoder.layers) - 1
     converted = []
     for i, layer in enumerate(decoder.layers):
+        # each layer's connections live where its weights are (device_map may spread the layers)
+        device = next(layer.parameters(), decoder.embed_tokens.weight).device
         pair = [make_connection(spec.kind, spec.num_streams, dim, i, **spec.options).to(device) for _ in range(2)]
         if initialise and spec.init == "preserve":
             for conn in pair:
