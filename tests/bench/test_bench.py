@@ -150,3 +150,13 @@ def test_grid_series_groups_and_refuses_a_missing_mode():
     assert grid_series(rows, "eager", "fp32") == {16: {"shc": [(2, 2.0), (4, 4.0)], "floor": [(2, 2.0), (4, 4.0)]}}
     with pytest.raises(ValueError, match="mode='compiled'"):
         grid_series(rows, "compiled", "fp32")
+
+
+def test_compiled_groups_time_the_eager_references_in_the_same_rounds():
+    from shc.bench.layer import _inputs, build_contenders, package_available
+
+    cfg = LayerBenchConfig(kinds=("shc", "hc"), floor=False)
+    x, grad = _inputs(8, 2, 16, torch.float32, 0)
+    built = build_contenders(cfg, 2, x, grad, compiled=True, use_package=package_available())  # lazy: no compile yet
+    assert {"shc", "hc", "naive:shc", "naive:hc"} <= set(built)
+    assert package_available() == ("hyper-connections:mhc" in built)

@@ -12,6 +12,9 @@ every parameter), interleaved with the others, on the same inputs. Contenders pe
   (PyPI), called the way its README does (``(batch * n, T, C)`` streams, ``branch_input,
   add_residual = hc(x)``), eager, when it is installed (``pip install shc[bench]``); for bf16
   streams the module is cast to bf16 (``hc.to(torch.bfloat16)``);
+  The references run eagerly in the compiled groups too (in the same rounds as the compiled
+  library kinds), so ``speedup_vs_naive`` / ``speedup_vs_pkg_mhc`` of a compiled row compare a
+  compiled library kind with the eager references timed alongside it;
 - ``floor``: the mixing with constant, precomputed coefficients (no coefficient math, no
   coefficient gradients), compiled: the data movement no implementation can avoid;
 - ``residual``: ``x + F(x)`` on one stream of width ``C``, for scale.
@@ -198,9 +201,9 @@ def build_contenders(cfg: LayerBenchConfig, n: int, x, grad, compiled: bool, use
         built[kind] = library_contender(kind, n, x, grad, compiled, seed=cfg.seed)
         if cfg.recompute:
             built[f"{kind}+recompute"] = library_contender(kind, n, x, grad, compiled, True, cfg.seed)
-        if cfg.naive and not compiled:
+        if cfg.naive:  # eager always; in compiled groups too, so the speedups share the rounds
             built[f"naive:{kind}"] = naive_contender(kind, n, x, grad, cfg.seed)
-    if use_package and not compiled:
+    if use_package:
         for kind in PACKAGE_KINDS:
             built[f"hyper-connections:{kind}"] = package_contender(kind, n, x, grad, cfg.seed)
     if cfg.floor:
