@@ -41,6 +41,8 @@ def test_model_benches_smoke(command, tmp_path):
     assert all(r["median_ms"] > 0 for r in rows)
     if command == "decode":
         assert all(r["tokens_per_s"] > 0 for r in rows)
+        # a hyper-connection model dispatches strictly more ops per token than the residual one
+        assert all(r["aten_ops_per_token"] > rows[0]["aten_ops_per_token"] > 0 for r in rows[1:])
 
 
 def test_bad_arguments_are_reported(capsys):

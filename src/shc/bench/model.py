@@ -22,6 +22,7 @@ from ..connections import available_connections
 from ..model import ConnectionConfig, LanguageModel, get_preset
 from ..train.optim import build_optimizer
 from ..train.trainer import lm_loss
+from .call import count_aten_ops
 from .timing import interleaved_medians
 
 PRECISIONS = {"bf16": torch.bfloat16, "fp32": None}
@@ -112,6 +113,18 @@ def decode_contender(cfg: ModelBenchConfig, preset: str, kind: str) -> Callable[
     return run
 
 
+def decode_ops_per_token(cfg: ModelBenchConfig, preset: str, kind: str) -> int:
+    """ATen ops one cached decode step dispatches (batch 1, after the prompt's prefill): the
+    number that batch-1 generation time follows on a CPU, free of timing noise."""
+    model = build_model(cfg, preset, kind).eval()
+    prompt = torch.randint(cfg.vocab_size, (1, cfg.prompt_len), generator=torch.Generator().manual_seed(cfg.seed))
+    with torch.no_grad(), _autocast(cfg.precision):
+        cache = model.new_cache(1)
+        model(prompt, 0, cache)
+        token = prompt[:, -1:]
+        return sum(count_aten_ops(lambda: model(token, cfg.prompt_len, cache)).values())
+
+
 def _kind_label(kind: str, cfg: ModelBenchConfig) -> str:
     return "residual" if kind == "residual" else f"{kind} n={cfg.streams}"
 
@@ -151,11 +164,13 @@ def run_decode_bench(cfg: ModelBenchConfig, log: Callable[[str], None] = print) 
         with torch.no_grad():
             timings = interleaved_medians(contenders, cfg.repeats, cfg.warmup)
         base = cfg.new_tokens / timings["residual"]["median_ms"]
+        kinds = {_kind_label(k, cfg): k for k in ["residual", *cfg.kinds]}
         for name, t in timings.items():
             tok_s = cfg.new_tokens / t["median_ms"] * 1e3
             rows.append(
                 dict(bench="decode", preset=preset, contender=name, precision=cfg.precision,
-                     new_tokens=cfg.new_tokens, **t, tokens_per_s=tok_s, x_residual=tok_s / (base * 1e3))
+                     new_tokens=cfg.new_tokens, **t, tokens_per_s=tok_s, x_residual=tok_s / (base * 1e3),
+                     aten_ops_per_token=decode_ops_per_token(cfg, preset, kinds[name]))
             )
     return rows
 
