@@ -145,3 +145,20 @@ def test_cached_decode_equals_full_forward(kind):
         for t in range(5, 12):
             steps.append(model(idx[:, t : t + 1], t, cache))
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["hc", "mhc", "kromhc", "shc"])
+def test_a_subclass_that_changes_the_math_gets_it_in_eval_too(kind):
+    base = type(shc.make_connection(kind, 4, 24))
+
+    class Doubled(base):  # a user's variant: every H_res entry doubled
+        def mixing(self, streams):
+            pre, res, post = super().mixing(streams)
+            return shc.Mixing(pre, 2 * res, post)
+
+    conn = Doubled(4, 24)
+    x = torch.randn(3, 4, 24)
+    with torch.enable_grad():
+        expected = conn(x.clone().requires_grad_(True), _branch).detach()
+    with torch.no_grad():
+        torch.testing.assert_close(conn(x, _branch), expected, rtol=1e-5, atol=1e-5)

@@ -181,10 +181,20 @@ class HyperConnection(nn.Module):
             lambda: self.inference_constants(dtype),
         )
 
+    def overrides(self, owner: type, *names: str) -> bool:
+        """Whether this module's class replaces any of ``owner``'s methods ``names``: a kind's lean
+        no-grad path is its own math, so a subclass that changes that math gets the generic path
+        (built from :meth:`mixing`) instead, and eval agrees with training whatever it computes."""
+        cls = type(self)
+        return any(getattr(cls, name) is not getattr(owner, name) for name in names)
+
     def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``([H_pre; H_res^T] (tokens, n + 1, n), H_post (..., n))`` for :meth:`width_inference`.
 
         The default builds it from :meth:`mixing`; kinds override it with fewer ops."""
+        return self.mixing_width_matrix(streams)
+
+    def mixing_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pre, res, post = self.mixing(streams)
         n = self.num_streams
         mat = torch.cat([pre.unsqueeze(-2), res.transpose(-1, -2)], dim=-2)
@@ -199,6 +209,10 @@ class HyperConnection(nn.Module):
     def forward(self, streams: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         u, mixed, h_post = self.width(streams)
         return self.depth(mixed, h_post, branch(u))
+
+
+# the methods whose math the lean no-grad paths of the coefficient kinds re-implement
+COEFFICIENT_MATH = ("mixing", "coefficients", "folded_weight", "gate_scale", "coefficient_math")
 
 
 def _pm_one_bias(num_streams: int, layer_index: int) -> torch.Tensor:
@@ -339,6 +353,8 @@ class CoefficientConnection(HyperConnection):
         return torch.addcmul(consts["bias"], flat @ weight, inv_rms)
 
     def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.overrides(CoefficientConnection, *COEFFICIENT_MATH):
+            return self.mixing_width_matrix(streams)
         consts = self.cached_inference_constants(compute_dtype(streams), streams.device)
         pre, res, post = self.coefficient_math(self.inference_coefficients(streams, consts))
         mat = torch.cat([pre.unsqueeze(-2), res.transpose(-1, -2)], dim=-2)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..linalg import batched_kron
-from .base import CoefficientConnection, compute_dtype
+from .base import COEFFICIENT_MATH, CoefficientConnection, compute_dtype
 
 SECOND_BIAS = -8.0
 
@@ -82,6 +82,8 @@ class KromHC(CoefficientConnection):
         return consts
 
     def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.overrides(KromHC, "res_matrix", *COEFFICIENT_MATH):
+            return super().inference_width_matrix(streams)
         n, k = self.num_streams, self.num_factors
         consts = self.cached_inference_constants(compute_dtype(streams), streams.device)
         act = torch.sigmoid(self.inference_coefficients(streams, consts)) * consts["scale"]

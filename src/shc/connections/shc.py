@@ -25,7 +25,7 @@ from torch import nn
 
 from ..kernels.interface import ProjectedCoefficients
 from ..linalg import cayley_from_params, cayley_quadratic_map, helmert_basis
-from .base import CoefficientConnection, compute_dtype
+from .base import COEFFICIENT_MATH, CoefficientConnection, compute_dtype
 from .constants import centre_matrix, constant
 
 DEFAULT_SIGMA_BIAS = 4.0
@@ -139,7 +139,7 @@ class SHC(CoefficientConnection):
         return consts
 
     def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.rank not in (2, 3):
+        if self.rank not in (2, 3) or self.overrides(SHC, "res_matrix", *COEFFICIENT_MATH):
             return super().inference_width_matrix(streams)
         n, m, k = self.num_streams, self.rank, self.num_angles
         consts = self.cached_inference_constants(compute_dtype(streams), streams.device)
