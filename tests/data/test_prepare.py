@@ -22,7 +22,7 @@ def test_shakespeare_bytes_round_trip(tmp_path):
     for works, stream in ((train_works, data.train), (val_works, data.val)):
         expected = np.concatenate([np.concatenate([np.frombuffer(w.text.encode(), np.uint8), eos]) for w in works])
         assert np.array_equal(stream, expected)
-    assert data.val_bytes == sum(len(w.text.encode()) for w in val_works) == shakespeare.manifest()["val_bytes"]
+    assert data.val_bytes == sum(len(w.text.encode()) for w in val_works) == shakespeare.CORPUS.manifest()["val_bytes"]
     assert data.n_val_tokens == data.val_bytes + len(val_works)
     assert data.info["train_documents"] == len(train_works)
     assert data.tokenizer.decode(data.val[:100].tolist()) == val_works[0].text[:100]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import io
@@ -24,8 +25,8 @@ def _build_script():
 
 
 def test_file_matches_recorded_sha256_and_sizes():
-    m = pycode.manifest()
-    data = pycode.corpus_path().read_bytes()
+    m = pycode.CORPUS.manifest()
+    data = pycode.CORPUS.path().read_bytes()
     assert hashlib.sha256(data).hexdigest() == m["sha256"]
     assert len(data) == m["compressed_bytes"] < 3 * 2**20
     assert m["source"]["package"] == "networkx" and m["source"]["licence"] == "BSD-3-Clause"
@@ -45,21 +46,20 @@ def test_split_is_disjoint_whole_files_by_the_recorded_rule():
     train_paths, val_paths = {f.path for f in train}, {f.path for f in val}
     assert not train_paths & val_paths
     assert train_paths | val_paths == {f.path for f in files}
-    assert val_paths == set(pycode.val_paths())
+    assert val_paths == set(pycode.CORPUS.held_out())
     sizes = {f.path: len(f.text.encode()) for f in files}
     assert sorted(val_paths) == _build_script().choose_val(sizes)  # the documented rule, recomputed
     val_bytes = sum(sizes[p] for p in val_paths)
-    assert val_bytes == pycode.manifest()["val_bytes"]
+    assert val_bytes == pycode.CORPUS.manifest()["val_bytes"]
     assert 0.1 <= val_bytes / sum(sizes.values()) < 0.12
 
 
-def test_tampered_file_is_refused(monkeypatch, tmp_path):
-    m = pycode.manifest()
-    (tmp_path / m["file"]).write_bytes(pycode.corpus_path().read_bytes()[:-1] + b"\0")
-    (tmp_path / pycode.MANIFEST_FILE).write_text(json.dumps(m))
-    monkeypatch.setattr(pycode, "corpus_dir", lambda: tmp_path)
+def test_tampered_file_is_refused(tmp_path):
+    m = pycode.CORPUS.manifest()
+    (tmp_path / m["file"]).write_bytes(pycode.CORPUS.path().read_bytes()[:-1] + b"\0")
+    (tmp_path / pycode.CORPUS.manifest_file).write_text(json.dumps(m))
     with pytest.raises(ValueError, match="SHA-256 does not match"):
-        pycode.load_files()
+        pycode.load_files(dataclasses.replace(pycode.CORPUS, directory=tmp_path))
 
 
 def _fake_sdist(path: Path, files: dict[str, str]) -> Path:
@@ -105,7 +105,7 @@ def cache_dir(tmp_path_factory):
 
 def test_loads_through_the_data_path(cache_dir):
     data = prepare_data(DataConfig(source="pycode", tokenizer="byte", cache_dir=str(cache_dir)))
-    m = pycode.manifest()
+    m = pycode.CORPUS.manifest()
     n_val = len(m["val_documents"])
     assert data.val_bytes == m["val_bytes"]
     assert data.n_val_tokens == m["val_bytes"] + n_val  # byte tokens + one eos per document

@@ -9,16 +9,17 @@ bytes, chosen by SHA-256 of the path).
 
 from __future__ import annotations
 
-import hashlib
-import json
-import lzma
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
-from pathlib import Path
 
-NAME = "pycode"
-MANIFEST_FILE = "pycode.manifest.json"
+from .bundled import BundledCorpus
+
+CORPUS = BundledCorpus(
+    name="pycode",
+    description="pycode (bundled corpus: NetworkX 3.4.2 Python source)",
+    manifest_file="pycode.manifest.json",
+    id_field="path",
+    held_out_field="val_documents",
+)
 
 
 @dataclass(frozen=True)
@@ -27,54 +28,15 @@ class SourceFile:
     text: str
 
 
-def corpus_dir() -> Path:
-    return Path(str(resources.files("shc.data").joinpath("corpus")))
-
-
-@lru_cache(maxsize=1)
-def manifest() -> dict:
-    return json.loads((corpus_dir() / MANIFEST_FILE).read_text(encoding="utf-8"))
-
-
-def corpus_path() -> Path:
-    return corpus_dir() / manifest()["file"]
-
-
-def corpus_sha256() -> str:
-    """The recorded SHA-256 of the compressed corpus file (identifies the corpus in cache keys)."""
-    return manifest()["sha256"]
-
-
-def val_paths() -> tuple[str, ...]:
-    return tuple(manifest()["val_documents"])
-
-
-def load_files(verify: bool = True) -> list[SourceFile]:
+def load_files(corpus: BundledCorpus = CORPUS, verify: bool = True) -> list[SourceFile]:
     """All files in path order. ``verify`` checks the file against the manifest's SHA-256."""
-    data = corpus_path().read_bytes()
-    if verify and hashlib.sha256(data).hexdigest() != corpus_sha256():
-        raise ValueError(f"{corpus_path()}: SHA-256 does not match {corpus_dir() / MANIFEST_FILE}")
-    lines = lzma.decompress(data).decode("utf-8").splitlines()
-    return [SourceFile(d["path"], d["text"]) for d in map(json.loads, lines)]
+    return [SourceFile(d["path"], d["text"]) for d in corpus.records(verify)]
 
 
-def split_files(files: list[SourceFile] | None = None) -> tuple[list[SourceFile], list[SourceFile]]:
+def split_files(
+    files: list[SourceFile] | None = None, corpus: BundledCorpus = CORPUS
+) -> tuple[list[SourceFile], list[SourceFile]]:
     """(train, val): the manifest's validation files, held out whole."""
-    files = load_files() if files is None else files
-    held_out = set(val_paths())
+    files = load_files(corpus) if files is None else files
+    held_out = set(corpus.held_out())
     return [f for f in files if f.path not in held_out], [f for f in files if f.path in held_out]
-
-
-DESCRIPTION = f"{NAME} (bundled corpus: NetworkX 3.4.2 Python source)"
-
-
-def documents():
-    """``("train" | "val", text)`` per file, in path order (the data source's one pass)."""
-    held_out = set(val_paths())
-    for f in load_files():
-        yield ("val" if f.path in held_out else "train"), f.text
-
-
-def fingerprint_settings() -> dict:
-    """What identifies this source's content and split in token-cache keys."""
-    return {"source": NAME, "sha256": corpus_sha256(), "val": list(val_paths())}

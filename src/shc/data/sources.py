@@ -25,7 +25,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from . import pycode, shakespeare
-from .config import HF_PREFIX, SHAKESPEARE, DataConfig, resolve_path
+from .config import HF_PREFIX, DataConfig, resolve_path
 
 HF_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
 _SAVED_DATASET_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
@@ -42,10 +42,9 @@ class Source:
 
 
 def open_source(cfg: DataConfig) -> Source:
-    if cfg.source == SHAKESPEARE:
-        return _shakespeare()
-    if cfg.source == pycode.NAME:
-        return Source(pycode.DESCRIPTION, _fingerprint(pycode.fingerprint_settings()), pycode.documents)
+    for corpus in (shakespeare.CORPUS, pycode.CORPUS):
+        if cfg.source == corpus.name:
+            return Source(corpus.description, _fingerprint(corpus.fingerprint_settings()), corpus.documents)
     if cfg.source.startswith(HF_PREFIX):
         return _huggingface(cfg)
     path = resolve_path(cfg.source)
@@ -56,18 +55,6 @@ def open_source(cfg: DataConfig) -> Source:
 
 def _fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-
-
-def _shakespeare() -> Source:
-    def documents():
-        held_out = set(shakespeare.val_works())
-        for w in shakespeare.load_works():
-            yield ("val" if w.work in held_out else "train"), w.text
-
-    fp = _fingerprint(
-        {"source": SHAKESPEARE, "sha256": shakespeare.corpus_sha256(), "val": list(shakespeare.val_works())}
-    )
-    return Source(f"{SHAKESPEARE} (bundled corpus)", fp, documents)
 
 
 def _read_text(path: Path) -> str:
