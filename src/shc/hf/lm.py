@@ -18,6 +18,7 @@ from torch import nn
 
 from .._optional import require
 from ..connections import HyperConnection
+from ..model.sampling import check_sampling, sample
 from .convert import SUPPORTED_ARCHITECTURES, ConversionConfig, apply_conversion, hyper_connections
 
 INIT_FROM_PREFIX = "hf:"
@@ -120,10 +121,7 @@ class HFLanguageModel(nn.Module):
 
         ``temperature=0`` is greedy; ``top_k`` keeps the k most likely tokens. When the context
         reaches ``max_position_embeddings`` the cache is rebuilt from the last half of it."""
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        check_sampling(temperature, top_k)
         was_training = self.training
         self.eval()
         window = self.max_seq_len
@@ -141,13 +139,3 @@ class HFLanguageModel(nn.Module):
         self.train(was_training)
         return out
 
-
-def sample(logits: torch.Tensor, temperature: float, top_k: int | None, generator) -> torch.Tensor:
-    """One token id per row of ``logits (B, V)``: argmax at ``temperature=0``, else softmax sampling."""
-    if temperature == 0:
-        return logits.argmax(-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)

@@ -22,6 +22,7 @@ from ..connections import HyperConnection, expand_streams, make_connection, redu
 from .config import ModelConfig
 from .kv_cache import KVCache, LayerKVCache
 from .layers import Attention, RotaryEmbedding, SwiGLU
+from .sampling import check_sampling, sample
 
 
 class Block(nn.Module):
@@ -123,10 +124,7 @@ class LanguageModel(nn.Module):
         ``temperature=0`` is greedy; ``top_k`` keeps the k most likely tokens. When the context
         reaches ``max_seq_len``, the cache is rebuilt from the last half of the window.
         """
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        check_sampling(temperature, top_k)
         was_training = self.training
         self.eval()
         window = self.cfg.max_seq_len
@@ -138,7 +136,7 @@ class LanguageModel(nn.Module):
                 cache = self.new_cache(out.shape[0])
                 logits = self(context, 0, cache)[:, -1]
                 pos = context.shape[1]
-            next_id = _sample(logits.float(), temperature, top_k, generator)
+            next_id = sample(logits.float(), temperature, top_k, generator)
             out = torch.cat([out, next_id], dim=1)
             if pos < window:
                 logits = self(next_id, pos, cache)[:, -1]
@@ -146,12 +144,3 @@ class LanguageModel(nn.Module):
         self.train(was_training)
         return out
 
-
-def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, generator) -> torch.Tensor:
-    if temperature == 0:
-        return logits.argmax(-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
