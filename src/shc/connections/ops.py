@@ -59,14 +59,6 @@ def _plain(*tensors: torch.Tensor) -> bool:
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
 
-def _rowdot(streams: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
-    """``out[..., i] = <streams[..., i, :], vec[..., :]>`` (..., n): a multiply and a sum.
-
-    Not a batched matrix-vector GEMM: MKL runs ``(n, C) @ (C, 1)`` per token ~8x slower than this
-    one elementwise pass plus a reduction (13.5 vs 1.6 ms at 2048 tokens, n = 4, C = 512)."""
-    return (streams * vec.unsqueeze(-2)).sum(-1)
-
-
 def _batched(t: torch.Tensor, rows: int) -> torch.Tensor:
     """``(..., rows, cols) -> (B, rows, cols)`` for the ``bmm`` family."""
     return t.reshape(-1, rows, t.shape[-1])
@@ -156,7 +148,7 @@ class _WidthMix(torch.autograd.Function):
         x = streams.to(dt)
         grad_u = grad_u.to(dt).contiguous()
         grad_mixed = grad_mixed.to(dt).contiguous()
-        grad_pre = _rowdot(x, grad_u)
+        grad_pre = torch.matmul(x, grad_u.unsqueeze(-1)).squeeze(-1)
         grad_res = torch.matmul(x, grad_mixed.transpose(-1, -2))
         grad_x = torch.matmul(res, grad_mixed)
         grad_x.addcmul_(pre.unsqueeze(-1), grad_u.unsqueeze(-2))  # in place: no copy of grad_x
@@ -196,7 +188,7 @@ class _DepthAdd(torch.autograd.Function):
         mixed_dtype, branch_dtype = ctx.dtypes
         g = grad.to(post.dtype).contiguous()
         with autocast_off(grad.device.type):
-            grad_post = _rowdot(g, branch_out.to(post.dtype))
+            grad_post = torch.matmul(g, branch_out.to(post.dtype).unsqueeze(-1)).squeeze(-1)
             grad_branch = torch.matmul(post.unsqueeze(-2), g).squeeze(-2)
         return grad.to(mixed_dtype), grad_post, grad_branch.to(branch_dtype)
 
