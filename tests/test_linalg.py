@@ -135,3 +135,19 @@ def test_batched_kron_matches_torch_kron():
     for b in range(3):
         expected = torch.kron(torch.kron(factors[0][b], factors[1][b]), factors[2][b])
         torch.testing.assert_close(out[b], expected)
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_cayley_quadratic_map_reproduces_the_closed_form(m):
+    k = m * (m - 1) // 2
+    z = 3 * torch.randn(40, k, dtype=torch.float64)
+    z1 = torch.cat([torch.ones(40, 1, dtype=torch.float64), z], dim=-1)
+    out = (z1.unsqueeze(-1) * z1.unsqueeze(-2)).reshape(40, -1) @ linalg.cayley_quadratic_map(m)
+    numerator, denominator = out[:, : m * m].reshape(40, m, m), out[:, m * m :]
+    torch.testing.assert_close(denominator, 1 + (z * z).sum(-1, keepdim=True))
+    torch.testing.assert_close(numerator / denominator.unsqueeze(-1), _cayley_by_solve(z, m))
+
+
+def test_cayley_quadratic_map_refuses_other_sizes():
+    with pytest.raises(ValueError, match="m = 2 or 3, got m=4"):
+        linalg.cayley_quadratic_map(4)
