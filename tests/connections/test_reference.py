@@ -1,4 +1,4 @@
-"""The module agrees with the naive transcription of the papers' math (docs/design.md) (forward values and gradients)."""
+"""The module agrees with the naive transcription of the papers' math (docs/design.md): values and gradients."""
 
 import pytest
 import torch
