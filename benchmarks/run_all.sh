@@ -21,7 +21,7 @@ uptime; $SHC bench decode --presets tiny --repeats 21 --json $OUT/decode.json
 
 # 3. the headline layer configuration (n=4, C=512, 2048 tokens, fwd+bwd), fp32 and bf16 streams,
 #    eager and compiled, with the naive math, the hyper-connections package and the compiled floor
-uptime; $SHC bench layer --streams 4 --dims 512 --dtypes fp32,bf16 --modes eager,compiled --repeats 7 \
+uptime; $SHC bench layer --streams 4 --dims 512 --dtypes fp32,bf16 --modes eager,compiled --repeats 7 --recompute \
     --json $OUT/layer_headline.json
 
 # 4. the same, eager, with the tuned glibc allocator (every contender in the same process)
@@ -34,11 +34,11 @@ uptime; $SHC bench layer --streams 8 --dims 512 --dtypes fp32 --modes eager,comp
 
 # 6. the n x C grid for the plot: every kind, eager fp32, 1024 tokens, compiled floor
 uptime; $SHC bench layer --streams 2,3,4,6,8 --dims 256,512,1024,2048 --dtypes fp32 --modes eager \
-    --tokens 1024 --no-naive --no-package --repeats 3 --json $OUT/layer_grid.json
+    --tokens 1024 --no-naive --no-package --repeats 5 --json $OUT/layer_grid.json
 $SHC bench plot $OUT/layer_grid.json --out docs/img/layer_grid.png
 
 # 7. end-to-end training step (bf16 autocast as the trainer, batch 4 x max_seq_len), every kind vs residual
-uptime; $SHC bench step --presets tiny,small --repeats 3 --json $OUT/step.json
+uptime; $SHC bench step --presets tiny,small --repeats 7 --json $OUT/step.json
 
 uptime
 .venv/bin/python benchmarks/summarize.py $OUT
