@@ -242,6 +242,10 @@ def test_auto_uses_only_validated_paths(monkeypatch):
     x = torch.zeros(3, 4, C)
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     spec = perturbed("shc", 4).kernel_spec()
+    with pytest.warns(UserWarning, match="not been validated"):
+        assert not kernels.select("auto", spec, x)  # the shipped table is empty: PyTorch on CUDA
+    table = {("fused_shc", "shc", 4): (torch.float32,), ("projection", "mhc", 4): (torch.bfloat16,)}
+    monkeypatch.setattr(kernels, "VALIDATED", table)
     assert kernels.select("auto", spec, x)
     assert kernels.select("auto", perturbed("mhc", 4).kernel_spec(), x.bfloat16())
     with pytest.warns(UserWarning, match="not been validated"):

@@ -23,12 +23,14 @@ Backends, chosen per module (``make_connection(..., backend=...)``), see :func:`
 - ``"triton"``: the kernels for every CUDA tensor whose shape they can launch; anything else
   (a CPU tensor, Triton missing, too many coefficients) raises. Under Triton's CPU interpreter
   (``TRITON_INTERPRET=1``, the tests) CPU tensors run the kernels too.
-- ``"auto"`` (default): the kernels only for the (route, kind, n, dtype) that were validated on
-  hardware (:data:`VALIDATED`: values and every gradient against PyTorch on an H200,
-  docs/results/gpu), where they were also measured no slower end to end (qwen3-0.6b-shaped
-  8-layer bf16 training step: 111.6 ms with the kernels vs 116.0 ms on the PyTorch path; the fused
-  forward alone 3.2x faster than eager). Otherwise PyTorch, with a warning on CUDA saying why.
-  CPU tensors always take PyTorch.
+- ``"auto"`` (default): the kernels only for the (route, kind, n, dtype) in :data:`VALIDATED`,
+  the table of paths whose values and every gradient were checked against PyTorch on GPU hardware
+  *with the code as it is now*. Otherwise PyTorch, with a warning on CUDA saying why. CPU tensors
+  always take PyTorch. The table is **empty** in this release: the kernels were checked on an H200
+  (docs/results/gpu: sHC n = 3, 4 fp32/bf16 and mHC n = 4 bf16 matched, with the Triton
+  coefficient backward since removed), but the dispatch around them has changed since and has
+  only run under Triton's CPU interpreter. A hardware run of ``benchmarks/gpu_check.py`` is what
+  puts a path back into the table; until then ``backend="triton"`` is an explicit opt-in.
 
 Under ``torch.compile`` every backend takes the PyTorch path (Inductor writes its own kernels).
 """
@@ -50,13 +52,11 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_STREAMS = 16
 MAX_COEFFICIENTS = 256  # the projection kernel keeps every coefficient of a token block in registers
 
-# (route, kind, n) -> stream dtypes checked on hardware (docs/results/gpu/gpu_check_h200.md:
-# values and every gradient against float64 PyTorch, H200, Triton 3.6)
-VALIDATED: dict[tuple[str, str, int], tuple[torch.dtype, ...]] = {
-    ("fused_shc", "shc", 3): (torch.float32, torch.bfloat16),
-    ("fused_shc", "shc", 4): (torch.float32, torch.bfloat16),
-    ("projection", "mhc", 4): (torch.bfloat16,),
-}
+# (route, kind, n) -> stream dtypes whose values and gradients were checked on GPU hardware with the
+# current code (benchmarks/gpu_check.py). Empty: see the module docstring. The earlier H200 check
+# (docs/results/gpu/gpu_check_h200.md) covered ("fused_shc", "shc", 3 and 4): fp32, bf16 and
+# ("projection", "mhc", 4): bf16, with older dispatch code.
+VALIDATED: dict[tuple[str, str, int], tuple[torch.dtype, ...]] = {}
 
 Spec = ProjectedCoefficients | GivenCoefficients
 
@@ -90,7 +90,10 @@ def unsupported_reason(spec: Spec, streams: torch.Tensor) -> str | None:
 def _not_validated_reason(spec: Spec, streams: torch.Tensor) -> str | None:
     n = streams.shape[-2]
     if streams.dtype not in VALIDATED.get((spec.route, spec.kind, n), ()):
-        return f"{spec.kind} n={n} {streams.dtype} ({spec.route}) has not been validated on hardware"
+        return (
+            f"{spec.kind} n={n} {streams.dtype} ({spec.route}) has not been validated on hardware with this "
+            "version (shc.kernels.VALIDATED); backend='triton' opts in"
+        )
     return None
 
 
