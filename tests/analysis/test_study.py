@@ -85,8 +85,17 @@ def test_config_differences_counts_results_not_logging():
     saved.model.connection.options = {"sigma_bias": 3.0}
     saved.train.eval_batches = 2
     assert config_differences(saved, wanted) == [
-        "model.connection.options.sigma_bias: the run has 3.0, this invocation asks '<unset>'",
+        "model.connection.options.sigma_bias: the run has 3.0, this invocation asks 4.0",
         f"train.eval_batches: the run has 2, this invocation asks {wanted.train.eval_batches}",
+    ]
+    # an option left unset means its default: a run trained without sigma_bias IS sigma_bias 4.0
+    saved.train.eval_batches = wanted.train.eval_batches
+    saved.model.connection.options = {}
+    wanted.model.connection.options = {"sigma_bias": 4.0}
+    assert config_differences(saved, wanted) == []
+    wanted.model.connection.options = {"sigma_bias": 2.0}
+    assert config_differences(saved, wanted) == [
+        "model.connection.options.sigma_bias: the run has 4.0, this invocation asks 2.0"
     ]
 
 

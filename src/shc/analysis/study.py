@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..connections import available_connections
+from ..connections import available_connections, connection_option_defaults
 from .analyze import DEFAULT_BATCHES
 
 LR_SCALE = "train.lr_scale"
@@ -279,12 +279,18 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
 
 def config_differences(saved, wanted) -> list[str]:
     """The settings in which a run's saved config differs from the wanted one (both ``TrainConfig``;
-    the saved one read with :func:`shc.train.load_config`, which fills defaults for missing keys).
+    the saved one read with :func:`shc.train.load_config`, which fills defaults for missing keys;
+    unset connection options count as their defaults).
 
     :data:`IGNORED_KEYS` never count; ``model.vocab_size`` counts only when the wanted config fixes it
     (the trainer fills it in from the tokenizer).
     """
     have, want = _flatten(saved.to_dict()), _flatten(wanted.to_dict())
+    # an unset connection option means its default (sigma_bias unset == sigma_bias 4.0)
+    for flat in (have, want):
+        kind = flat.get("model.connection.kind")
+        for name, default in (connection_option_defaults(kind).items() if kind else ()):
+            flat.setdefault(f"model.connection.options.{name}", default)
     diffs = []
     for key in sorted(set(have) | set(want)):
         if key in IGNORED_KEYS or (key == "model.vocab_size" and want.get(key) is None):

@@ -8,6 +8,7 @@ from .mhc_lite import MHCLite
 from .registry import (
     available_connections,
     connection_class,
+    connection_option_defaults,
     connection_options,
     connection_parameter_count,
     make_connection,
@@ -27,6 +28,7 @@ __all__ = [
     "Residual",
     "available_connections",
     "connection_class",
+    "connection_option_defaults",
     "connection_options",
     "connection_parameter_count",
     "expand_streams",

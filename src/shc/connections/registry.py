@@ -36,6 +36,12 @@ def connection_options(kind: str) -> tuple[str, ...]:
     return tuple(p for p in params if p not in ("self", "num_streams", "dim", "layer_index"))
 
 
+def connection_option_defaults(kind: str) -> dict:
+    """The default value of every option of ``kind`` (what an unset option means)."""
+    params = inspect.signature(connection_class(kind).__init__).parameters
+    return {name: params[name].default for name in connection_options(kind)}
+
+
 def make_connection(
     kind: str, num_streams: int, dim: int, layer_index: int = 0, **options
 ) -> HyperConnection:
