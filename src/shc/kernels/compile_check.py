@@ -24,7 +24,9 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from . import fused_width
-from . import triton_kernels as K
+from . import triton_backward as KB
+from . import triton_depth as KD
+from . import triton_forward as KF
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,9 @@ def _variants(dtype: str, n: int, dim: int, bt: int, bk: int, br: int):
         **shape, NCP=ncp, DOT_PRECISION=precision,
     )
     for fuse, mix in ((True, True), (True, False), (False, True)):
-        yield f"width_fwd fuse_shc={fuse} mix={mix}", K.width_fwd_kernel, {**width, "FUSE_SHC": fuse, "MIX": mix}
-    yield "mix_fwd", K.mix_fwd_kernel, dict(x_ptr=s, pre_ptr=f32, res_ptr=f32, u_ptr=s, mixed_ptr=s, T="i32", **shape)
-    yield "mix_bwd_coef", K.mix_bwd_coef_kernel, dict(
+        yield f"width_fwd fuse_shc={fuse} mix={mix}", KF.width_fwd_kernel, {**width, "FUSE_SHC": fuse, "MIX": mix}
+    yield "mix_fwd", KF.mix_fwd_kernel, dict(x_ptr=s, pre_ptr=f32, res_ptr=f32, u_ptr=s, mixed_ptr=s, T="i32", **shape)
+    yield "mix_bwd_coef", KB.mix_bwd_coef_kernel, dict(
         x_ptr=s, du_ptr=s, dmixed_ptr=s, dpre_ptr=f32, dres_ptr=f32, T="i32", **shape
     )
     dx = dict(
@@ -57,14 +59,14 @@ def _variants(dtype: str, n: int, dim: int, bt: int, bk: int, br: int):
         dx_ptr=s, T="i32", **shape, NCP=ncp, DOT_PRECISION=precision,
     )
     for with_mix, with_proj in ((True, True), (True, False), (False, True)):
-        yield (f"width_bwd_dx mix={with_mix} proj={with_proj}", K.width_bwd_dx_kernel,
+        yield (f"width_bwd_dx mix={with_mix} proj={with_proj}", KB.width_bwd_dx_kernel,
                {**dx, "WITH_MIX": with_mix, "WITH_PROJ": with_proj})
-    yield "proj_bwd_weight", K.proj_bwd_weight_kernel, dict(
+    yield "proj_bwd_weight", KB.proj_bwd_weight_kernel, dict(
         x_ptr=s, dy_ptr=f32, out_ptr=f32, T="i32", R="i32", tokens_per_split="i32", NCP=ncp, BR=br, BT=bt,
         DOT_PRECISION=precision,
     )
-    yield "depth_fwd", K.depth_fwd_kernel, dict(mixed_ptr=s, post_ptr=f32, b_ptr=s, out_ptr=s, T="i32", **shape)
-    yield "depth_bwd", K.depth_bwd_kernel, dict(
+    yield "depth_fwd", KD.depth_fwd_kernel, dict(mixed_ptr=s, post_ptr=f32, b_ptr=s, out_ptr=s, T="i32", **shape)
+    yield "depth_bwd", KD.depth_bwd_kernel, dict(
         dout_ptr=s, post_ptr=f32, b_ptr=s, db_ptr=s, dpost_ptr=f32, T="i32", **shape
     )
 

@@ -12,7 +12,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import fused_width as W
-from . import triton_kernels as K
+from . import triton_depth as KD
 
 
 class Depth(torch.autograd.Function):
@@ -24,7 +24,7 @@ class Depth(torch.autograd.Function):
         post = h_post.detach().float().contiguous()
         out = torch.empty_like(mixed)
         with W._device(mixed):
-            K.depth_fwd_kernel[W._grid(t)](
+            KD.depth_fwd_kernel[W._grid(t)](
                 mixed, post, branch_out, out, t, C=c, N=n, NP=W._pow2(n, 2), BT=W.BLOCK_T, BK=W.BLOCK_K,
                 num_warps=W.NUM_WARPS,
             )
@@ -41,7 +41,7 @@ class Depth(torch.autograd.Function):
         dbranch = torch.empty_like(branch_out)
         dpost = dout.new_empty(t, n, dtype=torch.float32)
         with W._device(dout):
-            K.depth_bwd_kernel[W._grid(t)](
+            KD.depth_bwd_kernel[W._grid(t)](
                 dout, post, branch_out, dbranch, dpost, t, C=c, N=n, NP=W._pow2(n, 2), BT=W.BLOCK_T,
                 BK=W.BLOCK_K, num_warps=W.NUM_WARPS,
             )

@@ -26,7 +26,8 @@ import torch
 import triton
 from torch.autograd.function import once_differentiable
 
-from . import triton_kernels as K
+from . import triton_backward as KB
+from . import triton_forward as KF
 from .interface import CoefficientMath
 
 BLOCK_T = 32  # tokens per program (tl.dot needs >= 16); each program re-reads g W (n C x 32) from L2
@@ -88,7 +89,7 @@ def _projection_forward(x, wg_pad, eps, fuse_shc=False, scale=None, bias=None, g
     else:
         post = u = mixed = scale = bias = gamma = raw  # unused pointers
     with _device(x):
-        K.width_fwd_kernel[_grid(t)](
+        KF.width_fwd_kernel[_grid(t)](
             x, wg_pad, scale, bias, gamma, raw, inv_rms, post, u, mixed, pre, res, t, eps,
             C=c, N=n, NP=_pow2(n, 2), NCP=ncp, BT=BLOCK_T, BK=BLOCK_K, FUSE_SHC=fuse_shc, MIX=not split,
             DOT_PRECISION=_dot_precision(x), num_warps=NUM_WARPS,
@@ -103,7 +104,7 @@ def _projection_forward(x, wg_pad, eps, fuse_shc=False, scale=None, bias=None, g
 def _mix_forward(x, pre, res, u, mixed):
     t, n, c = x.shape
     with _device(x):
-        K.mix_fwd_kernel[_grid(t)](
+        KF.mix_fwd_kernel[_grid(t)](
             x, pre, res, u, mixed, t, C=c, N=n, NP=_pow2(n, 2), BT=BLOCK_T, BK=BLOCK_K, num_warps=NUM_WARPS,
         )
 
@@ -113,7 +114,7 @@ def _mix_backward_coefficients(x, du, dmixed):
     dpre = x.new_empty(t, n, dtype=torch.float32)
     dres = x.new_empty(t, n, n, dtype=torch.float32)
     with _device(x):
-        K.mix_bwd_coef_kernel[_grid(t)](
+        KB.mix_bwd_coef_kernel[_grid(t)](
             x, du, dmixed, dpre, dres, t, C=c, N=n, NP=_pow2(n, 2), BT=BLOCK_T, BK=BLOCK_K,
             num_warps=NUM_WARPS,
         )
@@ -136,7 +137,7 @@ def _dx(x, dx_dtype, du=None, dmixed=None, pre=None, res=None, dy=None, alpha=No
     ncp = wg_pad.shape[1] if with_proj else 16
     dummy = x
     with _device(x):
-        K.width_bwd_dx_kernel[_grid(t)](
+        KB.width_bwd_dx_kernel[_grid(t)](
             x, du if with_mix else dummy, dmixed if with_mix else dummy,
             pre if with_mix else dummy, res if with_mix else dummy,
             dy if with_proj else dummy, alpha if with_proj else dummy, wg_pad if with_proj else dummy,
@@ -157,7 +158,7 @@ def _weight_grad(x, dy, total):
     per_split = triton.cdiv(t, split)
     partial = x.new_empty(split, rows, ncp, dtype=torch.float32)
     with _device(x):
-        K.proj_bwd_weight_kernel[(row_blocks, split)](
+        KB.proj_bwd_weight_kernel[(row_blocks, split)](
             x, dy, partial, t, rows, per_split, NCP=ncp, BR=BLOCK_R, BT=BLOCK_T, DOT_PRECISION=_dot_precision(x),
             num_warps=NUM_WARPS,
         )
