@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .. import kernels
-from ..kernels.interface import GivenCoefficients, ProjectedCoefficients
+from ..kernels.interface import GivenCoefficients, KernelRoute, ProjectedCoefficients
 from .constants import constant, group_index
 from .inference import ParameterCache, inference_path
 from .ops import autocast_off, depth_add, project_rms, width_mix
@@ -107,17 +107,21 @@ class HyperConnection(nn.Module):
     def mixing(self, streams: torch.Tensor) -> Mixing:
         raise NotImplementedError
 
-    def kernel_spec(self) -> ProjectedCoefficients | GivenCoefficients:
-        """What the Triton kernels need to compute this module's width step (``shc.kernels.interface``).
+    def kernel_route(self) -> KernelRoute:
+        """Which kernels would compute this module's width step; no tensors are built.
 
-        The default hands the kernels this module's own :meth:`mixing` (PyTorch coefficients, a
-        mixing kernel): whatever a subclass computes, forward and backward agree."""
+        The default is the mixing kernel alone, fed by this module's own :meth:`mixing`
+        (PyTorch coefficients): whatever a subclass computes, forward and backward agree."""
+        return KernelRoute(self.kind, "mix")
+
+    def kernel_spec(self) -> ProjectedCoefficients | GivenCoefficients:
+        """What the Triton kernels need to run :meth:`kernel_route` (``shc.kernels.interface``)."""
         return GivenCoefficients(kind=self.kind, mixing=self.mixing)
 
     def _uses_kernels(self, streams: torch.Tensor) -> bool:
         if self.backend == "torch" or (self.backend == "auto" and not streams.is_cuda):
-            return False  # the common case first: no kernel_spec() built on the CPU
-        return kernels.select(self.backend, self.kernel_spec(), streams)
+            return False  # the common case first
+        return kernels.select(self.backend, self.kernel_route(), streams)
 
     def width(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return ``(u, mixed, h_post)``: branch input (..., C) and ``H_res``-mixed streams
@@ -309,11 +313,16 @@ class CoefficientConnection(HyperConnection):
         parts = list(coef.split_with_sizes(self.group_sizes, dim=-1))  # (no Python-level split wrapper)
         return Mixing(torch.sigmoid(parts[0]), self.res_matrix(parts[2:]), 2 * torch.sigmoid(parts[1]))
 
-    def kernel_spec(self) -> ProjectedCoefficients | GivenCoefficients:
+    def kernel_route(self) -> KernelRoute:
         """The projection runs in a kernel and :meth:`coefficient_math` in PyTorch, unless a subclass
         changed how coefficients are made (then the kernels only mix, from :meth:`mixing`)."""
         cls = type(self)
         if cls.coefficients is not CoefficientConnection.coefficients or cls.mixing is not CoefficientConnection.mixing:
+            return super().kernel_route()
+        return KernelRoute(self.kind, "projection", sum(self.group_sizes))
+
+    def kernel_spec(self) -> ProjectedCoefficients | GivenCoefficients:
+        if self.kernel_route().route == "mix":
             return super().kernel_spec()
         with autocast_off(self.proj.device.type):
             return ProjectedCoefficients(

@@ -23,7 +23,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..kernels.interface import ProjectedCoefficients
+from ..kernels.interface import KernelRoute
 from ..linalg import cayley_from_params, cayley_quadratic_map, helmert_basis
 from .base import COEFFICIENT_MATH, CoefficientConnection, compute_dtype
 from .constants import centre_matrix, constant
@@ -157,14 +157,20 @@ class SHC(CoefficientConnection):
         mat = torch.cat([pre.unsqueeze(1), res_t], dim=1)
         return mat, post.view(*streams.shape[:-2], n)
 
-    def kernel_spec(self):
+    def kernel_route(self) -> KernelRoute:
         """sHC at n = 3, 4 with this class's own math: the fused forward kernel evaluates it."""
-        spec = super().kernel_spec()
+        route = super().kernel_route()
         cls = type(self)
         exact = (
-            isinstance(spec, ProjectedCoefficients)
+            route.route == "projection"
             and cls.res_matrix is SHC.res_matrix
             and cls.coefficient_math is CoefficientConnection.coefficient_math
             and self.num_streams in (3, 4)
         )
-        return dataclasses.replace(spec, fused_shc=True, gamma=self.gamma) if exact else spec
+        return dataclasses.replace(route, route="fused_shc") if exact else route
+
+    def kernel_spec(self):
+        spec = super().kernel_spec()
+        if self.kernel_route().route == "fused_shc":
+            return dataclasses.replace(spec, fused_shc=True, gamma=self.gamma)
+        return spec

@@ -44,7 +44,7 @@ import warnings
 
 import torch
 
-from .interface import GivenCoefficients, ProjectedCoefficients
+from .interface import GivenCoefficients, KernelRoute, ProjectedCoefficients
 
 __all__ = ["VALIDATED", "depth", "interpreter_active", "select", "unsupported_reason", "width"]
 
@@ -59,6 +59,7 @@ MAX_COEFFICIENTS = 256  # the projection kernel keeps every coefficient of a tok
 VALIDATED: dict[tuple[str, str, int], tuple[torch.dtype, ...]] = {}
 
 Spec = ProjectedCoefficients | GivenCoefficients
+Route = KernelRoute | Spec  # anything with .kind, .route and .total
 
 
 @functools.cache
@@ -71,7 +72,7 @@ def interpreter_active() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def unsupported_reason(spec: Spec, streams: torch.Tensor) -> str | None:
+def unsupported_reason(spec: Route, streams: torch.Tensor) -> str | None:
     """Why the kernels cannot run this module on ``streams`` (``None``: they can)."""
     n = streams.shape[-2]
     if not _triton_importable():
@@ -82,12 +83,12 @@ def unsupported_reason(spec: Spec, streams: torch.Tensor) -> str | None:
         return f"streams dtype {streams.dtype} is not one of float32, bfloat16, float16"
     if not 2 <= n <= MAX_STREAMS:
         return f"num_streams={n} is outside 2..{MAX_STREAMS}"
-    if isinstance(spec, ProjectedCoefficients) and spec.total > MAX_COEFFICIENTS:
+    if spec.total > MAX_COEFFICIENTS:
         return f"{spec.total} coefficients per token exceed the kernels' {MAX_COEFFICIENTS}"
     return None
 
 
-def _not_validated_reason(spec: Spec, streams: torch.Tensor) -> str | None:
+def _not_validated_reason(spec: Route, streams: torch.Tensor) -> str | None:
     n = streams.shape[-2]
     if streams.dtype not in VALIDATED.get((spec.route, spec.kind, n), ()):
         return (
@@ -97,7 +98,7 @@ def _not_validated_reason(spec: Spec, streams: torch.Tensor) -> str | None:
     return None
 
 
-def select(backend: str, spec: Spec, streams: torch.Tensor) -> bool:
+def select(backend: str, spec: Route, streams: torch.Tensor) -> bool:
     """Whether ``backend`` runs this width/depth step in the kernels (see the module docstring)."""
     if backend == "torch" or torch.compiler.is_compiling():
         return False

@@ -26,6 +26,17 @@ CoefficientMath = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, tor
 
 
 @dataclass(frozen=True)
+class KernelRoute:
+    """Which kernels would run a module, without building any tensor (the backend decision is
+    taken on every call). ``route``: "fused_shc", "projection" or "mix"; ``total``: coefficients
+    per token for the projection routes (0 for "mix")."""
+
+    kind: str
+    route: str
+    total: int = 0
+
+
+@dataclass(frozen=True)
 class ProjectedCoefficients:
     kind: str
     weight: torch.Tensor  # (n C, total) float32, the RMSNorm gain folded in; autograd-connected
@@ -53,3 +64,7 @@ class GivenCoefficients:
     @property
     def route(self) -> str:
         return "mix"
+
+    @property
+    def total(self) -> int:
+        return 0
