@@ -20,9 +20,9 @@ setup: $(STAMP)
 # every run, print the summary table, write runs/demo/report.md, then sample from the sHC model.
 # One torch thread: on a shared 2-core machine two threads per process oversubscribe the cores.
 demo: $(STAMP)
-	$(VENV)/bin/shc compare --preset demo --methods residual,mhc,shc --streams 4 --seeds 1 \
+	$(VENV)/bin/hyperconn compare --preset demo --methods residual,mhc,shc --streams 4 --seeds 1 \
 		--steps 150 --bench-rounds 3 --out runs/demo --set train.threads=1
-	$(VENV)/bin/shc generate runs/demo/shc-n4-s0 --prompt "ROMEO:" --max-new-tokens 200
+	$(VENV)/bin/hyperconn generate runs/demo/shc-n4-s0 --prompt "ROMEO:" --max-new-tokens 200
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
@@ -31,7 +31,7 @@ test: lint
 	$(PY) -m pytest
 
 bench: $(STAMP)
-	$(VENV)/bin/shc bench
+	$(VENV)/bin/hyperconn bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis

@@ -1,6 +1,6 @@
-"""One-shot GPU check of the fused Triton kernels (``shc.kernels``): correctness, speed, training step.
+"""One-shot GPU check of the fused Triton kernels (``hyperconn.kernels``): correctness, speed, training step.
 
-Run on a CUDA machine; it imports only torch, triton and shc (``pip install -e . --no-deps`` or
+Run on a CUDA machine; it imports only torch, triton and hyperconn (``pip install -e . --no-deps`` or
 ``PYTHONPATH=src``) and finishes in about 3-5 minutes::
 
     PYTHONPATH=src python benchmarks/gpu_check.py --out docs/results/gpu_check.json
@@ -44,9 +44,9 @@ from pathlib import Path
 
 import torch
 
-import shc
-from shc import kernels
-from shc.kernels import fused_width
+import hyperconn
+from hyperconn import kernels
+from hyperconn.kernels import fused_width
 
 STREAMS = 4
 # sizes; --smoke shrinks them to run on CPU under TRITON_INTERPRET=1 (a check of this script only)
@@ -71,7 +71,7 @@ BF16_FACTOR, BF16_FLOOR = 2.0, 2.0**-8
 @contextlib.contextmanager
 def backend(module, name: str):
     """Every connection inside ``module`` on backend ``name`` ("torch" / "triton") for the block."""
-    conns = [m for m in module.modules() if isinstance(m, shc.HyperConnection)]
+    conns = [m for m in module.modules() if isinstance(m, hyperconn.HyperConnection)]
     old = [c.backend for c in conns]
     for c in conns:
         c.backend = name
@@ -97,7 +97,7 @@ def torch_layer(conn, x):
 
 
 def perturbed(kind, n, dim, device, scale=0.1, seed=0):
-    conn = shc.make_connection(kind, n, dim, layer_index=1).to(device)
+    conn = hyperconn.make_connection(kind, n, dim, layer_index=1).to(device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     with torch.no_grad():
         for p in conn.parameters():
@@ -155,7 +155,7 @@ def stage_env(args, results):
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "triton": triton.__version__,
-        "shc": shc.__version__,
+        "hyperconn": hyperconn.__version__,
         "kernels_available": kernels.unsupported_reason(KERNEL_PROBE, torch.zeros(2, 4, 8, device="cuda")) is None,
         "blocks": blocks(),
     }
@@ -273,7 +273,7 @@ def stage_layer(args, results):
             must = {"fwd": (4 * STREAMS + 2) * unit, "fwd+bwd": (8 * STREAMS + 5) * unit}
             row = {"C": dim, "dtype": str(dtype).removeprefix("torch."), "n": STREAMS, "tokens": SIZES["tokens"]}
             try:
-                # torch.compile only for bf16 (the target); float32 streams are what `shc train`
+                # torch.compile only for bf16 (the target); float32 streams are what `hyperconn train`
                 # feeds under bf16 autocast, measured against eager
                 times = _layer_case(dim, dtype, args.reps, compile_torch=dtype == torch.bfloat16)
                 row["ms"] = {k: round(v, 4) for k, v in times.items()}
@@ -299,7 +299,7 @@ def stage_layer(args, results):
 
 
 def _train_step_ms(kind, streams, layers, batch, seq, reps, fused: bool):
-    from shc.model import ConnectionConfig, LanguageModel, get_preset
+    from hyperconn.model import ConnectionConfig, LanguageModel, get_preset
 
     cfg = get_preset("qwen3-0.6b").model
     cfg.n_layers = layers
@@ -349,7 +349,7 @@ def _train_step_ms(kind, streams, layers, batch, seq, reps, fused: bool):
 def stage_step(args, results):
     batch, seq = args.batch, args.seq
     out = {"preset": "qwen3-0.6b", "layers": args.layers, "batch": batch, "seq": seq,
-           "note": "bf16 autocast, fp32 master weights (streams are fp32, as in shc train), AdamW fused, clip 1.0",
+           "note": "bf16 autocast, fp32 master weights (fp32 streams, as in hyperconn train), AdamW fused, clip 1.0",
            "blocks": blocks()}
     rows = {}
     for name, kind, n, fused in (("residual", "residual", 1, True), ("shc n=4 fused", "shc", 4, True),
@@ -449,7 +449,7 @@ STAGES = {
 
 
 def markdown(results: dict) -> str:
-    lines = ["# shc GPU check", ""]
+    lines = ["# hyperconn GPU check", ""]
     env = results.get("env", {})
     lines += [f"Device: **{env.get('device', '?')}**, torch {env.get('torch', '?')}, CUDA {env.get('cuda', '?')}, "
               f"triton {env.get('triton', '?')}; blocks {env.get('blocks', '?')}.", "",

@@ -3,10 +3,10 @@
 # Each command prints a table and writes JSON under benchmarks/results/ (the machine, torch threads
 # and the load average are in every JSON). Timings on a shared CPU are noisy: contenders are
 # interleaved in rounds and compared as ratios of medians taken in the same rounds
-# (src/shc/bench/timing.py); `uptime` is printed before each command.
+# (src/hyperconn/bench/timing.py); `uptime` is printed before each command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SHC=${SHC:-.venv/bin/shc}
+SHC=${SHC:-.venv/bin/hyperconn}
 OUT=${OUT:-benchmarks/results}
 mkdir -p "$OUT"
 # glibc settings that keep freed 16-64 MiB blocks in the heap instead of returning them to the

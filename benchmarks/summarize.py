@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from shc.bench.report import format_table
+from hyperconn.bench.report import format_table
 
 LAYER = ["n", "dim", "dtype", "mode", "contender", "median_ms", "x_floor", "speedup_vs_naive",
          "speedup_vs_pkg_mhc", "saved_mib"]

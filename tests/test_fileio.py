@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
-from shc import fileio
-from shc.fileio import (
+from hyperconn import fileio
+from hyperconn.fileio import (
     atomic_path,
     atomic_write_bytes,
     atomic_write_text,
@@ -93,7 +93,7 @@ def test_a_writer_killed_mid_write_leaves_the_old_file_and_a_removable_temp(tmp_
     child = textwrap.dedent(
         f"""
         import os, signal
-        from shc.fileio import atomic_path
+        from hyperconn.fileio import atomic_path
         with atomic_path({str(target)!r}) as tmp:
             with open(tmp, "wb") as f:
                 f.write(b"x" * 100000)

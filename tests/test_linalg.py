@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from shc import linalg
+from hyperconn import linalg
 
 
 @pytest.mark.parametrize("n", range(2, 9))

@@ -20,12 +20,12 @@ HEAVY = (
 
 CORE_SCRIPT = textwrap.dedent(
     """
-    import sys, torch, shc
+    import sys, torch, hyperconn
     for kind, n in [("residual", 1), ("hc", 3), ("mhc", 4), ("mhc_lite", 3), ("kromhc", 4), ("shc", 4)]:
-        conn = shc.make_connection(kind, n, 16)
+        conn = hyperconn.make_connection(kind, n, 16)
         opt = torch.optim.SGD(conn.parameters(), lr=0.1) if list(conn.parameters()) else None
-        x = shc.expand_streams(torch.randn(2, 5, 16, requires_grad=True), n)
-        loss = shc.reduce_streams(conn(x, torch.tanh)).square().mean()
+        x = hyperconn.expand_streams(torch.randn(2, 5, 16, requires_grad=True), n)
+        loss = hyperconn.reduce_streams(conn(x, torch.tanh)).square().mean()
         loss.backward()
         if opt is not None:
             opt.step()
@@ -35,7 +35,7 @@ CORE_SCRIPT = textwrap.dedent(
 
 
 def test_core_requirements_are_torch_alone_unpinned():
-    core = [r for r in requires("shc") if "extra ==" not in r]
+    core = [r for r in requires("hyperconn") if "extra ==" not in r]
     assert [r.split(">")[0].split("=")[0].split("<")[0].strip() for r in core] == ["torch"]
     assert "==" not in core[0], f"torch must not be pinned: {core[0]}"
 
@@ -48,10 +48,12 @@ def test_core_import_pulls_no_extra():
 
 
 def test_missing_extra_names_the_extra(monkeypatch):
-    from shc._optional import MissingExtraError, require
+    from hyperconn._optional import MissingExtraError, require
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
-    with pytest.raises(MissingExtraError, match=r"matplotlib is not installed \(needed for plots\).*shc\[analysis\]"):
+    with pytest.raises(
+        MissingExtraError, match=r"matplotlib is not installed \(needed for plots\).*hyperconn\[analysis\]"
+    ):
         require("matplotlib", "plots")
 
 
@@ -59,7 +61,7 @@ def test_missing_dependency_of_an_installed_module_is_not_blamed_on_an_extra(mon
     """A module that exists but fails on one of ITS imports re-raises the original error."""
     (tmp_path / "brokenmod.py").write_text("import a_module_that_does_not_exist\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    from shc._optional import MissingExtraError, require
+    from hyperconn._optional import MissingExtraError, require
 
     with pytest.raises(ModuleNotFoundError) as info:
         require("brokenmod")
@@ -84,15 +86,16 @@ def test_pip_install_into_an_env_with_torch_keeps_torch_and_adds_nothing_heavy(t
         return {line.replace(" @ ", "==").split("==")[0].strip().lower() for line in freeze.splitlines()}
 
     added = names(after) - names(before)
-    assert added == {"shc"}, f"pip install . added {sorted(added)}"
+    assert added == {"hyperconn"}, f"pip install . added {sorted(added)}"
     out = subprocess.run(
         [py, "-c", CORE_SCRIPT.format(heavy=set(HEAVY))], capture_output=True, text=True, check=True, cwd=tmp_path
     ).stdout
     assert "LOADED []" in out, out
     # the CLI works without extras and names the one a command needs
-    shc_cli = str(env_dir / "bin" / "shc")
-    assert subprocess.run([shc_cli, "--version"], capture_output=True, text=True, check=True).stdout.startswith("shc ")
-    run = subprocess.run([shc_cli, "train", "--preset", "demo", "--out", str(tmp_path / "run")],
+    cli = str(env_dir / "bin" / "hyperconn")
+    version = subprocess.run([cli, "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.startswith("hyperconn ")
+    run = subprocess.run([cli, "train", "--preset", "demo", "--out", str(tmp_path / "run")],
                          capture_output=True, text=True)
-    assert run.returncode == 2 and "pip install 'shc[train]'" in run.stderr, run.stderr[-2000:]
+    assert run.returncode == 2 and "pip install 'hyperconn[train]'" in run.stderr, run.stderr[-2000:]
     assert not (tmp_path / "run").exists()

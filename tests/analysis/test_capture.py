@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-import shc
-from shc.analysis.capture import capture_statistics
-from shc.inspect import MixingRecorder, hyper_connections
-from shc.inspect import diagnostics as dg
+import hyperconn
+from hyperconn.analysis.capture import capture_statistics
+from hyperconn.diagnostics import MixingRecorder, hyper_connections
+from hyperconn.diagnostics import metrics as dg
 
 N, C = 4, 8
 
@@ -25,15 +25,15 @@ class ToyStack(nn.Module):
         n = 1 if kind == "residual" else N
         self.n = n
         self.embed = nn.Embedding(11, C)
-        conns = [shc.make_connection(kind, n, C, layer_index=i) for i in range(depth)]
+        conns = [hyperconn.make_connection(kind, n, C, layer_index=i) for i in range(depth)]
         self.conns = nn.ModuleList(reversed(conns))
         self.branches = nn.ModuleList(nn.Linear(C, C) for _ in range(depth))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = shc.expand_streams(self.embed(tokens), self.n)
+        x = hyperconn.expand_streams(self.embed(tokens), self.n)
         for i, branch in enumerate(self.branches):
             x = self.conns[len(self.branches) - 1 - i](x, branch)
-        return shc.reduce_streams(x)
+        return hyperconn.reduce_streams(x)
 
 
 def perturb(model: nn.Module, scale: float = 0.3) -> None:
@@ -72,7 +72,7 @@ def test_statistics_agree_with_direct_computation():
     per_layer = [[] for _ in range(3)]
     with torch.no_grad():
         for tokens in data:
-            x = shc.expand_streams(model.embed(tokens), N)
+            x = hyperconn.expand_streams(model.embed(tokens), N)
             for i, branch in enumerate(model.branches):
                 conn = model.conns[2 - i]
                 per_layer[i].append(conn.mixing(x).res.reshape(-1, N, N).double())
@@ -105,7 +105,7 @@ def test_no_connection_is_an_error():
 
 
 def test_language_model_capture_in_depth_order():
-    from shc.model import ConnectionConfig, LanguageModel, ModelConfig
+    from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig
 
     cfg = ModelConfig(
         vocab_size=32, dim=16, n_layers=3, n_heads=2, n_kv_heads=1, head_dim=8, mlp_dim=32, max_seq_len=16,

@@ -7,13 +7,13 @@ import math
 
 import pytest
 
-import shc.train
-from shc.analysis.compare import load_study, run_compare, summary_table
-from shc.analysis.jobs import RunMismatchError, check_reuse
-from shc.analysis.stats import t_quantile
-from shc.analysis.study import Axis, CompareConfig, plan
-from shc.analysis.summarise import count_spikes
-from shc.cli import main
+import hyperconn.train
+from hyperconn.analysis.compare import load_study, run_compare, summary_table
+from hyperconn.analysis.jobs import RunMismatchError, check_reuse
+from hyperconn.analysis.stats import t_quantile
+from hyperconn.analysis.study import Axis, CompareConfig, plan
+from hyperconn.analysis.summarise import count_spikes
+from hyperconn.cli import main
 
 MICRO = (
     "model.dim=16", "model.n_layers=2", "model.n_heads=2", "model.n_kv_heads=1", "model.head_dim=8",
@@ -60,13 +60,13 @@ def compared(tmp_path_factory):
 @pytest.fixture
 def spy(monkeypatch):
     calls = []
-    real_train = shc.train.train
+    real_train = hyperconn.train.train
 
     def train(tcfg, resume=False, overwrite=False):
         calls.append((tcfg.train.out_dir, resume))
         return real_train(tcfg, resume=resume, overwrite=overwrite)
 
-    monkeypatch.setattr(shc.train, "train", train)
+    monkeypatch.setattr(hyperconn.train, "train", train)
     return calls
 
 
@@ -123,7 +123,7 @@ def test_rerun_reuses_finished_resumes_interrupted_ignores_logging_keys(compared
     (cfg.out / "mhc-n2-s1" / "DONE").unlink()  # as if interrupted after its last checkpoint
     run_compare(cfg, log=lambda msg: None)
     assert spy == [(str(cfg.out / "mhc-n2-s1"), True)]
-    assert shc.train.is_finished(cfg.out / "mhc-n2-s1")
+    assert hyperconn.train.is_finished(cfg.out / "mhc-n2-s1")
 
 
 def test_different_settings_are_refused_before_training(compared, spy):
@@ -187,7 +187,7 @@ def test_axis_study_names_runs_and_groups_the_report(tmp_path):
     cfg = micro_study(tmp_path, methods=("shc",), seeds=1, steps=2, bench_rounds=0, axes=(axis,))
     summary = run_compare(cfg, log=lambda msg: None)
     assert sorted(p.name for p in cfg.out.iterdir() if p.is_dir()) == ["shc-n2-sb1.0-s0", "shc-n2-sb2.0-s0"]
-    from shc.train import load_config
+    from hyperconn.train import load_config
 
     assert load_config(cfg.out / "shc-n2-sb2.0-s0" / "config.yaml").model.connection.options == {"sigma_bias": 2.0}
     assert summary["groups"]["shc-n2-sb1.0"]["axes"] == {"sb": 1.0}

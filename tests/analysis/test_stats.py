@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from shc.analysis.stats import mean_std, paired_difference, regularized_incomplete_beta, t_cdf, t_quantile
+from hyperconn.analysis.stats import mean_std, paired_difference, regularized_incomplete_beta, t_cdf, t_quantile
 
 # two-sided 95% critical values t_{0.975, dof} of standard tables (e.g. NIST/SEMATECH e-Handbook 1.3.6.7.2)
 TABLE_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,

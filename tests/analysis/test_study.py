@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from shc.analysis.study import (
+from hyperconn.analysis.study import (
     IGNORED_KEYS,
     Axis,
     CompareConfig,
@@ -139,7 +139,7 @@ def test_bad_spec_and_axis_text(tmp_path):
 def test_command_line_and_spec_file_merge(tmp_path):
     import argparse
 
-    from shc.analysis.commands import register, study_from_args
+    from hyperconn.analysis.commands import register, study_from_args
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-import shc
-from shc.bench.layer import LayerBenchConfig, add_ratios, supports
-from shc.bench.report import format_table, write_json
-from shc.bench.timing import interleaved_medians, saved_activation_bytes
-from shc.cli import main
+import hyperconn
+from hyperconn.bench.layer import LayerBenchConfig, add_ratios, supports
+from hyperconn.bench.report import format_table, write_json
+from hyperconn.bench.timing import interleaved_medians, saved_activation_bytes
+from hyperconn.cli import main
 
 
 def test_layer_smoke_writes_every_kind_and_reference(tmp_path, capsys):
@@ -21,13 +21,13 @@ def test_layer_smoke_writes_every_kind_and_reference(tmp_path, capsys):
     rows = payload["rows"]
     for n in (2, 4):
         names = {r["contender"] for r in rows if r["n"] == n and r["dtype"] == "fp32"}
-        kinds = {k for k in shc.available_connections() if supports(k, n)}
+        kinds = {k for k in hyperconn.available_connections() if supports(k, n)}
         assert kinds | {f"naive:{k}" for k in kinds} | {"floor", "residual"} <= names
         assert {"hyper-connections:hc", "hyper-connections:mhc"} <= names
     for r in rows:
         assert r["median_ms"] > 0 and r["min_ms"] <= r["median_ms"]
         assert r["x_floor"] > 0
-        if r["contender"] in shc.available_connections() and r["contender"] != "residual":
+        if r["contender"] in hyperconn.available_connections() and r["contender"] != "residual":
             assert r["speedup_vs_naive"] > 0 and r["speedup_vs_pkg_mhc"] > 0
 
 
@@ -117,7 +117,7 @@ def test_call_smoke_counts_ops_for_every_kind(tmp_path):
     out = tmp_path / "call.json"
     assert main(["bench", "call", "--smoke", "--json", str(out)]) == 0
     rows = {r["contender"]: r for r in json.loads(out.read_text())["rows"]}
-    assert set(rows) == set(shc.available_connections())
+    assert set(rows) == set(hyperconn.available_connections())
     assert rows["residual"]["n"] == 1 and rows["shc"]["n"] == 4
     for r in rows.values():
         assert r["us_per_call"] > 0 and r["aten_ops"] >= 1
@@ -126,7 +126,7 @@ def test_call_smoke_counts_ops_for_every_kind(tmp_path):
 
 
 def test_count_aten_ops_counts_exactly_what_runs():
-    from shc.bench.call import count_aten_ops
+    from hyperconn.bench.call import count_aten_ops
 
     a = torch.ones(3)
     ops = count_aten_ops(lambda: (a * 2).sum() + a[0])
@@ -145,7 +145,7 @@ def test_layer_grid_plot_from_a_smoke_run(tmp_path):
 
 
 def test_grid_series_groups_and_refuses_a_missing_mode():
-    from shc.bench.plot import grid_series
+    from hyperconn.bench.plot import grid_series
 
     rows = [dict(bench="layer", mode="eager", dtype="fp32", dim=16, n=n, contender=k, median_ms=float(n))
             for n in (4, 2) for k in ("shc", "floor")]
@@ -155,7 +155,7 @@ def test_grid_series_groups_and_refuses_a_missing_mode():
 
 
 def test_compiled_groups_time_the_eager_references_in_the_same_rounds():
-    from shc.bench.layer import _inputs, build_contenders, package_available
+    from hyperconn.bench.layer import _inputs, build_contenders, package_available
 
     cfg = LayerBenchConfig(kinds=("shc", "hc"), floor=False)
     x, grad = _inputs(8, 2, 16, torch.float32, 0)

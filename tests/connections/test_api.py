@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-import shc
+import hyperconn
 
 from .helpers import CASES, perturbed
 
@@ -13,7 +13,7 @@ DIM = 8
 
 
 def test_available_connections():
-    assert shc.available_connections() == ("residual", "hc", "mhc", "mhc_lite", "kromhc", "shc")
+    assert hyperconn.available_connections() == ("residual", "hc", "mhc", "mhc_lite", "kromhc", "shc")
 
 
 @pytest.mark.parametrize("kind,n", CASES)
@@ -56,14 +56,14 @@ def test_bf16_autocast_keeps_stream_dtype_and_float32_coefficients(kind, n):
 
 @pytest.mark.parametrize("kind,n", CASES)
 def test_bf16_module_keeps_exact_constants(kind, n):
-    conn = shc.make_connection(kind, n, DIM).bfloat16()
+    conn = hyperconn.make_connection(kind, n, DIM).bfloat16()
     # floating buffers (Helmert basis, J, permutation matrices) stay float64 under .bfloat16()
     assert all(b.dtype == torch.float64 for b in conn.buffers() if b.is_floating_point())
     out = conn(torch.randn(3, n, DIM).bfloat16(), lambda u: u)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
 
 
-@pytest.mark.parametrize("kind", shc.available_connections())
+@pytest.mark.parametrize("kind", hyperconn.available_connections())
 def test_compile_fullgraph_forward_and_backward(kind):
     n = 1 if kind == "residual" else 4
     conn = perturbed(kind, n, DIM, scale=0.2)
@@ -85,8 +85,8 @@ def test_compile_fullgraph_forward_and_backward(kind):
 
 @pytest.mark.parametrize("kind,n", CASES)
 def test_parameter_count_matches_module(kind, n):
-    conn = shc.make_connection(kind, n, DIM)
-    assert shc.connection_parameter_count(kind, n, DIM) == sum(p.numel() for p in conn.parameters())
+    conn = hyperconn.make_connection(kind, n, DIM)
+    assert hyperconn.connection_parameter_count(kind, n, DIM) == sum(p.numel() for p in conn.parameters())
 
 
 def test_parameter_count_formulas():
@@ -96,24 +96,24 @@ def test_parameter_count_formulas():
         total = 2 * n + res_count  # H_pre, H_post and the residual coefficients
         return n * c + n * c * total + gates + total + extra  # norm gain, W, gates, biases
 
-    assert shc.connection_parameter_count("residual", 1, c) == 0
-    assert shc.connection_parameter_count("hc", n, c) == c + c * (n + 1) + 1 + n * (n + 1) + c + 1 + n
-    assert shc.connection_parameter_count("mhc", n, c) == coefficient_kind(n * n, 3)
-    assert shc.connection_parameter_count("mhc_lite", n, c) == coefficient_kind(math.factorial(n), 3)
-    assert shc.connection_parameter_count("kromhc", n, c) == coefficient_kind(2 * 2, 3)
-    assert shc.connection_parameter_count("shc", n, c) == coefficient_kind((n - 1) ** 2, 5, extra=2)
+    assert hyperconn.connection_parameter_count("residual", 1, c) == 0
+    assert hyperconn.connection_parameter_count("hc", n, c) == c + c * (n + 1) + 1 + n * (n + 1) + c + 1 + n
+    assert hyperconn.connection_parameter_count("mhc", n, c) == coefficient_kind(n * n, 3)
+    assert hyperconn.connection_parameter_count("mhc_lite", n, c) == coefficient_kind(math.factorial(n), 3)
+    assert hyperconn.connection_parameter_count("kromhc", n, c) == coefficient_kind(2 * 2, 3)
+    assert hyperconn.connection_parameter_count("shc", n, c) == coefficient_kind((n - 1) ** 2, 5, extra=2)
     # counting needs no allocation: mhc_lite at n = 8 has 40320 coefficients per token
-    assert shc.connection_parameter_count("mhc_lite", 8, 1024) > 8 * 1024 * 40320
+    assert hyperconn.connection_parameter_count("mhc_lite", 8, 1024) > 8 * 1024 * 40320
 
 
 def test_expand_and_reduce_streams():
     h = torch.randn(2, 3, DIM)
-    x = shc.expand_streams(h, 4)
+    x = hyperconn.expand_streams(h, 4)
     assert x.shape == (2, 3, 4, DIM)
     torch.testing.assert_close(x[..., 2, :], h)
-    torch.testing.assert_close(shc.reduce_streams(x), 4 * h)
+    torch.testing.assert_close(hyperconn.reduce_streams(x), 4 * h)
     with pytest.raises(ValueError, match="num_streams must be >= 1, got 0"):
-        shc.expand_streams(h, 0)
+        hyperconn.expand_streams(h, 0)
 
 
 @pytest.mark.parametrize(
@@ -132,13 +132,13 @@ def test_expand_and_reduce_streams():
 )
 def test_bad_construction_raises_clear_value_error(args, options, message):
     with pytest.raises(ValueError, match=message):
-        shc.make_connection(*args, **options)
+        hyperconn.make_connection(*args, **options)
 
 
-@pytest.mark.parametrize("kind", shc.available_connections())
+@pytest.mark.parametrize("kind", hyperconn.available_connections())
 def test_bad_stream_shape_raises(kind):
     n = 1 if kind == "residual" else 4
-    conn = shc.make_connection(kind, n, DIM)
+    conn = hyperconn.make_connection(kind, n, DIM)
     for bad in (torch.randn(3, n + 1, DIM), torch.randn(3, n, DIM + 1), torch.randn(DIM)):
         with pytest.raises(ValueError, match=rf"streams must have shape \(\.\.\., n, dim\) = \(\.\.\., {n}, {DIM}\)"):
             conn(bad, lambda u: u)

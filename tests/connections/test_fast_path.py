@@ -12,8 +12,8 @@ also carry the branch's own bf16 rounding summed over tokens, so they are compar
 import pytest
 import torch
 
-import shc
-from shc.bench.naive import naive_forward
+import hyperconn
+from hyperconn.bench.naive import naive_forward
 
 from .helpers import perturbed
 
@@ -113,7 +113,7 @@ def test_fast_under_bfloat16_autocast_keeps_coefficients_float32(kind, n):
 @pytest.mark.parametrize("kind,n", FAST_CASES)
 def test_recompute_gives_identical_gradients(kind, n, dtype):
     plain = perturbed(kind, n, DIM, scale=0.3)
-    again = shc.make_connection(kind, n, DIM, layer_index=1, recompute=True)
+    again = hyperconn.make_connection(kind, n, DIM, layer_index=1, recompute=True)
     again.load_state_dict(plain.state_dict())
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(3, 4, n, DIM, generator=gen).to(dtype)
@@ -127,15 +127,15 @@ def test_recompute_gives_identical_gradients(kind, n, dtype):
 
 @pytest.mark.parametrize("kind", ["hc", "mhc", "shc"])
 def test_recompute_is_inactive_without_grad(kind):
-    conn = shc.make_connection(kind, 4, DIM, recompute=True)
+    conn = hyperconn.make_connection(kind, 4, DIM, recompute=True)
     x = torch.randn(2, 4, DIM)
     with torch.no_grad():
         torch.testing.assert_close(conn(x, branch), naive_forward(conn, x, branch), atol=1e-5, rtol=1e-4)
 
 
 def test_recompute_is_an_option_of_every_kind():
-    for kind in shc.available_connections():
-        assert "recompute" in shc.connections.connection_options(kind)
+    for kind in hyperconn.available_connections():
+        assert "recompute" in hyperconn.connections.connection_options(kind)
 
 
 def test_double_backward_raises_instead_of_being_wrong():

@@ -6,13 +6,13 @@ import copy
 import pytest
 import torch
 
-import shc
-from shc.bench.naive import naive_forward
-from shc.model import ConnectionConfig, LanguageModel, ModelConfig
+import hyperconn
+from hyperconn.bench.naive import naive_forward
+from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig
 
 CASES = [
     (kind, n)
-    for kind in shc.available_connections()
+    for kind in hyperconn.available_connections()
     for n in (1, 2, 3, 4, 8)
     if not (kind == "mhc_lite" and n == 8)
     and (kind != "residual" or n == 1)
@@ -22,7 +22,7 @@ CASES = [
 
 
 def _perturbed(kind: str, n: int, dim: int = 24, seed: int = 0, scale: float = 0.3) -> torch.nn.Module:
-    conn = shc.make_connection(kind, n, dim, layer_index=1)
+    conn = hyperconn.make_connection(kind, n, dim, layer_index=1)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in conn.parameters():
@@ -149,12 +149,12 @@ def test_cached_decode_equals_full_forward(kind):
 
 @pytest.mark.parametrize("kind", ["hc", "mhc", "kromhc", "shc"])
 def test_a_subclass_that_changes_the_math_gets_it_in_eval_too(kind):
-    base = type(shc.make_connection(kind, 4, 24))
+    base = type(hyperconn.make_connection(kind, 4, 24))
 
     class Doubled(base):  # a user's variant: every H_res entry doubled
         def mixing(self, streams):
             pre, res, post = super().mixing(streams)
-            return shc.Mixing(pre, 2 * res, post)
+            return hyperconn.Mixing(pre, 2 * res, post)
 
     conn = Doubled(4, 24)
     x = torch.randn(3, 4, 24)

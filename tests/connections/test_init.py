@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-import shc
+import hyperconn
 
 DIM = 8
 
@@ -21,7 +21,7 @@ def expected_pre_post(n, layer_index):
 
 
 def initial(kind, n, layer_index):
-    conn = shc.make_connection(kind, n, DIM, layer_index=layer_index)
+    conn = hyperconn.make_connection(kind, n, DIM, layer_index=layer_index)
     return conn.mixing(torch.randn(3, n, DIM))
 
 
@@ -38,7 +38,7 @@ def test_shc_initial_values(n, layer_index):
 
 def test_shc_sigma_bias_option():
     n = 3
-    _, res, _ = shc.make_connection("shc", n, DIM, sigma_bias=1.5).mixing(torch.randn(2, n, DIM))
+    _, res, _ = hyperconn.make_connection("shc", n, DIM, sigma_bias=1.5).mixing(torch.randn(2, n, DIM))
     j = torch.full((n, n), 1 / n)
     torch.testing.assert_close(res[0], j + math.tanh(1.5) * (torch.eye(n) - j), atol=1e-6, rtol=0)
 
@@ -98,6 +98,6 @@ def test_residual_is_identity():
     pre, res, post = initial("residual", 1, 0)
     assert pre.shape == (3, 1) and res.shape == (3, 1, 1) and post.shape == (3, 1)
     assert torch.all(pre == 1) and torch.all(res == 1) and torch.all(post == 1)
-    conn = shc.make_connection("residual", 1, DIM)
+    conn = hyperconn.make_connection("residual", 1, DIM)
     x = torch.randn(3, 1, DIM)
     torch.testing.assert_close(conn(x, torch.tanh), x + torch.tanh(x))

@@ -5,7 +5,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import shc
+import hyperconn
 
 from .helpers import perturbed
 
@@ -54,7 +54,7 @@ def test_shc_singular_values_are_one_and_abs_sigma(n, scale, seed):
         return
     gamma = conn.gamma.detach()
     for g, z in ((gamma[0], coef[..., 2 * n : 2 * n + k]), (gamma[1], coef[..., 2 * n + k : 2 * n + 2 * k])):
-        u = shc.linalg.cayley_from_params(g * torch.tanh(z), n - 1)
+        u = hyperconn.linalg.cayley_from_params(g * torch.tanh(z), n - 1)
         eye = torch.eye(n - 1, dtype=torch.float64)
         torch.testing.assert_close(u @ u.transpose(-1, -2), eye.expand_as(u))
 
@@ -91,13 +91,13 @@ def test_mhc_column_error_shrinks_with_iterations():
 
 
 def test_mhc_lite_refuses_more_than_eight_streams_but_accepts_eight():
-    assert shc.make_connection("mhc_lite", 8, 2).mixing(torch.randn(3, 8, 2)).res.shape == (3, 8, 8)
+    assert hyperconn.make_connection("mhc_lite", 8, 2).mixing(torch.randn(3, 8, 2)).res.shape == (3, 8, 8)
 
 
 @pytest.mark.parametrize("n", [3, 4, 8])
 def test_shc_reaches_negative_entries(n):
     # sigma -> -1 gives H = J - (I - J): diagonal 2/n - 1 < 0 for n >= 3
-    conn = shc.make_connection("shc", n, DIM, sigma_bias=-4.0)
+    conn = hyperconn.make_connection("shc", n, DIM, sigma_bias=-4.0)
     res = conn.mixing(torch.randn(5, n, DIM)).res
     assert res.min() < -0.3
     assert (torch.linalg.matrix_norm(res, ord=2) - 1).abs().max() < 1e-5

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-import shc
+import hyperconn
 
 from .helpers import CASES, perturbed
 
@@ -22,9 +22,9 @@ def state(conn):
 
 @pytest.mark.parametrize("kind,n", CASES)
 def test_meta_build_to_empty_reset_equals_fresh(kind, n):
-    fresh = shc.make_connection(kind, n, DIM, layer_index=2)
+    fresh = hyperconn.make_connection(kind, n, DIM, layer_index=2)
     with torch.device("meta"):
-        deferred = shc.make_connection(kind, n, DIM, layer_index=2)
+        deferred = hyperconn.make_connection(kind, n, DIM, layer_index=2)
     assert all(p.is_meta for p in deferred.parameters())
     deferred.to_empty(device="cpu")
     deferred.reset_parameters()
@@ -39,7 +39,7 @@ def test_meta_build_to_empty_reset_equals_fresh(kind, n):
 @pytest.mark.parametrize("n", [2, 3, 4, 8])
 def test_shc_reset_after_to_empty_gives_exact_initial_h_res(n):
     with torch.device("meta"):
-        conn = shc.make_connection("shc", n, DIM)
+        conn = hyperconn.make_connection("shc", n, DIM)
     conn.to_empty(device="cpu")
     conn.reset_parameters()
     res = conn.double().mixing(torch.randn(2, n, DIM, dtype=torch.float64)).res
@@ -52,7 +52,7 @@ def test_shc_reset_after_to_empty_gives_exact_initial_h_res(n):
 def test_reset_parameters_undoes_training(kind, n):
     conn = perturbed(kind, n, DIM)
     conn.reset_parameters()
-    fresh = shc.make_connection(kind, n, DIM, layer_index=1)
+    fresh = hyperconn.make_connection(kind, n, DIM, layer_index=1)
     for k, v in fresh.state_dict().items():
         assert torch.equal(conn.state_dict()[k], v), k
 
@@ -62,7 +62,7 @@ def test_bfloat16_module_keeps_exact_constants(kind, n):
     """``module.bfloat16()`` rounds parameters, never the exact constants: with float64 parameters
     copied from the rounded ones, float64 math reproduces the same matrices to float64 accuracy."""
     conn = perturbed(kind, n, DIM).bfloat16()
-    twin = shc.make_connection(kind, n, DIM, layer_index=1).double()
+    twin = hyperconn.make_connection(kind, n, DIM, layer_index=1).double()
     twin.load_state_dict({k: v.double() for k, v in conn.state_dict().items()})
     x = torch.randn(3, n, DIM, dtype=torch.float64)
     res = conn.double().mixing(x).res  # round trip back to float64: parameters stay the rounded values
@@ -85,7 +85,7 @@ def test_functional_call_uses_the_given_parameters(kind, n):
 @pytest.mark.parametrize("kind,n", CASES)
 def test_state_dict_round_trip(kind, n):
     conn = perturbed(kind, n, DIM)
-    copy = shc.make_connection(kind, n, DIM, layer_index=1)
+    copy = hyperconn.make_connection(kind, n, DIM, layer_index=1)
     copy.load_state_dict(conn.state_dict())
     x = torch.randn(2, n, DIM)
     assert torch.equal(copy(x, torch.tanh), conn(x, torch.tanh))
@@ -116,14 +116,14 @@ def test_every_parameter_gets_a_gradient(kind, n):
 def test_every_parameter_has_a_dim_zero_for_fsdp():
     """FSDP2 shards along dim 0 and refuses 0-d parameters."""
     for kind, n in CASES:
-        conn = shc.make_connection(kind, n, DIM)
+        conn = hyperconn.make_connection(kind, n, DIM)
         assert all(p.dim() >= 1 for p in conn.parameters()), kind
 
 
 def test_hc_loads_a_checkpoint_with_scalar_gates():
     conn = perturbed("hc", 3, DIM)
     old = {k: (v.reshape(()) if k.endswith("_gate") else v) for k, v in conn.state_dict().items()}
-    copy = shc.make_connection("hc", 3, DIM, layer_index=1)
+    copy = hyperconn.make_connection("hc", 3, DIM, layer_index=1)
     copy.load_state_dict(old)
     x = torch.randn(2, 3, DIM)
     assert torch.equal(copy(x, torch.tanh), conn(x, torch.tanh))

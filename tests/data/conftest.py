@@ -59,7 +59,7 @@ def local_tokenizer(tmp_path):
     """A tiny byte-level BPE saved as an HF tokenizer directory (what a Qwen3 directory looks like)."""
     from transformers import PreTrainedTokenizerFast
 
-    from shc.data.tokenizers import EOS_TOKEN, train_bpe
+    from hyperconn.data.tokenizers import EOS_TOKEN, train_bpe
 
     bpe = train_bpe(iter([make_text(i, 30) for i in range(3)]), 300, tmp_path / "raw" / "tokenizer.json")
     out = tmp_path / "tok"

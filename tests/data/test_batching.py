@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from shc.data import TokenBatcher, val_batches
+from hyperconn.data import TokenBatcher, val_batches
 
 TOKENS = np.arange(1000, dtype=np.uint16)  # token value == position, so windows are easy to check
 

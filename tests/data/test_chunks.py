@@ -2,7 +2,7 @@
 
 import pytest
 
-from shc.data.chunks import chunk_documents
+from hyperconn.data.chunks import chunk_documents
 
 
 def _naive_chunks(lengths, max_chars):

@@ -1,11 +1,11 @@
-"""``shc data``: prepares a source and prints its counts; bad input is an error, not a traceback."""
+"""``hyperconn data``: prepares a source and prints its counts; bad input is an error, not a traceback."""
 
 import argparse
 import json
 
 import pytest
 
-from shc.data.commands import register
+from hyperconn.data.commands import register
 
 
 def _run(argv):
@@ -38,7 +38,7 @@ def test_data_prepare_command_writes_shards_training_reads(tmp_path, text_folder
     assert "shard     0" in printed and "3,000 training tokens" in printed
     index = json.loads((out / "index.json").read_text())
     assert index["train_tokens"] == 3000 and index["source"].startswith("folder")
-    from shc.data import DataConfig, prepare_data
+    from hyperconn.data import DataConfig, prepare_data
 
     data = prepare_data(DataConfig(source=f"shards:{out}", cache_dir=str(tmp_path / "c")))
     assert len(data.train) == 3000 and data.val_bytes == index["val_bytes"] > 0
@@ -47,7 +47,7 @@ def test_data_prepare_command_writes_shards_training_reads(tmp_path, text_folder
 
 
 def test_data_verify_and_errors_through_the_cli(tmp_path, text_folder, capsys):
-    from shc.cli import main
+    from hyperconn.cli import main
 
     out = tmp_path / "shards"
     argv = ["data", "prepare", "--source", str(text_folder), "--out", str(out), "--cache-dir", str(tmp_path / "c")]

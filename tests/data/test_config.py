@@ -2,7 +2,7 @@
 
 import pytest
 
-from shc.data import DataConfig, prepare_data
+from hyperconn.data import DataConfig, prepare_data
 
 
 def test_defaults_are_valid():
@@ -71,13 +71,13 @@ def test_folder_without_text_and_tokenizer_file(tmp_path):
 
 
 def test_shard_sources_and_local_tokenizers(tmp_path, local_tokenizer):
-    with pytest.raises(FileNotFoundError, match=r"index.json does not exist.*shc data prepare"):
+    with pytest.raises(FileNotFoundError, match=r"index.json does not exist.*hyperconn data prepare"):
         DataConfig(source=f"shards:{tmp_path}").validate()
     (tmp_path / "index.json").write_text("{}")
     with pytest.raises(ValueError, match="pipeline='stream': shards are already tokenised"):
         DataConfig(source=f"shards:{tmp_path}", pipeline="stream").validate()
     DataConfig(source=f"shards:{tmp_path}").validate()
-    from shc.data import PretrainedTokenizer, load_tokenizer
+    from hyperconn.data import PretrainedTokenizer, load_tokenizer
 
     tok = load_tokenizer(DataConfig(tokenizer=f"local:{local_tokenizer}", cache_dir=str(tmp_path / "c")))
     assert isinstance(tok, PretrainedTokenizer) and tok.path == local_tokenizer.resolve()

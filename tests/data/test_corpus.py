@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shc.data import shakespeare
+from hyperconn.data import shakespeare
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import yaml
 
-from shc.data import DataConfig, prepare_data
-from shc.data.shard_writer import prepare_shards
+from hyperconn.data import DataConfig, prepare_data
+from hyperconn.data.shard_writer import prepare_shards
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "qwen3-0.6b-shc.yaml"
 
@@ -18,7 +18,7 @@ def test_paper_config_names_a_local_tokenizer_and_shards(tmp_path, jsonl_corpus,
     cfg = DataConfig(**data)
     assert not cfg.rank0_builds_cache  # no rank waits for another
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match="shc data prepare"):  # the placeholders: a clear error
+    with pytest.raises(FileNotFoundError, match="hyperconn data prepare"):  # the placeholders: a clear error
         cfg.validate()
     # with the user's two paths filled in, the same data section trains on the shards
     source = dict(source=f"hf:{jsonl_corpus}", hf_text_field="body", tokenizer=f"local:{local_tokenizer}")

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from shc.data import ByteTokenizer, StreamingBatcher, TrainStream
-from shc.data.prefetch import Prefetcher
+from hyperconn.data import ByteTokenizer, StreamingBatcher, TrainStream
+from hyperconn.data.prefetch import Prefetcher
 
 from .conftest import make_text
 
 
 def _threads():
-    return [t for t in threading.enumerate() if t.name == "shc-prefetch"]
+    return [t for t in threading.enumerate() if t.name == "hyperconn-prefetch"]
 
 
 def test_items_in_order_and_end():

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from shc.data import DataConfig, PreparedData, prepare_data, shakespeare
-from shc.data import prepare as prepare_module
-from shc.data.prepare import token_dtype
+from hyperconn.data import DataConfig, PreparedData, prepare_data, shakespeare
+from hyperconn.data import prepare as prepare_module
+from hyperconn.data.prepare import token_dtype
 
 from .conftest import make_text
 

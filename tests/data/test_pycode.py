@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shc.data import DataConfig, prepare_data, pycode
+from hyperconn.data import DataConfig, prepare_data, pycode
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,7 +115,7 @@ def test_loads_through_the_data_path(cache_dir):
 
 
 def test_a_few_training_steps(cache_dir, tmp_path):
-    from shc.train import build_config, read_metrics, train
+    from hyperconn.train import build_config, read_metrics, train
 
     micro = [
         "model.dim=16", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1", "model.head_dim=8",

@@ -1,4 +1,4 @@
-"""shc data prepare: shards round-trip exactly, K workers = 1 worker, a killed prepare resumes to
+"""hyperconn data prepare: shards round-trip exactly, K workers = 1 worker, a killed prepare resumes to
 identical shards, token budgets, refused directories; ShardedTokens against numpy."""
 
 import json
@@ -11,9 +11,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from shc.data import DataConfig, TokenBatcher, prepare_data
-from shc.data.shard_writer import prepare_shards
-from shc.data.shards import INDEX, ShardedTokens, open_shards, sha256_file
+from hyperconn.data import DataConfig, TokenBatcher, prepare_data
+from hyperconn.data.shard_writer import prepare_shards
+from hyperconn.data.shards import INDEX, ShardedTokens, open_shards, sha256_file
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "..", "src")
 
@@ -57,8 +57,8 @@ def test_two_workers_write_the_same_shards_as_one(tmp_path, jsonl_corpus, local_
 _KILLABLE = textwrap.dedent(
     """
     import sys, time
-    from shc.data import DataConfig
-    from shc.data.shard_writer import prepare_shards
+    from hyperconn.data import DataConfig
+    from hyperconn.data.shard_writer import prepare_shards
 
     def progress(record):
         print("done", record["shard"], flush=True)
@@ -178,7 +178,7 @@ def test_refused_directories_and_settings(tmp_path, text_folder):
     victim.write_bytes(victim.read_bytes()[:-2])
     with pytest.raises(ValueError, match=f"{name}.*damaged"):
         prepare_data(_cfg(tmp_path, source=f"shards:{tmp_path / 'sh'}"))
-    with pytest.raises(FileNotFoundError, match="shc data prepare"):
+    with pytest.raises(FileNotFoundError, match="hyperconn data prepare"):
         prepare_data(_cfg(tmp_path, source=f"shards:{tmp_path / 'other'}"))
 
 

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from shc.data import ByteTokenizer, DataConfig, prepare_data
-from shc.data.sources import choose_val_files, is_val_document, open_source, split_text_tail
+from hyperconn.data import ByteTokenizer, DataConfig, prepare_data
+from hyperconn.data.sources import choose_val_files, is_val_document, open_source, split_text_tail
 
 from .conftest import make_text
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from shc.data import ByteTokenizer, DataConfig, prepare_data
-from shc.data.sources import open_source
-from shc.data.streaming import StreamingBatcher, TrainStream
-from shc.data.tokenizers import encode_documents
+from hyperconn.data import ByteTokenizer, DataConfig, prepare_data
+from hyperconn.data.sources import open_source
+from hyperconn.data.streaming import StreamingBatcher, TrainStream
+from hyperconn.data.tokenizers import encode_documents
 
 from .conftest import make_text
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from shc.data import ByteTokenizer, DataConfig, PretrainedTokenizer, Tokenizer, load_tokenizer, prepare_data
-from shc.data import prepare as prepare_module
-from shc.data.tokenizers import EOS_TOKEN, train_bpe
+from hyperconn.data import ByteTokenizer, DataConfig, PretrainedTokenizer, Tokenizer, load_tokenizer, prepare_data
+from hyperconn.data import prepare as prepare_module
+from hyperconn.data.tokenizers import EOS_TOKEN, train_bpe
 
 from .conftest import make_text
 

@@ -1,9 +1,9 @@
 """The trainer on the two scale paths: shards give the same run as the cache they were made from;
 a stream run resumed from a checkpoint reproduces the uninterrupted run's losses exactly."""
 
-from shc.data import DataConfig
-from shc.data.shard_writer import prepare_shards
-from shc.train import build_config, read_metrics, train
+from hyperconn.data import DataConfig
+from hyperconn.data.shard_writer import prepare_shards
+from hyperconn.train import build_config, read_metrics, train
 
 MICRO = [
     "model.dim=16",

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 # the hf extra is optional: without transformers this directory is not collected (the test modules
-# import shc.hf, which would fail naming the missing extra)
+# import hyperconn.hf, which would fail naming the missing extra)
 try:
     import transformers  # noqa: F401
 except ImportError:

@@ -63,10 +63,10 @@ def tiny_model(family: str = "llama", seed: int = 0, **config_overrides):
 def perturb_connections(model, seed: int = 1, scale: float = 0.3) -> None:
     """Move every connection parameter off its init (token-dependent coefficients, streams that
     differ) so tests see the connections at work, not the identity."""
-    import shc.hf
+    import hyperconn.hf
 
     generator = torch.Generator().manual_seed(seed)
-    for conn in shc.hf.hyper_connections(model):
+    for conn in hyperconn.hf.hyper_connections(model):
         for param in conn.parameters():
             param.add_(scale * torch.randn(param.shape, generator=generator))
 

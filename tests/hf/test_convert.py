@@ -1,4 +1,4 @@
-"""shc.hf.convert on tiny Llama / Mistral / Qwen2 / Qwen3 models: structure, function
+"""hyperconn.hf.convert on tiny Llama / Mistral / Qwen2 / Qwen3 models: structure, function
 preservation at init, refusals."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import shc.hf
-from shc.connections import HyperConnection
+import hyperconn.hf
+from hyperconn.connections import HyperConnection
 
 from .helpers import FAMILIES, KIND_STREAMS, VOCAB, perturb_connections, tiny_model, token_batch, transformers
 
@@ -19,7 +19,7 @@ def test_logits_equal_at_init(family, kind, streams):
     ids = token_batch()
     with torch.no_grad():
         before = model(ids).logits
-        shc.hf.convert(model, kind, streams)
+        hyperconn.hf.convert(model, kind, streams)
         after = model(ids).logits
     assert before.abs().max() > 0.5  # logits well above rounding: a broken init would show
     torch.testing.assert_close(after, before, atol=1e-4, rtol=0)
@@ -34,9 +34,9 @@ def test_paper_init_is_not_function_preserving(kind, streams):
     ids = token_batch()
     with torch.no_grad():
         before = model(ids).logits
-        after = shc.hf.convert(model, kind, streams, init="paper")(ids).logits
+        after = hyperconn.hf.convert(model, kind, streams, init="paper")(ids).logits
     assert (after - before).abs().max() > 1e-2
-    assert shc.hf.conversion_of(model).stream_reduction == "sum"
+    assert hyperconn.hf.conversion_of(model).stream_reduction == "sum"
 
 
 def test_perturbed_connections_change_the_function():
@@ -44,7 +44,7 @@ def test_perturbed_connections_change_the_function():
     ids = token_batch()
     with torch.no_grad():
         before = model(ids).logits
-        shc.hf.convert(model, "shc", 4)
+        hyperconn.hf.convert(model, "shc", 4)
         perturb_connections(model)
         after = model(ids).logits
     assert (after - before).abs().max() > 1e-2
@@ -52,16 +52,16 @@ def test_perturbed_connections_change_the_function():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_two_connections_per_layer_with_the_layer_index(family):
-    model = shc.hf.convert(tiny_model(family, layers=4), "mhc", 4, sinkhorn_iters=7)
-    connections = shc.hf.hyper_connections(model)
+    model = hyperconn.hf.convert(tiny_model(family, layers=4), "mhc", 4, sinkhorn_iters=7)
+    connections = hyperconn.hf.hyper_connections(model)
     assert len(connections) == 2 * 4
     for i, layer in enumerate(model.model.layers):
-        assert isinstance(layer, shc.hf.HyperDecoderLayer)
+        assert isinstance(layer, hyperconn.hf.HyperDecoderLayer)
         assert (layer.expand_input, layer.reduce_output) == (i == 0, i == 3)
         for conn in (layer.attn_conn, layer.mlp_conn):
             assert (conn.kind, conn.num_streams, conn.dim, conn.layer_index) == ("mhc", 4, 32, i)
             assert conn.sinkhorn_iters == 7
-    assert model.config.shc == {
+    assert model.config.hyperconn == {
         "kind": "mhc",
         "num_streams": 4,
         "init": "preserve",
@@ -75,18 +75,18 @@ def test_original_weights_keep_their_names():
     base model and then convert, or loading a base state dict into a converted copy, works."""
     base = tiny_model("llama")
     base_keys = set(base.state_dict())
-    converted = shc.hf.convert(tiny_model("llama"), "shc", 4)
+    converted = hyperconn.hf.convert(tiny_model("llama"), "shc", 4)
     keys = set(converted.state_dict())
     assert base_keys <= keys
     extra = keys - base_keys
     assert extra and all(".attn_conn." in key or ".mlp_conn." in key for key in extra)
-    assert sorted(extra) == sorted(shc.hf.connection_state_keys(converted))
+    assert sorted(extra) == sorted(hyperconn.hf.connection_state_keys(converted))
 
 
 def test_connection_parameters_are_float32_on_a_bf16_model():
     model = tiny_model("llama").to(torch.bfloat16)
-    shc.hf.convert(model, "shc", 4)
-    for conn in shc.hf.hyper_connections(model):
+    hyperconn.hf.convert(model, "shc", 4)
+    for conn in hyperconn.hf.hyper_connections(model):
         assert all(p.dtype == torch.float32 for p in conn.parameters())
     logits = model(token_batch()).logits
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
@@ -94,7 +94,7 @@ def test_connection_parameters_are_float32_on_a_bf16_model():
 
 def test_eval_and_train_mode_follow_the_model():
     model = tiny_model("llama")  # eval
-    shc.hf.convert(model, "shc", 4)
+    hyperconn.hf.convert(model, "shc", 4)
     assert not any(m.training for m in model.modules())
     model.train()
     assert all(m.training for m in model.modules())
@@ -104,10 +104,10 @@ def test_unsupported_architecture_is_refused_by_name():
     config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=32)
     model = transformers.AutoModelForCausalLM.from_config(config)
     with pytest.raises(ValueError, match="GPT2LMHeadModel") as err:
-        shc.hf.convert(model, "shc", 4)
-    for name in shc.hf.SUPPORTED_ARCHITECTURES:
+        hyperconn.hf.convert(model, "shc", 4)
+    for name in hyperconn.hf.SUPPORTED_ARCHITECTURES:
         assert name in str(err.value)
-    assert "LlamaForCausalLM" in shc.hf.SUPPORTED_ARCHITECTURES
+    assert "LlamaForCausalLM" in hyperconn.hf.SUPPORTED_ARCHITECTURES
     assert not any(isinstance(m, HyperConnection) for m in model.modules())
 
 
@@ -119,7 +119,7 @@ def test_a_subclass_of_a_supported_class_is_refused():
 
     model = MyLlama(tiny_model("llama").config)
     with pytest.raises(ValueError, match="MyLlama"):
-        shc.hf.convert(model)
+        hyperconn.hf.convert(model)
 
 
 @pytest.mark.parametrize(
@@ -140,29 +140,29 @@ def test_bad_arguments_are_refused_before_the_model_changes(args, options, match
     model = tiny_model("qwen2")
     state = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match=match):
-        shc.hf.convert(model, *args, **options)
-    assert not any(isinstance(layer, shc.hf.HyperDecoderLayer) for layer in model.model.layers)
+        hyperconn.hf.convert(model, *args, **options)
+    assert not any(isinstance(layer, hyperconn.hf.HyperDecoderLayer) for layer in model.model.layers)
     assert getattr(model.config, "shc", None) is None
     after = model.state_dict()
     assert state.keys() == after.keys() and all(torch.equal(state[k], after[k]) for k in state)
 
 
 def test_converting_twice_is_refused():
-    model = shc.hf.convert(tiny_model("llama"), "shc", 4)
+    model = hyperconn.hf.convert(tiny_model("llama"), "shc", 4)
     with pytest.raises(ValueError, match="already converted"):
-        shc.hf.convert(model, "mhc", 4)
-    assert {c.kind for c in shc.hf.hyper_connections(model)} == {"shc"}
+        hyperconn.hf.convert(model, "mhc", 4)
+    assert {c.kind for c in hyperconn.hf.hyper_connections(model)} == {"shc"}
 
 
 def test_a_layer_without_the_expected_parts_is_refused():
     model = tiny_model("llama")
     del model.model.layers[1].post_attention_layernorm
     with pytest.raises(ValueError, match="decoder layer 1 .* has no post_attention_layernorm"):
-        shc.hf.convert(model, "shc", 4)
-    assert not any(isinstance(layer, shc.hf.HyperDecoderLayer) for layer in model.model.layers)
+        hyperconn.hf.convert(model, "shc", 4)
+    assert not any(isinstance(layer, hyperconn.hf.HyperDecoderLayer) for layer in model.model.layers)
 
 
 def test_wrong_hidden_width_between_layers_is_an_error():
-    model = shc.hf.convert(tiny_model("llama"), "shc", 4)
+    model = hyperconn.hf.convert(tiny_model("llama"), "shc", 4)
     with pytest.raises(ValueError, match=r"n\*C = 4\*32 = 128"):
         model.model.layers[1](torch.zeros(1, 3, 32))

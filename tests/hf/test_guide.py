@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import shc
-import shc.hf
+import hyperconn
+import hyperconn.hf
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "use-in-your-model.md"
 
@@ -42,8 +42,8 @@ def test_the_preserving_recipe_for_an_own_block():
     block = namespace["TransformerBlock"](64, layer_id=3, kind="shc", streams=4)
     h = torch.randn(2, 8, 64)
     for conn in (block.attn_conn, block.ffn_conn):
-        shc.hf.preserve_function_(conn)
-    out = block(shc.expand_streams(h, 4)).mean(dim=-2)
+        hyperconn.hf.preserve_function_(conn)
+    out = block(hyperconn.expand_streams(h, 4)).mean(dim=-2)
     h1 = h + block.attention(block.attention_norm(h))
     expected = h1 + block.feed_forward(block.ffn_norm(h1))
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

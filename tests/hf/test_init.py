@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-import shc
-from shc.hf import preservation_error, preserve_function_, preserving_pre
+import hyperconn
+from hyperconn.hf import preservation_error, preserve_function_, preserving_pre
 
 from .helpers import KIND_STREAMS
 
@@ -16,12 +16,12 @@ from .helpers import KIND_STREAMS
 @pytest.mark.parametrize(("kind", "streams"), KIND_STREAMS)
 @pytest.mark.parametrize("layer_index", [0, 5])
 def test_preserving_conditions_hold_after_the_init(kind, streams, layer_index):
-    conn = preserve_function_(shc.make_connection(kind, streams, 16, layer_index))
+    conn = preserve_function_(hyperconn.make_connection(kind, streams, 16, layer_index))
     assert preservation_error(conn) < 1e-6
     # and the connection then computes x + F(x) in every stream on identical streams
     x = torch.randn(5, 16)
     branch = torch.nn.Linear(16, 16)
-    out = conn(shc.expand_streams(x, streams), branch)
+    out = conn(hyperconn.expand_streams(x, streams), branch)
     expected = (x + branch(x)).unsqueeze(-2).expand_as(out)
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6)
 
@@ -29,13 +29,13 @@ def test_preserving_conditions_hold_after_the_init(kind, streams, layer_index):
 @pytest.mark.parametrize(("kind", "streams"), [(k, n) for k, n in KIND_STREAMS if k not in ("residual", "hc")])
 def test_the_paper_init_violates_the_conditions(kind, streams):
     """sum H_pre ~ 1.5 and H_post = 2 sigmoid(+-1) != 1 for every coefficient kind."""
-    assert preservation_error(shc.make_connection(kind, streams, 16, 0)) > 0.2
+    assert preservation_error(hyperconn.make_connection(kind, streams, 16, 0)) > 0.2
 
 
 def test_the_init_overrides_trained_values():
     """Whatever the connection holds (dynamic projections included), the init restores the conditions."""
-    conn = shc.make_connection("shc", 4, 16, 2)
-    hc = shc.make_connection("hc", 4, 16, 2)
+    conn = hyperconn.make_connection("shc", 4, 16, 2)
+    hc = hyperconn.make_connection("hc", 4, 16, 2)
     with torch.no_grad():
         for param in [*conn.parameters(), *hc.parameters()]:
             param.add_(torch.randn_like(param))
@@ -58,8 +58,8 @@ def test_preserving_pre_sums_to_one_and_favours_one_stream(n):
 def test_static_coefficients_read_back(kind):
     """The written biases mean what the docs say: H_pre = preserving_pre, H_post = 1, and the
     residual matrix is the kind's own static value."""
-    fresh = shc.make_connection(kind, 4, 8, 1)
-    conn = preserve_function_(shc.make_connection(kind, 4, 8, 1))
+    fresh = hyperconn.make_connection(kind, 4, 8, 1)
+    conn = preserve_function_(hyperconn.make_connection(kind, 4, 8, 1))
     streams = torch.randn(2, 4, 8)
     pre, res, post = conn.mixing(streams)
     torch.testing.assert_close(pre, preserving_pre(4, 1).float().expand(2, 4))
@@ -68,7 +68,7 @@ def test_static_coefficients_read_back(kind):
 
 
 def test_an_unknown_connection_class_is_refused():
-    class Custom(shc.HyperConnection):
+    class Custom(hyperconn.HyperConnection):
         kind = "custom"
 
     with pytest.raises(TypeError, match="Custom"):

@@ -7,7 +7,7 @@ import inspect
 import pytest
 import torch
 
-import shc.hf
+import hyperconn.hf
 
 from .helpers import FAMILIES, perturb_connections, tiny_model, token_batch
 
@@ -15,7 +15,7 @@ from .helpers import FAMILIES, perturb_connections, tiny_model, token_batch
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize(("kind", "streams"), [("shc", 4), ("hc", 2)])
 def test_greedy_generate_with_and_without_cache_agree(family, kind, streams):
-    model = shc.hf.convert(tiny_model(family), kind, streams)
+    model = hyperconn.hf.convert(tiny_model(family), kind, streams)
     perturb_connections(model)  # token-dependent coefficients: the cache must carry the right state
     ids = token_batch(batch=2, length=5)
     kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False, pad_token_id=0)
@@ -27,7 +27,7 @@ def test_greedy_generate_with_and_without_cache_agree(family, kind, streams):
 
 def test_incremental_logits_match_the_full_forward():
     """Feeding tokens one by one through the cache gives the full-sequence logits, position by position."""
-    model = shc.hf.convert(tiny_model("qwen3"), "shc", 4)
+    model = hyperconn.hf.convert(tiny_model("qwen3"), "shc", 4)
     perturb_connections(model)
     ids = token_batch(batch=1, length=7)
     # transformers 5.x renamed past_key_values to cache (the old name warns until 5.40)
@@ -45,7 +45,7 @@ def test_incremental_logits_match_the_full_forward():
 def test_padded_batch_matches_unpadded_rows():
     """The attention mask reaches the attention through the wrapper: a left-padded row gives the
     same last-token logits as the row alone."""
-    model = shc.hf.convert(tiny_model("llama"), "mhc", 4)
+    model = hyperconn.hf.convert(tiny_model("llama"), "mhc", 4)
     perturb_connections(model)
     short = token_batch(batch=1, length=4, seed=3)
     long = token_batch(batch=1, length=6, seed=4)
@@ -63,7 +63,7 @@ def test_single_layer_model_expands_and_reduces_in_one_layer():
     ids = token_batch()
     with torch.no_grad():
         before = model(ids).logits
-        shc.hf.convert(model, "shc", 4)
+        hyperconn.hf.convert(model, "shc", 4)
         after = model(ids).logits
     (layer,) = model.model.layers
     assert layer.expand_input and layer.reduce_output

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-import shc.hf
-from shc.hf.convert import ConversionConfig
-from shc.hf.lm import HFLanguageModel, parse_init_from
+import hyperconn.hf
+from hyperconn.hf.convert import ConversionConfig
+from hyperconn.hf.lm import HFLanguageModel, parse_init_from
 
 from .helpers import VOCAB, perturb_connections, tiny_model, token_batch
 
 
 def wrapped(family="llama", **config):
-    model = shc.hf.convert(tiny_model(family, **config), "shc", 4)
+    model = hyperconn.hf.convert(tiny_model(family, **config), "shc", 4)
     perturb_connections(model)
     return HFLanguageModel(model).eval()
 

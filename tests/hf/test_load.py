@@ -1,23 +1,24 @@
-"""Saving and reloading a converted model: state_dict round trip, save_pretrained + shc.hf.load,
+"""Saving and reloading a converted model: state_dict round trip, save_pretrained + hyperconn.hf.load,
 tied embeddings, damaged directories."""
 
 from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from packaging.version import Version
 from safetensors.torch import load_file, save_file
 
-import shc.hf
+import hyperconn.hf
 
 from .helpers import FAMILIES, perturb_connections, tiny_model, token_batch, transformers
 
 
 def converted(family="llama", kind="shc", streams=4, seed=0, **config):
-    model = shc.hf.convert(tiny_model(family, seed=seed, **config), kind, streams)
+    model = hyperconn.hf.convert(tiny_model(family, seed=seed, **config), kind, streams)
     perturb_connections(model, seed=seed + 1)
     return model
 
@@ -41,15 +42,15 @@ def test_state_dict_round_trip_into_a_freshly_converted_copy():
 def test_save_pretrained_then_load(tmp_path, family, kind, streams):
     model = converted(family, kind, streams, tied=family == "qwen3")
     model.save_pretrained(tmp_path)
-    entry = json.loads((tmp_path / "config.json").read_text())["shc"]
+    entry = json.loads((tmp_path / "config.json").read_text())["hyperconn"]
     assert entry == {"kind": kind, "num_streams": streams, "init": "preserve", "options": {}, "version": 1}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing unexpected in the checkpoint
-        reloaded = shc.hf.load(tmp_path)
+        reloaded = hyperconn.hf.load(tmp_path)
     ids = token_batch()
     torch.testing.assert_close(logits(reloaded, ids), logits(model, ids), atol=0, rtol=0)
-    assert len(shc.hf.hyper_connections(reloaded)) == 2 * model.config.num_hidden_layers
-    assert shc.hf.conversion_of(reloaded) == shc.hf.conversion_of(model)
+    assert len(hyperconn.hf.hyper_connections(reloaded)) == 2 * model.config.num_hidden_layers
+    assert hyperconn.hf.conversion_of(reloaded) == hyperconn.hf.conversion_of(model)
     assert not reloaded.training
 
 
@@ -59,16 +60,16 @@ def test_tied_embeddings_survive_the_round_trip(tmp_path):
     with torch.no_grad():
         model.model.embed_tokens.weight.add_(1.0)  # a change only a tied head would see
     model.save_pretrained(tmp_path)
-    reloaded = shc.hf.load(tmp_path)
+    reloaded = hyperconn.hf.load(tmp_path)
     assert reloaded.lm_head.weight is reloaded.model.embed_tokens.weight
     ids = token_batch()
     torch.testing.assert_close(logits(reloaded, ids), logits(model, ids), atol=0, rtol=0)
 
 
 def test_paper_init_and_options_are_recorded_and_rebuilt(tmp_path):
-    model = shc.hf.convert(tiny_model("mistral"), "mhc", 4, init="paper", sinkhorn_iters=5)
+    model = hyperconn.hf.convert(tiny_model("mistral"), "mhc", 4, init="paper", sinkhorn_iters=5)
     model.save_pretrained(tmp_path)
-    reloaded = shc.hf.load(tmp_path)
+    reloaded = hyperconn.hf.load(tmp_path)
     layers = reloaded.model.layers
     assert all(layer.stream_reduction == "sum" for layer in layers)
     assert all(layer.attn_conn.sinkhorn_iters == 5 for layer in layers)
@@ -79,7 +80,7 @@ def test_paper_init_and_options_are_recorded_and_rebuilt(tmp_path):
 def test_load_passes_dtype_through(tmp_path):
     converted().save_pretrained(tmp_path)
     dtype_arg = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-    model = shc.hf.load(tmp_path, **{dtype_arg: torch.bfloat16})
+    model = hyperconn.hf.load(tmp_path, **{dtype_arg: torch.bfloat16})
     assert model.model.embed_tokens.weight.dtype == torch.bfloat16
     assert torch.isfinite(model(token_batch()).logits).all()
 
@@ -87,7 +88,7 @@ def test_load_passes_dtype_through(tmp_path):
 def test_a_plain_checkpoint_is_refused(tmp_path):
     tiny_model("llama").save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="not a converted model"):
-        shc.hf.load(tmp_path)
+        hyperconn.hf.load(tmp_path)
 
 
 def test_missing_connection_tensors_are_an_error(tmp_path):
@@ -99,7 +100,7 @@ def test_missing_connection_tensors_are_an_error(tmp_path):
     del state[dropped]
     save_file(state, weights, metadata={"format": "pt"})
     with pytest.raises(ValueError, match=dropped):
-        shc.hf.load(tmp_path)
+        hyperconn.hf.load(tmp_path)
 
 
 def test_missing_model_tensors_are_an_error(tmp_path):
@@ -109,23 +110,23 @@ def test_missing_model_tensors_are_an_error(tmp_path):
     del state["model.layers.2.self_attn.q_proj.weight"]
     save_file(state, weights, metadata={"format": "pt"})
     with pytest.raises(ValueError, match="q_proj"):
-        shc.hf.load(tmp_path)
+        hyperconn.hf.load(tmp_path)
 
 
 def test_a_bad_config_entry_is_refused(tmp_path):
     converted().save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    config["shc"]["kind"] = "shcc"
+    config["hyperconn"]["kind"] = "shcc"
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="unknown connection kind 'shcc'"):
-        shc.hf.load(tmp_path)
+        hyperconn.hf.load(tmp_path)
 
 
 def test_sharded_checkpoint_loads(tmp_path):
     model = converted()
     model.save_pretrained(tmp_path, max_shard_size="20KB")
     assert (tmp_path / "model.safetensors.index.json").is_file()
-    reloaded = shc.hf.load(tmp_path)
+    reloaded = hyperconn.hf.load(tmp_path)
     ids = token_batch()
     torch.testing.assert_close(logits(reloaded, ids), logits(model, ids), atol=0, rtol=0)
 
@@ -137,5 +138,21 @@ def test_base_checkpoint_then_convert_equals_the_base_model(tmp_path):
     model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path)
     ids = token_batch()
     expected = logits(base, ids)
-    shc.hf.convert(model, "kromhc", 4)
+    hyperconn.hf.convert(model, "kromhc", 4)
     torch.testing.assert_close(logits(model, ids), expected, atol=1e-5, rtol=0)
+
+
+LEGACY = Path(__file__).parent / "fixtures" / "shc-0.1-llama"
+
+
+def test_a_directory_saved_before_the_rename_loads_and_resaves_under_the_new_key(tmp_path):
+    """``fixtures/shc-0.1-llama`` was written by ``shc.hf`` 0.1.0 (the package's name before the
+    rename): its config.json holds the conversion under ``"shc"``. It loads to the logits that
+    version computed, and saving it again writes the current key alone."""
+    assert "shc" in json.loads((LEGACY / "config.json").read_text())
+    model = hyperconn.hf.load(LEGACY)
+    expected = torch.load(LEGACY / "expected_logits.pt", weights_only=True)
+    torch.testing.assert_close(logits(model, expected["ids"]), expected["logits"], atol=1e-5, rtol=1e-5)
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert "shc" not in saved and saved["hyperconn"]["kind"] == "shc" and saved["hyperconn"]["num_streams"] == 4

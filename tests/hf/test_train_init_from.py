@@ -1,4 +1,4 @@
-"""``shc train --init-from hf:<dir>``: a tiny saved HF model directory with a locally trained
+"""``hyperconn train --init-from hf:<dir>``: a tiny saved HF model directory with a locally trained
 tokenizer, converted, trained, evaluated and sampled through the CLI."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from shc.cli import main
-from shc.data import prepare_data
-from shc.hf import HFLanguageModel
-from shc.train import load_run, read_metrics
-from shc.train.config import load_config
-from shc.train.evaluation import validation_loss
+from hyperconn.cli import main
+from hyperconn.data import prepare_data
+from hyperconn.hf import HFLanguageModel
+from hyperconn.train import load_run, read_metrics
+from hyperconn.train.config import load_config
+from hyperconn.train.evaluation import validation_loss
 
 from .helpers import save_checkpoint_with_tokenizer, tiny_model
 
@@ -132,13 +132,13 @@ def test_resume_from_a_checkpoint_reproduces_the_run(tmp_path):
 
 
 def refused(tmp_path, *extra) -> str:
-    """Run ``shc train`` expecting a refusal: the error message, and nothing written."""
+    """Run ``hyperconn train`` expecting a refusal: the error message, and nothing written."""
     sets = [a for s in settings(tmp_path) for a in ("--set", s)]
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         assert main(["train", "--out", str(tmp_path / "run"), *sets, *extra]) != 0
     assert not (tmp_path / "run").exists()
-    assert "shc train: error:" in err.getvalue()
+    assert "hyperconn train: error:" in err.getvalue()
     return err.getvalue()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import shc.hf
+import hyperconn.hf
 
 from .helpers import VOCAB, perturb_connections, tiny_model, token_batch
 
@@ -31,7 +31,7 @@ def adamw_steps(model, ids, steps: int, lr: float = 1e-2) -> list[float]:
 
 @pytest.mark.parametrize("family", ["llama", "qwen3"])
 def test_labels_loss_is_the_shifted_cross_entropy(family):
-    model = shc.hf.convert(tiny_model(family), "shc", 4)
+    model = hyperconn.hf.convert(tiny_model(family), "shc", 4)
     perturb_connections(model)
     ids = token_batch()
     out = model(ids, labels=ids)
@@ -41,12 +41,12 @@ def test_labels_loss_is_the_shifted_cross_entropy(family):
 
 @pytest.mark.parametrize(("kind", "streams"), [("hc", 4), ("mhc", 4), ("mhc_lite", 3), ("kromhc", 4), ("shc", 4)])
 def test_gradients_reach_every_connection_parameter_and_the_loss_falls(kind, streams):
-    model = shc.hf.convert(tiny_model("llama"), kind, streams)
+    model = hyperconn.hf.convert(tiny_model("llama"), kind, streams)
     ids = toy_sequence()
     # at the preserving init H_pre and H_post receive gradients in every connection
     model.train()
     model(ids, labels=ids).loss.backward()
-    for conn in shc.hf.hyper_connections(model):
+    for conn in hyperconn.hf.hyper_connections(model):
         pre_post = conn.bias.grad[: 2 * streams] if kind != "hc" else conn.alpha_static.grad[:, 0]
         assert pre_post.abs().max() > 0, f"{kind} layer {conn.layer_index}: no gradient to H_pre/H_post"
     model.zero_grad()
@@ -54,7 +54,7 @@ def test_gradients_reach_every_connection_parameter_and_the_loss_falls(kind, str
     assert losses[-1] < 0.7 * losses[0], losses
     # once the streams differ, every connection parameter (H_res's included) gets a gradient
     model(ids, labels=ids).loss.backward()
-    for conn in shc.hf.hyper_connections(model):
+    for conn in hyperconn.hf.hyper_connections(model):
         for name, param in conn.named_parameters():
             assert param.grad is not None and param.grad.abs().max() > 0, f"{kind}: {name} has no gradient"
 
@@ -77,10 +77,10 @@ def test_the_streams_move_apart_under_training_unless_h_pre_is_uniform(uniform_p
     """The preserving init starts from equal streams; its uneven H_pre breaks the symmetry. The
     control (H_pre = 1/n everywhere, still function-preserving) is a fixed point: the streams
     stay equal however long it trains."""
-    model = shc.hf.convert(tiny_model("llama"), "shc", 4)
+    model = hyperconn.hf.convert(tiny_model("llama"), "shc", 4)
     if uniform_pre:
         with torch.no_grad():
-            for conn in shc.hf.hyper_connections(model):
+            for conn in hyperconn.hf.hyper_connections(model):
                 conn.bias[:4] = torch.logit(torch.tensor(0.25))
     ids = toy_sequence()
     assert stream_spread(model, ids) < 1e-6
@@ -106,7 +106,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(family):
     ids = token_batch()
     grads = []
     for checkpointing in (False, True):
-        model = shc.hf.convert(tiny_model(family), "shc", 4)
+        model = hyperconn.hf.convert(tiny_model(family), "shc", 4)
         perturb_connections(model)
         if checkpointing:
             enable_checkpointing(model)
@@ -122,7 +122,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(family):
 def test_checkpointing_enabled_before_the_conversion_stays_on():
     model = tiny_model("llama")
     enable_checkpointing(model)
-    shc.hf.convert(model, "shc", 4)
+    hyperconn.hf.convert(model, "shc", 4)
     calls = {"n": 0}
     for layer in model.model.layers:
         assert layer.gradient_checkpointing
@@ -142,8 +142,8 @@ def test_recompute_option_reaches_the_connections_and_keeps_the_gradients():
     ids = token_batch()
     grads = []
     for recompute in (False, True):
-        model = shc.hf.convert(tiny_model("qwen3"), "shc", 4, recompute=recompute)
-        assert all(conn.recompute == recompute for conn in shc.hf.hyper_connections(model))
+        model = hyperconn.hf.convert(tiny_model("qwen3"), "shc", 4, recompute=recompute)
+        assert all(conn.recompute == recompute for conn in hyperconn.hf.hyper_connections(model))
         perturb_connections(model)
         model.train()
         model(ids, labels=ids).loss.backward()

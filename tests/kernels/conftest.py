@@ -29,7 +29,7 @@ def triton_interpreter(monkeypatch):
         pytest.fail("triton was imported before TRITON_INTERPRET=1 was set (tests/conftest.py sets it first)")
     _round_bfloat16_to_nearest(monkeypatch)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    from shc.kernels import fused_width
+    from hyperconn.kernels import fused_width
 
     monkeypatch.setattr(fused_width, "BLOCK_T", 16)
     monkeypatch.setattr(fused_width, "BLOCK_K", 32)

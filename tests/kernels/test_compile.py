@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-# the variants an sHC training step launches (the rest: `python -m shc.kernels.compile_check`)
+# the variants an sHC training step launches (the rest: `python -m hyperconn.kernels.compile_check`)
 SHC_PATH = (
     "width_fwd fuse_shc=True mix=True", "mix_bwd_coef", "width_bwd_dx mix=True proj=True", "proj_bwd_weight",
     "depth_fwd", "depth_bwd",
@@ -26,7 +26,7 @@ def test_every_kernel_compiles_for_sm90():
     if importlib.util.find_spec("triton.backends.nvidia") is None:
         pytest.skip("this Triton build has no NVIDIA backend")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", "shc.kernels.compile_check", "--arch", "90", "--dtype", "bf16", "--dim", "64",
+    cmd = [sys.executable, "-m", "hyperconn.kernels.compile_check", "--arch", "90", "--dtype", "bf16", "--dim", "64",
            "--only", ",".join(SHC_PATH)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

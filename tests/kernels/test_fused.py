@@ -16,8 +16,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import shc
-from shc import kernels
+import hyperconn
+from hyperconn import kernels
 
 C = 40  # not a multiple of the 32-wide feature blocks set in conftest
 FP32_TOL = (2e-5, 5e-5)
@@ -26,7 +26,7 @@ BF16_FACTOR, BF16_FLOOR = 1.5, 1e-3
 
 def perturbed(kind: str, n: int, seed: int = 0, **options):
     """A connection with every parameter moved off its init by N(0, 0.5^2) noise."""
-    conn = shc.make_connection(kind, n, C, layer_index=1, **options)
+    conn = hyperconn.make_connection(kind, n, C, layer_index=1, **options)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in conn.parameters():
@@ -117,7 +117,7 @@ def test_fused_matches_pytorch_float32(kind, n, lead):
 
 def test_fused_shc_split_mix_matches_pytorch(monkeypatch):
     """The two-kernel variant (coefficients written, then mixed) gives the same results."""
-    from shc.kernels import fused_width
+    from hyperconn.kernels import fused_width
 
     monkeypatch.setattr(fused_width, "SPLIT_MIX", True)
     check_against_pytorch(perturbed("shc", 4), (19,), torch.float32)
@@ -131,7 +131,7 @@ def test_fused_shc_matches_pytorch_bfloat16(n):
 def test_fused_shc_at_init_is_the_closed_form():
     """At init H_res = J + tanh(4)(I - J), H_pre/H_post the ±1-bias sigmoids, whatever the input."""
     n = 4
-    conn = shc.make_connection("shc", n, C, layer_index=2)
+    conn = hyperconn.make_connection("shc", n, C, layer_index=2)
     streams = torch.randn(5, n, C)
     assert conn.kernel_spec().fused_shc
     u, mixed, h_post = fused_width(conn, streams)
@@ -155,19 +155,19 @@ def test_routes_follow_the_module():
     assert perturbed("hc", 3).kernel_spec().route == "mix"
 
 
-class FlippedSHC(shc.connections.SHC):
+class FlippedSHC(hyperconn.connections.SHC):
     """A subclass with its own residual matrix: the kernels must use ITS math, not sHC's."""
 
     def res_matrix(self, coefs):
         return super().res_matrix(coefs).transpose(-1, -2) * 0.5
 
 
-class OwnMixingMHC(shc.connections.MHC):
+class OwnMixingMHC(hyperconn.connections.MHC):
     """A subclass that changes how the coefficients are made (not just H_res)."""
 
     def mixing(self, streams):
         pre, res, post = super().mixing(streams)
-        return shc.Mixing(pre * 0.5, res, post + 1)
+        return hyperconn.Mixing(pre * 0.5, res, post + 1)
 
 
 @pytest.mark.parametrize("cls,route", [(FlippedSHC, "projection"), (OwnMixingMHC, "mix")])
@@ -227,7 +227,7 @@ def test_auto_and_torch_never_call_kernels_on_cpu(monkeypatch):
     """CPU tensors take the PyTorch path on 'auto' and 'torch', even with the interpreter on."""
 
     def refuse(*args, **kwargs):
-        raise AssertionError("shc.kernels called for a CPU tensor")
+        raise AssertionError("hyperconn.kernels called for a CPU tensor")
 
     monkeypatch.setattr(kernels, "width", refuse)
     monkeypatch.setattr(kernels, "depth", refuse)
@@ -261,4 +261,4 @@ def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="do not match"):
         kernels.depth(torch.zeros(4, 3, C), torch.zeros(4, 3), torch.zeros(4, C + 1))
     with pytest.raises(ValueError, match="backend must be one of"):
-        shc.make_connection("shc", 4, C, backend="cuda")
+        hyperconn.make_connection("shc", 4, C, backend="cuda")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shc import available_connections
-from shc.model import ConnectionConfig, LanguageModel, ModelConfig, available_presets, get_preset
+from hyperconn import available_connections
+from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig, available_presets, get_preset
 
 
 def test_streams_default_to_the_kind():

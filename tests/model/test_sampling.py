@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from shc.model.sampling import check_sampling, sample
+from hyperconn.model.sampling import check_sampling, sample
 
 
 def test_greedy_and_top1_are_the_argmax():

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shc import connection_parameter_count
-from shc.model import ConnectionConfig, LanguageModel, ModelConfig, get_preset
+from hyperconn import connection_parameter_count
+from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig, get_preset
 
 VOCAB = 50
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from shc.train import build_config
+from hyperconn.train import build_config
 
 MICRO = [
     "model.dim=16",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shc.model import LanguageModel
-from shc.train import TrainConfig
-from shc.train.build import build_plain, check_shardable
-from shc.train.config import TrainSettings
-from shc.train.rundir import RESUMABLE_CHANGES
+from hyperconn.model import LanguageModel
+from hyperconn.train import TrainConfig
+from hyperconn.train.build import build_plain, check_shardable
+from hyperconn.train.config import TrainSettings
+from hyperconn.train.rundir import RESUMABLE_CHANGES
 
 TINY = {"vocab_size": 32, "dim": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8, "mlp_dim": 24,
         "max_seq_len": 16}  # fmt: skip

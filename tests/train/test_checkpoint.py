@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from shc.train import load_run, train
-from shc.train.checkpoint import (
+from hyperconn.train import load_run, train
+from hyperconn.train.checkpoint import (
     STATE,
     WEIGHTS,
     list_checkpoints,
@@ -75,7 +75,7 @@ def test_resume_restores_the_saved_rng_state(make_cfg):
     state["rng"]["torch"] = torch.get_rng_state()  # a state the build would never produce
     expected = torch.rand(4)
     torch.save(state, ckpt / STATE)
-    from shc.train import Trainer
+    from hyperconn.train import Trainer
 
     trainer = Trainer(make_cfg("train.steps=4"), resume=True)
     try:
@@ -170,5 +170,5 @@ def test_an_old_format_run_still_loads_but_does_not_resume(make_cfg):
     torch.save(old_state, ckpt / STATE)  # what the old trainer wrote (needs pickle to load)
     model, _, _ = load_run(run)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
-    with pytest.raises(ValueError, match="older shc|format 1"):
+    with pytest.raises(ValueError, match="older hyperconn|format 1"):
         train(make_cfg("train.steps=8"), resume=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shc.model import get_preset
-from shc.train import TrainConfig, build_config
+from hyperconn.model import get_preset
+from hyperconn.train import TrainConfig, build_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

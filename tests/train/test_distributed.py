@@ -14,11 +14,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from shc.train import TrainConfig, Trainer, build_config, read_metrics
-from shc.train.build import build_model, build_plain, build_sharded
-from shc.train.distributed import DistInfo
-from shc.train.loss import lm_loss
-from shc.train.optim import build_optimizer
+from hyperconn.train import TrainConfig, Trainer, build_config, read_metrics
+from hyperconn.train.build import build_model, build_plain, build_sharded
+from hyperconn.train.distributed import DistInfo
+from hyperconn.train.loss import lm_loss
+from hyperconn.train.optim import build_optimizer
 
 from .conftest import MICRO
 

@@ -1,4 +1,4 @@
-"""Fault injection: a `shc train` subprocess killed (SIGKILL, SIGINT) at random moments over several
+"""Fault injection: a `hyperconn train` subprocess killed (SIGKILL, SIGINT) at random moments over several
 resumes ends with exactly the weights and the losses of an uninterrupted run."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 import torch
 from safetensors.torch import load_file
 
-from shc.fileio import is_temp_name
-from shc.train import is_finished, read_metrics, train
-from shc.train.checkpoint import WEIGHTS, list_checkpoints
+from hyperconn.fileio import is_temp_name
+from hyperconn.train import is_finished, read_metrics, train
+from hyperconn.train.checkpoint import WEIGHTS, list_checkpoints
 
 from .conftest import MICRO
 
@@ -23,7 +23,7 @@ FAULT_RUN = ["train.steps=40", "train.checkpoint_interval=3", "train.eval_interv
 
 
 def launch(run, sets, resume: bool) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "shc.cli", "train", "--preset", "demo", "--out", str(run)]
+    argv = [sys.executable, "-m", "hyperconn.cli", "train", "--preset", "demo", "--out", str(run)]
     argv += [x for s in sets for x in ("--set", s)]
     return subprocess.Popen(
         [*argv, "--resume"] if resume else argv,

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from shc.train import Trainer, read_metrics, train
-from shc.train.checkpoint import WEIGHTS, list_checkpoints
-from shc.train.interrupt import InterruptGuard
+from hyperconn.train import Trainer, read_metrics, train
+from hyperconn.train.checkpoint import WEIGHTS, list_checkpoints
+from hyperconn.train.interrupt import InterruptGuard
 
 
 def test_guard_defers_sigint_inside_atomic_blocks_only():

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from shc.train.loss import lm_loss
-from shc.train.precision import autocast, resolve_precision
+from hyperconn.train.loss import lm_loss
+from hyperconn.train.precision import autocast, resolve_precision
 
 
 def test_lm_loss_is_the_mean_negative_log_likelihood():

@@ -7,9 +7,9 @@ from itertools import pairwise
 import pytest
 from torch import nn
 
-from shc.connections import HyperConnection
-from shc.model import ConnectionConfig, LanguageModel, ModelConfig
-from shc.train.optim import decay_groups, lr_at
+from hyperconn.connections import HyperConnection
+from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig
+from hyperconn.train.optim import decay_groups, lr_at
 
 
 def model(kind, streams, tie=False):

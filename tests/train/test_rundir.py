@@ -8,11 +8,11 @@ import shutil
 import pytest
 import torch
 
-import shc.train.trainer as trainer_mod
-from shc.train import read_metrics, train
-from shc.train.checkpoint import STATE, list_checkpoints
-from shc.train.optim import lr_at
-from shc.train.rundir import RESUMABLE_CHANGES
+import hyperconn.train.trainer as trainer_mod
+from hyperconn.train import read_metrics, train
+from hyperconn.train.checkpoint import STATE, list_checkpoints
+from hyperconn.train.optim import lr_at
+from hyperconn.train.rundir import RESUMABLE_CHANGES
 
 
 def snapshot(run):

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import shc.train.trainer as trainer_mod
-from shc.train import NonFiniteLossError, Trainer, evaluate, is_finished, load_run, read_metrics, train
-from shc.train.checkpoint import list_checkpoints
-from shc.train.metrics import COLUMNS
+import hyperconn.train.trainer as trainer_mod
+from hyperconn.train import NonFiniteLossError, Trainer, evaluate, is_finished, load_run, read_metrics, train
+from hyperconn.train.checkpoint import list_checkpoints
+from hyperconn.train.metrics import COLUMNS
 
 
 def patch_loss(monkeypatch, at_call: int, action):

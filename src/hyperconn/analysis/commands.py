@@ -1,0 +1,119 @@
+"""``hyperconn analyze RUN`` and ``hyperconn compare ...``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .analyze import DEFAULT_BATCHES
+
+DEFAULT_METHODS = "residual,hc,mhc,mhc_lite,kromhc,shc"
+
+
+def _analyze(args) -> int:
+    from .analyze import analyze_run
+
+    out = args.out or args.run
+    data = analyze_run(args.run, batches=args.batches, out=out)
+    comp = data["summary"]["composite"]
+    mean = data["summary"]["mean"]
+    print(
+        f"{data['title']}: {len(data['layers'])} connections; layer-averaged identity distance "
+        f"{mean['identity_distance']:.4f}, negative mass {mean['negative_mass']:.4f}, "
+        f"spectral norm {mean['spectral_norm']:.4f}; composite forward/backward gain (max) "
+        f"{comp['forward_gain_max']:.4g}/{comp['backward_gain_max']:.4g}"
+    )
+    print(f"wrote {out}/analysis.md, {out}/analysis.json and plots")
+    return 0
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in text.split(",") if m.strip())
+
+
+def _streams(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(n) for n in _csv(text))
+    except ValueError:
+        raise ValueError(f"--streams must be integers separated by commas (e.g. 4 or 2,4,8), got {text!r}") from None
+
+
+def study_from_args(args):
+    """The study: a ``--study`` file, or a finished comparison's ``study.json`` (``--report-only``
+    without ``--preset``), or the flags; flags given explicitly override the file."""
+    from .compare import load_study
+    from .study import CompareConfig, parse_axis
+
+    if args.study:
+        cfg = CompareConfig.from_file(args.study)
+    elif args.preset is None and args.report_only and args.out:
+        cfg = load_study(args.out)
+    elif args.preset is None:
+        raise ValueError(
+            "hyperconn compare needs --preset (or --study FILE, or --report-only --out DIR of a comparison)"
+        )
+    else:
+        cfg = CompareConfig(preset=args.preset, methods=_csv(DEFAULT_METHODS))
+    if args.preset is not None:
+        cfg.preset = args.preset
+    for name, value in (("methods", args.methods and _csv(args.methods)), ("streams", args.streams and
+                        _streams(args.streams)), ("seeds", args.seeds), ("steps", args.steps),
+                        ("analyze_batches", args.batches), ("bench_rounds", args.bench_rounds)):  # fmt: skip
+        if value is not None:
+            setattr(cfg, name, value)
+    if args.out is not None:
+        cfg.out = Path(args.out)
+    cfg.overrides = (*cfg.overrides, *args.set)
+    cfg.axes = (*cfg.axes, *(parse_axis(a) for a in args.axis))
+    return cfg.validate()
+
+
+def _compare(args) -> int:
+    from .compare import run_compare, summary_table
+
+    cfg = study_from_args(args)
+    summary = run_compare(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True), report_only=args.report_only)
+    print(summary_table(summary))
+    print(f"\nreport: {cfg.out / 'report.md'}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "analyze",
+        help="diagnostics of a trained run's mixing matrices (analysis.json, analysis.md, plots)",
+    )
+    p.add_argument("run", help="run directory written by `hyperconn train`")
+    p.add_argument("--batches", type=int, default=DEFAULT_BATCHES, help="validation batches to run")
+    p.add_argument("--out", default=None, help="output folder (default: the run directory)")
+    p.set_defaults(func=_analyze)
+
+    p = subparsers.add_parser(
+        "compare",
+        help="train every run of a study (methods x streams x axis values x seeds), analyse each, "
+        "write report.md + summary.json",
+        description="Runs are named <method>-n<streams>[-<axis><value>...]-s<seed>. A finished run is reused only "
+        "if its resolved config equals what is asked (logging/progress/threads/device/compile settings "
+        "aside); otherwise nothing trains and the differing keys are named.",
+    )
+    p.add_argument("--preset", default=None)
+    p.add_argument("--study", default=None, metavar="FILE",
+                   help="YAML study spec: preset, methods, streams, seeds, steps, out, set, axes, batches, "
+                   "bench_rounds (flags given as well override it)")
+    p.add_argument("--methods", default=None, help=f"comma-separated kinds (default {DEFAULT_METHODS})")
+    p.add_argument("--streams", default=None, help="n for every method but residual (n = 1); a list (2,4,8) "
+                   "makes n an axis (default 4)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..K-1 per group (default 1)")
+    p.add_argument("--out", default=None, help="folder for the runs and the report")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="trainer config override applied to every run (repeatable)")
+    p.add_argument("--axis", action="append", default=[], metavar="[METHODS:]SECTION.KEY=V1,V2",
+                   help="sweep a setting, e.g. shc:model.connection.options.sigma_bias=1.0,2.0 or "
+                   "train.lr_scale=0.5,1,2 (scales lr and min_lr); repeatable, runs take every combination")
+    p.add_argument("--batches", type=int, default=None, help=f"validation batches per analysis ({DEFAULT_BATCHES})")
+    p.add_argument("--bench-rounds", type=int, default=None,
+                   help="rounds of the interleaved throughput measurement after training (0: skip; default 5)")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: re-render report.md/summary.json from the runs on disk")
+    p.set_defaults(func=_compare)

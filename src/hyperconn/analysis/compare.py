@@ -1,0 +1,112 @@
+"""``compare``: train every run of a study, analyse each, write one report; a one-way pipeline
+
+    study.plan (configs, validated)  ->  jobs (train / reuse, analyse, probes; files on disk)
+        ->  summarise (statistics from those files)  ->  render (report.md, plots)
+
+Layout of ``out``::
+
+    out/study.json                       the study as asked (re-render with --report-only)
+    out/<group>-s<seed>/                 one run per method x streams x axis values x seed (the
+                                         trainer's layout, plus analysis.json/.md and plots)
+    out/throughput.json, out/memory.json the probes, per group
+    out/summary.json, out/report.md, out/*.png
+
+Finished runs are reused and interrupted ones resumed, but only if their resolved config equals
+what this invocation asks for (:mod:`.study`); otherwise the whole comparison is refused before
+anything trains, naming the differing keys. An interim report is written now and then, so a long
+comparison always shows what exists. ``report_only`` re-renders from the runs on disk and trains
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .jobs import check_reuse, run_jobs, run_probes
+from .report import fmt, md_table, write_json
+from .study import CompareConfig, plan, yaml_scalar
+from .summarise import summarise
+
+INTERIM_REPORT_S = 120.0
+STUDY_FILE = "study.json"
+
+
+def compare_command(cfg: CompareConfig) -> str:
+    parts = [
+        "hyperconn compare", f"--preset {cfg.preset}", f"--methods {','.join(cfg.methods)}",
+        f"--streams {','.join(map(str, cfg.streams))}", f"--seeds {cfg.seeds}", f"--out {cfg.out}",
+    ]  # fmt: skip
+    if cfg.steps is not None:
+        parts.append(f"--steps {cfg.steps}")
+    parts += [f"--set {o}" for o in cfg.overrides]
+    for axis in cfg.axes:
+        scope = f"{','.join(axis.methods)}:" if axis.methods else ""
+        parts.append(f"--axis {scope}{axis.key}={','.join(yaml_scalar(v) for v in axis.values)}")
+    parts.append(f"--bench-rounds {cfg.bench_rounds}")
+    return " ".join(parts)
+
+
+def write_report(cfg: CompareConfig, jobs, wall_s: float) -> dict:
+    """Summarise what exists under ``cfg.out`` and render it; returns the summary (also summary.json)."""
+    from .render import render
+
+    summary = summarise(cfg, jobs, wall_s, compare_command(cfg))
+    write_json(cfg.out / "summary.json", summary)
+    render(summary, cfg.out)
+    return summary
+
+
+def load_study(out: str | Path) -> CompareConfig:
+    """The study a comparison in ``out`` was run with (its ``study.json``)."""
+    path = Path(out) / STUDY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {STUDY_FILE} in {out}: give the study's flags (or --study) with --report-only")
+    cfg = CompareConfig.from_dict(json.loads(path.read_text()))
+    cfg.out = Path(out)
+    return cfg.validate()
+
+
+def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print, report_only: bool = False) -> dict:
+    """Train, analyse, probe and report the study (or with ``report_only`` only re-render it)."""
+    jobs = plan(cfg)
+    started = time.time()
+    if report_only:
+        check_reuse(jobs)
+        summary = write_report(cfg, jobs, wall_s=time.time() - started)
+        log(f"[compare] report re-rendered from the runs on disk: {cfg.out / 'report.md'}")
+        return summary
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    check_reuse(jobs)
+    write_json(cfg.out / STUDY_FILE, cfg.to_dict())
+    last = [time.time()]
+
+    def interim() -> None:
+        if time.time() - last[0] > INTERIM_REPORT_S:
+            write_report(cfg, jobs, wall_s=time.time() - started)  # after a run: at least one exists
+            last[0] = time.time()
+
+    run_jobs(jobs, cfg.analyze_batches, log=log, after_each=interim)
+    run_probes(cfg.out, jobs, cfg.bench_rounds, log=log)
+    summary = write_report(cfg, jobs, wall_s=time.time() - started)
+    log(f"[compare] report: {cfg.out / 'report.md'} ({time.time() - started:.0f} s)")
+    return summary
+
+
+def summary_table(summary: dict) -> str:
+    """The headline table: group, val loss mean ± std, overhead %, identity distance, negative mass."""
+    from .render import display_names
+
+    names = display_names(summary)
+    rows = []
+    for group, e in summary["groups"].items():
+        d = e.get("diagnostics", {}).get("mean", {})
+        oh = e["overhead_pct_vs_residual"]
+        rows.append([
+            names[group], f"{fmt(e['val_loss']['mean'])} ± {fmt(e['val_loss']['std'])}",
+            "-" if oh is None else f"{oh:+.1f}%",
+            fmt(d.get("identity_distance")), fmt(d.get("negative_mass")),
+        ])  # fmt: skip
+    return md_table(["group", "val loss (mean ± std)", "overhead vs residual", "‖H−I‖_F", "neg mass"], rows)

@@ -1,0 +1,179 @@
+"""End-to-end benchmarks of the language model: training-step time and decode tokens/s.
+
+Both build the model through its public API (``hyperconn.model``: a preset's ``ModelConfig`` with a
+``ConnectionConfig``) and compare every connection kind with the residual baseline, interleaved
+in the same process.
+
+- Training step: ``autocast`` forward (bf16 by default, as the trainer), ``lm_loss``, backward,
+  gradient clipping at 1.0 and an AdamW step -- the trainer's step on a fixed random batch.
+- Decode: ``model.generate`` with the KV cache, batch 1, greedy, from a short random prompt;
+  tokens/s = new tokens / wall time.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..connections import available_connections
+from ..model import ConnectionConfig, LanguageModel, get_preset
+from ..train.optim import build_optimizer
+from ..train.trainer import lm_loss
+from .call import count_aten_ops
+from .timing import interleaved_medians
+
+PRECISIONS = {"bf16": torch.bfloat16, "fp32": None}
+
+
+@dataclass
+class ModelBenchConfig:
+    presets: tuple[str, ...] = ("tiny", "small")
+    kinds: tuple[str, ...] = available_connections()
+    streams: int = 4
+    batch_size: int = 4
+    seq_len: int | None = None  # None: the preset's max_seq_len
+    vocab_size: int = 2048
+    precision: str = "bf16"
+    compiled: bool = False
+    repeats: int = 5
+    warmup: int = 1
+    # decode
+    new_tokens: int = 64
+    prompt_len: int = 16
+    seed: int = 0
+    # smoke tests shrink the preset: (dim, layers) override
+    shrink: tuple[int, int] | None = None
+
+    def validate(self) -> ModelBenchConfig:
+        unknown = sorted(set(self.kinds) - set(available_connections()))
+        if unknown:
+            raise ValueError(f"unknown kind(s) {', '.join(unknown)}; choose from {', '.join(available_connections())}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("streams", "batch_size", "vocab_size", "repeats", "new_tokens", "prompt_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        return self
+
+
+def build_model(cfg: ModelBenchConfig, preset: str, kind: str) -> LanguageModel:
+    model_cfg = copy.deepcopy(get_preset(preset).model)
+    model_cfg.vocab_size = cfg.vocab_size
+    if cfg.shrink is not None:
+        dim, layers = cfg.shrink
+        heads = max(1, dim // model_cfg.head_dim)
+        model_cfg.dim, model_cfg.n_layers, model_cfg.mlp_dim = dim, layers, 3 * dim
+        model_cfg.n_heads, model_cfg.n_kv_heads = heads, 1
+    model_cfg.connection = ConnectionConfig(kind=kind, streams=1 if kind == "residual" else cfg.streams)
+    torch.manual_seed(cfg.seed)
+    return LanguageModel(model_cfg)
+
+
+def _seq_len(cfg: ModelBenchConfig, model: LanguageModel) -> int:
+    return cfg.seq_len or model.cfg.max_seq_len
+
+
+def _autocast(precision: str):
+    dtype = PRECISIONS[precision]
+    return torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)
+
+
+def train_step_contender(cfg: ModelBenchConfig, preset: str, kind: str) -> Callable[[], None]:
+    model = build_model(cfg, preset, kind)
+    forward = torch.compile(model) if cfg.compiled else model
+    optimizer = build_optimizer(model, 1e-4, (0.9, 0.95), 0.1)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    seq = _seq_len(cfg, model)
+    x = torch.randint(cfg.vocab_size, (cfg.batch_size, seq), generator=gen)
+    y = torch.randint(cfg.vocab_size, (cfg.batch_size, seq), generator=gen)
+
+    def step() -> None:
+        with _autocast(cfg.precision):
+            loss = lm_loss(forward, x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def decode_contender(cfg: ModelBenchConfig, preset: str, kind: str) -> Callable[[], None]:
+    model = build_model(cfg, preset, kind).eval()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    prompt = torch.randint(cfg.vocab_size, (1, cfg.prompt_len), generator=gen)
+
+    def run() -> None:
+        with _autocast(cfg.precision):
+            model.generate(prompt, cfg.new_tokens, temperature=0.0)
+
+    return run
+
+
+def decode_ops_per_token(cfg: ModelBenchConfig, preset: str, kind: str) -> int:
+    """ATen ops one cached decode step dispatches (batch 1, after the prompt's prefill): the
+    number that batch-1 generation time follows on a CPU, free of timing noise."""
+    model = build_model(cfg, preset, kind).eval()
+    prompt = torch.randint(cfg.vocab_size, (1, cfg.prompt_len), generator=torch.Generator().manual_seed(cfg.seed))
+    with torch.no_grad(), _autocast(cfg.precision):
+        cache = model.new_cache(1)
+        model(prompt, 0, cache)
+        token = prompt[:, -1:]
+        return sum(count_aten_ops(lambda: model(token, cfg.prompt_len, cache)).values())
+
+
+def _kind_label(kind: str, cfg: ModelBenchConfig) -> str:
+    return "residual" if kind == "residual" else f"{kind} n={cfg.streams}"
+
+
+def _contenders(cfg: ModelBenchConfig, preset: str, make: Callable) -> dict:
+    """The residual baseline first, then every other requested kind, built by ``make``."""
+    kinds = [k for k in cfg.kinds if k != "residual"]
+    contenders = {"residual": make(cfg, preset, "residual")}
+    contenders.update({_kind_label(k, cfg): make(cfg, preset, k) for k in kinds})
+    return contenders
+
+
+def run_step_bench(cfg: ModelBenchConfig, log: Callable[[str], None] = print) -> list[dict]:
+    """Training-step time per preset, every kind interleaved with the residual baseline."""
+    cfg.validate()
+    rows = []
+    for preset in cfg.presets:
+        contenders = _contenders(cfg, preset, train_step_contender)
+        log(f"step: {preset}: {len(contenders)} models x {cfg.repeats} rounds")
+        timings = interleaved_medians(contenders, cfg.repeats, cfg.warmup)
+        base = timings["residual"]["median_ms"]
+        for name, t in timings.items():
+            rows.append(
+                dict(bench="step", preset=preset, contender=name, precision=cfg.precision,
+                     compiled=cfg.compiled, batch_size=cfg.batch_size, **t, x_residual=t["median_ms"] / base)
+            )
+    return rows
+
+
+def run_decode_bench(cfg: ModelBenchConfig, log: Callable[[str], None] = print) -> list[dict]:
+    """Generation tokens/s per preset (batch 1, KV cache), every kind vs the residual baseline."""
+    cfg.validate()
+    rows = []
+    for preset in cfg.presets:
+        contenders = _contenders(cfg, preset, decode_contender)
+        log(f"decode: {preset}: {len(contenders)} models x {cfg.repeats} rounds of {cfg.new_tokens} tokens")
+        with torch.no_grad():
+            timings = interleaved_medians(contenders, cfg.repeats, cfg.warmup)
+        base = cfg.new_tokens / timings["residual"]["median_ms"]
+        kinds = {_kind_label(k, cfg): k for k in ["residual", *cfg.kinds]}
+        for name, t in timings.items():
+            tok_s = cfg.new_tokens / t["median_ms"] * 1e3
+            rows.append(
+                dict(bench="decode", preset=preset, contender=name, precision=cfg.precision,
+                     new_tokens=cfg.new_tokens, **t, tokens_per_s=tok_s, x_residual=tok_s / (base * 1e3),
+                     aten_ops_per_token=decode_ops_per_token(cfg, preset, kinds[name]))
+            )
+    return rows
+
+
+def config_dict(cfg: ModelBenchConfig) -> dict:
+    return asdict(cfg)

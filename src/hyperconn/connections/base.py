@@ -1,0 +1,370 @@
+"""The hyper-connection interface and the coefficient machinery shared by the constrained kinds.
+
+One hyper-connection wraps one branch ``F`` (an attention or MLP sublayer) of a model whose
+residual stream is widened to ``n`` streams ``x`` of shape ``(..., n, C)``::
+
+    u    = sum_i H_pre[i] x_i                          (branch input)
+    x'_j = sum_i H_res[i, j] x_i + H_post[j] F(u)
+
+``width`` computes ``u``, the mixed residual and ``H_post``; ``depth`` adds the branch output
+back. ``mixing`` exposes the three coefficient tensors so tools can read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .. import kernels
+from ..kernels.interface import GivenCoefficients, KernelRoute, ProjectedCoefficients
+from .constants import constant, group_index
+from .inference import ParameterCache, inference_path
+from .ops import autocast_off, depth_add, project_rms, width_mix
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+class Mixing(NamedTuple):
+    """Per-token coefficients ``pre (..., n)``, ``res (..., n, n)``, ``post (..., n)``.
+
+    float32 for every streams dtype except float64 (see ``compute_dtype``)."""
+
+    pre: torch.Tensor
+    res: torch.Tensor
+    post: torch.Tensor
+
+
+def expand_streams(h: torch.Tensor, num_streams: int) -> torch.Tensor:
+    """``(..., C) -> (..., n, C)``: every stream a copy of ``h``."""
+    if num_streams < 1:
+        raise ValueError(f"num_streams must be >= 1, got {num_streams}")
+    return h.unsqueeze(-2).expand(*h.shape[:-1], num_streams, h.shape[-1]).contiguous()
+
+
+def reduce_streams(x: torch.Tensor) -> torch.Tensor:
+    """``(..., n, C) -> (..., C)``: the sum over streams."""
+    return x.sum(dim=-2)
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for every input dtype but float64 (kept, so float64 gradcheck is exact)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _float32_region(x: torch.Tensor):
+    """Autocast off on ``x``'s device: the small-matrix math stays in float32."""
+    return autocast_off(x.device.type)
+
+
+class HyperConnection(nn.Module):
+    """Base class: ``n`` streams of width ``C`` mixed around one branch.
+
+    Subclasses implement :meth:`mixing`. ``forward`` and ``width``/``depth`` are shared.
+    """
+
+    kind: str = ""
+
+    def __init__(
+        self, num_streams: int, dim: int, layer_index: int = 0, recompute: bool = False, backend: str = "auto"
+    ) -> None:
+        super().__init__()
+        if num_streams < 1:
+            raise ValueError(f"num_streams must be >= 1, got {num_streams}")
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        if layer_index < 0:
+            raise ValueError(f"layer_index must be >= 0, got {layer_index}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        self.num_streams = num_streams
+        self.dim = dim
+        self.layer_index = layer_index
+        self.recompute = bool(recompute)
+        self.backend = backend
+        self._inference_cache = ParameterCache()  # parameter-derived tensors of the no-grad path
+
+    def extra_repr(self) -> str:
+        return (
+            f"kind={self.kind!r}, num_streams={self.num_streams}, dim={self.dim}, "
+            f"layer_index={self.layer_index}, backend={self.backend!r}"
+        )
+
+    def reset_parameters(self) -> None:
+        """Set every parameter to its initial value (used after ``to_empty`` on a meta-built model)."""
+
+    def check_streams(self, streams: torch.Tensor) -> None:
+        expected = (self.num_streams, self.dim)
+        if streams.dim() < 2 or tuple(streams.shape[-2:]) != expected:
+            raise ValueError(
+                f"{self.kind}: streams must have shape (..., n, dim) = (..., {expected[0]}, {expected[1]}), "
+                f"got {tuple(streams.shape)}"
+            )
+
+    def mixing(self, streams: torch.Tensor) -> Mixing:
+        raise NotImplementedError
+
+    def kernel_route(self) -> KernelRoute:
+        """Which kernels would compute this module's width step; no tensors are built.
+
+        The default is the mixing kernel alone, fed by this module's own :meth:`mixing`
+        (PyTorch coefficients): whatever a subclass computes, forward and backward agree."""
+        return KernelRoute(self.kind, "mix")
+
+    def kernel_spec(self) -> ProjectedCoefficients | GivenCoefficients:
+        """What the Triton kernels need to run :meth:`kernel_route` (``hyperconn.kernels.interface``)."""
+        return GivenCoefficients(kind=self.kind, mixing=self.mixing)
+
+    def _uses_kernels(self, streams: torch.Tensor) -> bool:
+        if self.backend == "torch" or (self.backend == "auto" and not streams.is_cuda):
+            return False  # the common case first
+        return kernels.select(self.backend, self.kernel_route(), streams)
+
+    def width(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(u, mixed, h_post)``: branch input (..., C) and ``H_res``-mixed streams
+        (..., n, C), both in the streams' dtype, and ``H_post`` (..., n) in ``compute_dtype``.
+
+        ``backend`` picks PyTorch or the Triton kernels (:func:`hyperconn.kernels.select`). With
+        ``recompute=True`` (and gradients enabled) nothing computed here is kept for backward
+        except the streams themselves, on either backend: the coefficient math and the mixing
+        run again in backward (``torch.utils.checkpoint``), trading one more forward of the
+        width connection for its saved activations."""
+        self.check_streams(streams)
+        if self._uses_kernels(streams):
+            step = self._width_kernels
+        elif inference_path():
+            return self.width_inference(streams)
+        else:
+            step = self.width_fast
+        if self.recompute and torch.is_grad_enabled():
+            return checkpoint(step, streams, use_reentrant=False)
+        return step(streams)
+
+    def _width_kernels(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return kernels.width(self.kernel_spec(), streams)
+
+    def width_fast(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The width connection in PyTorch: coefficients, then one mixing pass over the streams."""
+        pre, res, post = self.mixing(streams)
+        u, mixed = width_mix(pre, res, streams)
+        return u, mixed, post
+
+    def width_inference(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The width step with autograd off (decode, evaluation): ``[u; mixed] = [H_pre; H_res^T] x``
+        as one batched GEMM per token, from :meth:`inference_width_matrix`.
+
+        Same values as :meth:`width_fast` (to rounding); ``u`` and ``mixed`` are views of one
+        ``(..., n + 1, C)`` result. Built for dispatch count: a decode token runs this on one
+        token per connection, where each ATen op costs microseconds whatever its size."""
+        n, c = self.num_streams, self.dim
+        lead = streams.shape[:-2]
+        with _float32_region(streams):
+            mat, post = self.inference_width_matrix(streams)
+            x = streams.reshape(-1, n, c)
+            if x.dtype != mat.dtype:
+                x = x.to(mat.dtype)
+            y = torch.bmm(mat, x).view(*lead, n + 1, c)
+        if y.dtype != streams.dtype:
+            y = y.to(streams.dtype)
+        return y[..., 0, :], y[..., 1:, :], post
+
+    def inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """Tensors the no-grad path derives from the parameters alone (folded weights...)."""
+        return {}
+
+    def cached_inference_constants(self, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+        """:meth:`inference_constants`, rebuilt only when a parameter changes (:class:`ParameterCache`)."""
+        # the module's own parameters (a connection has no submodules; None = unset, e.g. sHC
+        # n = 2 has no gamma) read straight from ``_parameters``: ``nn.Module.parameters()``
+        # costs ~10 us a call (a generator hashing every tensor into a memo set)
+        return self._inference_cache.get(
+            [p for p in self._parameters.values() if p is not None], (dtype, device),
+            lambda: self.inference_constants(dtype),
+        )
+
+    def overrides(self, owner: type, *names: str) -> bool:
+        """Whether this module's class replaces any of ``owner``'s methods ``names``: a kind's lean
+        no-grad path is its own math, so a subclass that changes that math gets the generic path
+        (built from :meth:`mixing`) instead, and eval agrees with training whatever it computes."""
+        cls = type(self)
+        return any(getattr(cls, name) is not getattr(owner, name) for name in names)
+
+    def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([H_pre; H_res^T] (tokens, n + 1, n), H_post (..., n))`` for :meth:`width_inference`.
+
+        The default builds it from :meth:`mixing`; kinds override it with fewer ops."""
+        return self.mixing_width_matrix(streams)
+
+    def mixing_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pre, res, post = self.mixing(streams)
+        n = self.num_streams
+        mat = torch.cat([pre.unsqueeze(-2), res.transpose(-1, -2)], dim=-2)
+        return mat.reshape(-1, n + 1, n), post
+
+    def depth(self, mixed: torch.Tensor, h_post: torch.Tensor, branch_out: torch.Tensor) -> torch.Tensor:
+        """``x'_j = mixed_j + H_post[j] * branch_out``, computed in ``h_post``'s dtype, in ``mixed``'s."""
+        if self._uses_kernels(mixed):
+            return kernels.depth(mixed, h_post, branch_out)
+        return depth_add(mixed, h_post, branch_out)
+
+    def forward(self, streams: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        u, mixed, h_post = self.width(streams)
+        return self.depth(mixed, h_post, branch(u))
+
+
+# the methods whose math the lean no-grad paths of the coefficient kinds re-implement
+COEFFICIENT_MATH = ("mixing", "coefficients", "folded_weight", "gate_scale", "coefficient_math")
+
+
+def _pm_one_bias(num_streams: int, layer_index: int) -> torch.Tensor:
+    """``+1`` at ``layer_index mod n``, ``-1`` elsewhere (the H_pre / H_post static bias)."""
+    b = -torch.ones(num_streams)
+    b[layer_index % num_streams] = 1.0
+    return b
+
+
+class CoefficientConnection(HyperConnection):
+    """Machinery shared by mHC, mHC-lite, KromHC and sHC (docs/design.md, "Shared coefficient machinery").
+
+    ``x~ = RMSNorm(flatten(x))`` over ``n*C`` features; one fused zero-initialised projection
+    ``d = x~ @ W`` gives the raw coefficients of every group; per group ``coef = s * d + b`` with
+    a scalar gate ``s`` (init 0.01) and a static bias ``b``::
+
+        H_pre  = sigmoid(s_pre d_pre + b_pre)
+        H_post = 2 sigmoid(s_post d_post + b_post)
+        H_res  = method-specific function of the residual coefficients
+
+    The RMSNorm is folded into the projection: ``x~ @ W = rsqrt(mean(x^2) + eps) * (x @ (g W))``,
+    so the normalised ``n*C`` tensor is never materialised.
+
+    Subclasses set ``res_groups`` (sizes of the residual coefficient groups, one gate each),
+    ``res_bias()`` and ``res_matrix(coefs)``.
+    """
+
+    def __init__(
+        self,
+        num_streams: int,
+        dim: int,
+        layer_index: int = 0,
+        eps: float = 1e-6,
+        recompute: bool = False,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(num_streams, dim, layer_index, recompute, backend)
+        if not eps > 0:
+            raise ValueError(f"{self.kind}: eps must be > 0, got {eps}")
+        n = num_streams
+        self.eps = eps
+        self.group_sizes = (n, n, *self.res_groups())
+        total = sum(self.group_sizes)
+        self.norm_weight = nn.Parameter(torch.empty(n * dim))
+        self.proj = nn.Parameter(torch.empty(n * dim, total))
+        self.gates = nn.Parameter(torch.empty(len(self.group_sizes)))
+        self.bias = nn.Parameter(torch.empty(total))
+        # the leaf class calls reset_parameters() once all its parameters exist
+
+    def initial_bias(self) -> torch.Tensor:
+        """The static biases at init: ``+-1`` for H_pre and H_post, then :meth:`res_bias`."""
+        n, i = self.num_streams, self.layer_index
+        return torch.cat([_pm_one_bias(n, i), _pm_one_bias(n, i), self.res_bias()])
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.norm_weight.fill_(1.0)
+            self.proj.zero_()
+            self.gates.fill_(0.01)
+            self.bias.copy_(self.initial_bias())
+
+    # --- method-specific part -------------------------------------------------------------
+    def res_groups(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def res_bias(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def res_matrix(self, coefs: list[torch.Tensor]) -> torch.Tensor:
+        """``H_res`` (..., n, n) from the gated+biased residual coefficient groups."""
+        raise NotImplementedError
+
+    # --- shared part ----------------------------------------------------------------------
+    def coefficients(self, streams: torch.Tensor) -> torch.Tensor:
+        """``s * (x~ @ W) + b`` for every group, in ``compute_dtype``, shape (..., total)."""
+        dt = compute_dtype(streams)
+        with _float32_region(streams):
+            flat = streams.reshape(*streams.shape[:-2], -1)
+            weight = self.folded_weight(dt)
+            raw = project_rms(flat, weight, self.eps)
+            return raw * self.gate_scale(dt) + self.bias.to(dt)
+
+    def gate_scale(self, dtype: torch.dtype) -> torch.Tensor:
+        """The gate of each coefficient, (total,): ``gates`` repeated over its group."""
+        index = constant(group_index, (self.group_sizes,), torch.long, self.gates.device)
+        return self.gates.to(dtype)[index]
+
+    def folded_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """``g W`` (n C, total): the RMSNorm gain folded into the projection."""
+        return self.norm_weight.to(dtype).unsqueeze(-1) * self.proj.to(dtype)
+
+    def coefficient_math(self, coef: torch.Tensor) -> Mixing:
+        """Gated + biased coefficients (..., total) -> ``(H_pre, H_res, H_post)``."""
+        parts = list(coef.split_with_sizes(self.group_sizes, dim=-1))  # (no Python-level split wrapper)
+        return Mixing(torch.sigmoid(parts[0]), self.res_matrix(parts[2:]), 2 * torch.sigmoid(parts[1]))
+
+    def kernel_route(self) -> KernelRoute:
+        """The projection runs in a kernel and :meth:`coefficient_math` in PyTorch, unless a subclass
+        changed how coefficients are made (then the kernels only mix, from :meth:`mixing`)."""
+        cls = type(self)
+        if cls.coefficients is not CoefficientConnection.coefficients or cls.mixing is not CoefficientConnection.mixing:
+            return super().kernel_route()
+        return KernelRoute(self.kind, "projection", sum(self.group_sizes))
+
+    def kernel_spec(self) -> ProjectedCoefficients | GivenCoefficients:
+        if self.kernel_route().route == "mix":
+            return super().kernel_spec()
+        with autocast_off(self.proj.device.type):
+            return ProjectedCoefficients(
+                kind=self.kind,
+                weight=self.folded_weight(torch.float32),
+                scale=self.gate_scale(torch.float32),
+                bias=self.bias.float(),
+                eps=self.eps,
+                coefficient_math=self.coefficient_math,
+            )
+
+    def mixing(self, streams: torch.Tensor) -> Mixing:
+        self.check_streams(streams)
+        coef = self.coefficients(streams)
+        with _float32_region(streams):
+            return self.coefficient_math(coef)
+
+    # --- the gradient-free path (decode, evaluation) ---------------------------------------
+    def inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The projection with the RMSNorm gain and the gates folded in, ``g W diag(s)``, the bias
+        and ``eps`` as a tensor."""
+        return {
+            "weight": self.folded_weight(dtype) * self.gate_scale(dtype),
+            "bias": self.bias.to(dtype),
+            "eps": torch.tensor(self.eps, dtype=dtype, device=self.bias.device),
+        }
+
+    def inference_coefficients(self, streams: torch.Tensor, consts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """:meth:`coefficients` from the cached folded weight, (tokens, total):
+        ``rsqrt(|x|^2 / F + eps) * (x @ consts["weight"]) + consts["bias"]`` in five ops."""
+        weight = consts["weight"]
+        flat = streams.reshape(-1, weight.shape[0])
+        if flat.dtype != weight.dtype:
+            flat = flat.to(weight.dtype)
+        norm = torch.linalg.vector_norm(flat, dim=-1, keepdim=True)
+        inv_rms = torch.rsqrt(torch.addcmul(consts["eps"], norm, norm, value=1.0 / weight.shape[0]))
+        return torch.addcmul(consts["bias"], flat @ weight, inv_rms)
+
+    def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.overrides(CoefficientConnection, *COEFFICIENT_MATH):
+            return self.mixing_width_matrix(streams)
+        consts = self.cached_inference_constants(compute_dtype(streams), streams.device)
+        pre, res, post = self.coefficient_math(self.inference_coefficients(streams, consts))
+        mat = torch.cat([pre.unsqueeze(-2), res.transpose(-1, -2)], dim=-2)
+        return mat, post.view(*streams.shape[:-2], self.num_streams)

@@ -1,0 +1,195 @@
+"""``convert``: turn a Hugging Face Llama-family causal LM into a hyper-connected one, in place.
+
+Every decoder layer becomes a :class:`~hyperconn.hf.layer.HyperDecoderLayer` with two connections of
+the chosen kind (``layer_index`` = the layer's index), the streams are expanded before the first
+layer and reduced before the final norm. The settings go into ``model.config.hyperconn`` (a plain
+dict, written by ``save_pretrained`` into ``config.json``) so :func:`hyperconn.hf.load` can rebuild the
+model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..connections import HyperConnection, connection_class, make_connection
+from .init import preservation_error, preserve_function_
+from .layer import HyperDecoderLayer
+
+# causal LMs whose decoder layer is exactly h = x + attn(ln1(x)); h = h + mlp(ln2(h)) under the
+# names input_layernorm / self_attn / post_attention_layernorm / mlp, with model.model.layers and
+# model.model.norm; each one is tested (tests/hf: every kind, generate, save/load). Left out
+# although their layer reads the same in transformers 5.x: the MoE families (Qwen2-MoE, Qwen3-MoE,
+# DeepSeek-V3, ...), whose MLP returned (hidden, router_logits) tuples in 4.x
+SUPPORTED_ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+    "GemmaForCausalLM",
+    "GlmForCausalLM",
+    "HeliumForCausalLM",
+    "MinistralForCausalLM",
+    "OlmoForCausalLM",
+    "SeedOssForCausalLM",
+    "SmolLM3ForCausalLM",
+    "Starcoder2ForCausalLM",
+)
+INITS = ("preserve", "paper")
+CONFIG_KEY = "hyperconn"
+LEGACY_CONFIG_KEYS = ("shc",)  # written before the rename (hyperconn was called shc)
+CONFIG_VERSION = 1
+_LAYER_PARTS = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
+# preserve_function_ sets these conditions to rounding; a larger error means a connection class
+# changed in a way the init does not know about
+_PRESERVATION_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class ConversionConfig:
+    """What ``convert`` did: the connection ``kind``, ``num_streams``, its ``options`` and ``init``.
+
+    ``init="preserve"`` (function-preserving, mean over streams) or ``"paper"`` (the connections'
+    own from-scratch init, sum over streams)."""
+
+    kind: str = "shc"
+    num_streams: int = 4
+    init: str = "preserve"
+    options: dict[str, Any] = field(default_factory=dict)
+    version: int = CONFIG_VERSION
+
+    @property
+    def stream_reduction(self) -> str:
+        return "mean" if self.init == "preserve" else "sum"
+
+    def validate(self) -> ConversionConfig:
+        connection_class(self.kind)  # raises on an unknown kind, listing the known ones
+        if not isinstance(self.num_streams, int) or isinstance(self.num_streams, bool) or self.num_streams < 1:
+            raise ValueError(f"num_streams must be an integer >= 1, got {self.num_streams!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.version != CONFIG_VERSION:
+            raise ValueError(
+                f"config entry {CONFIG_KEY!r} has version {self.version}; this hyperconn reads {CONFIG_VERSION}"
+            )
+        try:
+            json.dumps(self.options)
+        except TypeError as err:
+            raise ValueError(f"connection options must be JSON values (they go into config.json): {err}") from err
+        # builds one connection on the meta device: unknown options and bad values fail here
+        with torch.device("meta"):
+            make_connection(self.kind, self.num_streams, 1, 0, **self.options)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, entry: dict[str, Any]) -> ConversionConfig:
+        if not isinstance(entry, dict):
+            raise ValueError(f"config entry {CONFIG_KEY!r} must be a mapping, got {type(entry).__name__}")
+        known = {"kind", "num_streams", "init", "options", "version"}
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise ValueError(f"config entry {CONFIG_KEY!r}: unknown field(s) {', '.join(unknown)}")
+        return cls(**entry).validate()
+
+
+def check_supported(model: nn.Module) -> None:
+    """Raise ``ValueError`` unless ``model`` is one of :data:`SUPPORTED_ARCHITECTURES` with the
+    expected layout."""
+    name = type(model).__name__
+    if name not in SUPPORTED_ARCHITECTURES:
+        raise ValueError(
+            f"hyperconn.hf.convert does not support {name}; "
+            f"supported architectures: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    decoder = getattr(model, "model", None)
+    layers = getattr(decoder, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or len(layers) == 0 or not hasattr(decoder, "norm"):
+        raise ValueError(f"{name}: expected model.model.layers (non-empty) and model.model.norm")
+    if any(isinstance(layer, HyperDecoderLayer) for layer in layers):
+        raise ValueError(f"{name} is already converted (model.config.{CONFIG_KEY} = {conversion_of(model)})")
+    if len(layers) != model.config.num_hidden_layers:
+        expected = model.config.num_hidden_layers
+        raise ValueError(f"{name}: {len(layers)} decoder layers but config.num_hidden_layers = {expected}")
+    for i, layer in enumerate(layers):
+        missing = [part for part in _LAYER_PARTS if not hasattr(layer, part)]
+        if missing:
+            raise ValueError(f"{name}: decoder layer {i} ({type(layer).__name__}) has no {', '.join(missing)}")
+
+
+def convert(
+    model: nn.Module, kind: str = "shc", num_streams: int = 4, *, init: str = "preserve", **connection_options
+) -> nn.Module:
+    """Replace every decoder layer's two residual additions of ``model`` (in place) by
+    hyper-connections of ``kind`` over ``num_streams`` streams and return ``model``.
+
+    ``init="preserve"`` (default): the converted model computes the same logits as before (see
+    :mod:`hyperconn.hf.init`); ``"paper"``: the connections' from-scratch init and a sum over streams,
+    as in the paper (not function-preserving). ``connection_options`` go to
+    :func:`hyperconn.make_connection` (``sigma_bias``, ``sinkhorn_iters``, ``eps``, ``recompute``...).
+    Connection parameters are float32 on their layer's device whatever the model's dtype.
+    Everything is checked before the model is touched."""
+    spec = ConversionConfig(kind, num_streams, init, dict(connection_options))
+    return apply_conversion(model, spec)
+
+
+def apply_conversion(model: nn.Module, spec: ConversionConfig, initialise: bool = True) -> nn.Module:
+    """:func:`convert` with a :class:`ConversionConfig`. ``initialise=False`` skips the
+    function-preserving rewrite (for a model whose connection tensors are loaded next)."""
+    check_supported(model)
+    spec.validate()
+    decoder = model.model
+    dim = model.config.hidden_size
+    last = len(decoder.layers) - 1
+    converted = []
+    for i, layer in enumerate(decoder.layers):
+        # each layer's connections live where its weights are (device_map may spread the layers)
+        device = next(layer.parameters(), decoder.embed_tokens.weight).device
+        pair = [make_connection(spec.kind, spec.num_streams, dim, i, **spec.options).to(device) for _ in range(2)]
+        if initialise and spec.init == "preserve":
+            for conn in pair:
+                preserve_function_(conn)
+                error = preservation_error(conn)
+                if error > _PRESERVATION_TOLERANCE:
+                    raise RuntimeError(
+                        f"{spec.kind} connection of layer {i}: function-preserving init is off by {error:.2e}"
+                    )
+        wrapped = HyperDecoderLayer(
+            layer, *pair, expand_input=i == 0, reduce_output=i == last, stream_reduction=spec.stream_reduction
+        )
+        # keep gradient checkpointing on if it was enabled before the conversion
+        wrapped.gradient_checkpointing = getattr(layer, "gradient_checkpointing", False)
+        if hasattr(layer, "_gradient_checkpointing_func"):
+            wrapped._gradient_checkpointing_func = layer._gradient_checkpointing_func
+        converted.append(wrapped)
+    for i, wrapped in enumerate(converted):
+        decoder.layers[i] = wrapped
+    setattr(model.config, CONFIG_KEY, spec.to_dict())
+    return model
+
+
+def conversion_of(model: nn.Module) -> ConversionConfig | None:
+    """The :class:`ConversionConfig` recorded in ``model.config``, or ``None`` for a plain model."""
+    entry = conversion_entry(getattr(model, "config", None))
+    return None if entry is None else ConversionConfig.from_dict(entry)
+
+
+def conversion_entry(config: Any) -> Any:
+    """The conversion entry of an HF config: ``config.hyperconn``, or the key written before the
+    rename (``config.shc``); ``None`` for an unconverted config."""
+    for key in (CONFIG_KEY, *LEGACY_CONFIG_KEYS):
+        entry = getattr(config, key, None)
+        if entry is not None:
+            return entry
+    return None
+
+
+def hyper_connections(model: nn.Module) -> list[HyperConnection]:
+    """The model's connection modules in the order they are applied (2 per decoder layer)."""
+    return [m for m in model.modules() if isinstance(m, HyperConnection)]

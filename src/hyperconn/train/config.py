@@ -1,0 +1,306 @@
+"""``TrainConfig``: preset + YAML file + command-line overrides, resolved and validated at the edge.
+
+Precedence (later wins): the preset's model shape and training defaults, the YAML file, the named
+flags (``--connection``, ``--streams``, ...), then ``--set section.key=value`` overrides. The YAML
+layout mirrors the dataclasses::
+
+    preset: demo
+    model: {dim: 128, ..., connection: {kind: shc, streams: 4, options: {sigma_bias: 4.0}}}
+    data:  {source: shakespeare, tokenizer: byte, ...}
+    train: {steps: 300, lr: 3.0e-3, ...}
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .._optional import require
+from ..data import DataConfig
+from ..data.config import BUILTIN_TOKENIZERS, LOCAL_PREFIX, tokenizer_path
+from ..model import ConnectionConfig, ModelConfig, get_preset
+from .precision import PRECISIONS
+
+yaml = require("yaml", "hyperconn train")
+
+
+@dataclass
+class TrainSettings:
+    """The optimisation loop. ``batch_size`` is sequences per device per micro-step; the global
+    batch is ``batch_size * grad_accum * world_size`` sequences of ``seq_len`` tokens."""
+
+    steps: int = 300
+    batch_size: int = 16
+    grad_accum: int = 1
+    seq_len: int = 128
+    lr: float = 3e-3
+    min_lr: float = 3e-4  # floor of the cosine decay
+    warmup_steps: int = 30
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.1
+    eps: float = 1e-8  # AdamW's epsilon
+    grad_clip: float = 1.0  # max global gradient norm (> 0)
+    # "bf16": autocast to bfloat16; "fp32": no autocast; "auto": bf16 on CUDA, fp32 on CPU (CPUs
+    # without native bf16 matmul run it slower: 2.4x on the 2-core dev machine, tiny preset)
+    precision: str = "auto"
+    compile: bool = False
+    seed: int = 0
+    eval_interval: int = 50
+    eval_batches: int = 8
+    log_interval: int = 10
+    checkpoint_interval: int = 100
+    keep_checkpoints: int = 2
+    out_dir: str | None = None  # default: runs/<preset>-<kind>-n<streams>-s<seed>
+    device: str = "auto"  # "auto": cuda:<local rank> if available, else cpu
+    fsdp: bool = False  # under torchrun: FSDP2 (fully_shard) instead of DDP
+    progress: bool = True
+    threads: int | None = None  # torch.set_num_threads for this process (None: leave torch's default)
+    # "hf:<dir>": start from a local Hugging Face checkpoint converted by hyperconn.hf (model.connection
+    # picks the kind; the preset's model shape is unused) with the checkpoint's own tokenizer
+    init_from: str | None = None
+
+    def validate(self) -> None:
+        positive = (
+            "steps",
+            "batch_size",
+            "grad_accum",
+            "seq_len",
+            "eval_interval",
+            "log_interval",
+            "checkpoint_interval",
+            "keep_checkpoints",
+        )
+        for name in positive:
+            _check_int(f"train.{name}", getattr(self, name), 1)
+        _check_int("train.warmup_steps", self.warmup_steps, 0)
+        _check_int("train.eval_batches", self.eval_batches, 1)
+        _check_int("train.seed", self.seed, 0)
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2", "eps"):
+            _check_finite(f"train.{name}", getattr(self, name))
+        for name in ("lr", "min_lr", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be a finite number >= 0, got {getattr(self, name)!r}")
+        for name in ("grad_clip", "eps"):  # clip 0 would zero every update; eps 0 divides by zero
+            if getattr(self, name) <= 0:
+                raise ValueError(f"train.{name} must be a finite number > 0, got {getattr(self, name)!r}")
+        if self.min_lr > self.lr:
+            raise ValueError(f"train.min_lr ({self.min_lr}) must not exceed train.lr ({self.lr})")
+        if self.warmup_steps > self.steps:
+            raise ValueError(
+                f"train.warmup_steps ({self.warmup_steps}) must not exceed train.steps ({self.steps}): "
+                "the learning rate would never reach train.lr"
+            )
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ValueError(f"train.{name} must be in [0, 1), got {value!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.threads is not None:
+            _check_int("train.threads", self.threads, 1)
+        for name in ("compile", "fsdp", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"train.{name} must be true or false, got {getattr(self, name)!r}")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; ``config.yaml`` in the run directory is its resolved form."""
+
+    preset: str = "demo"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    def validate(self) -> TrainConfig:
+        get_preset(self.preset)
+        self.model.validate()
+        if self.train.init_from is not None:  # before data: a bad init_from is named, not the tokenizer it implies
+            from ..hf.lm import check_init_from  # the hf extra: imported only for such runs
+
+            tok = self.data.tokenizer
+            tok_dir = None if tok in BUILTIN_TOKENIZERS else tokenizer_path(tok)
+            check_init_from(self.train.init_from, tok, tok_dir, self.train.seq_len, self.train.fsdp)
+        self.data.validate()
+        self.train.validate()
+        eps = self.model.norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+            raise ValueError(f"model.norm_eps must be a finite number > 0, got {eps!r}")
+        for key, value in self.model.connection.options.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"model.connection.options.{key} must be finite, got {value!r}")
+        if self.train.init_from is None and self.train.seq_len > self.model.max_seq_len:
+            raise ValueError(
+                f"train.seq_len={self.train.seq_len} is longer than the model supports "
+                f"(model.max_seq_len={self.model.max_seq_len})"
+            )
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        if self.train.out_dir:
+            return Path(self.train.out_dir)
+        conn = self.model.connection
+        return Path("runs") / f"{self.preset}-{conn.kind}-n{conn.streams}-s{self.train.seed}"
+
+    def to_dict(self) -> dict:
+        return {
+            "preset": self.preset,
+            "model": self.model.to_dict(),
+            "data": asdict(self.data),
+            "train": asdict(self.train),
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """A complete config from a (possibly partial) mapping layered on its preset."""
+        data = copy.deepcopy(data or {})
+        _reject_unknown("", data, {"preset", "model", "data", "train"})
+        preset = get_preset(data.get("preset", "demo"))
+        base = {
+            "preset": preset.name,
+            "model": preset.model.to_dict(),
+            "data": asdict(DataConfig()),
+            "train": {**asdict(TrainSettings()), **preset.training},
+        }
+        conn_given = (data.get("model") or {}).get("connection") or {}
+        if "kind" in conn_given and "streams" not in conn_given:
+            base["model"]["connection"]["streams"] = None  # the new kind's default
+        if "kind" in conn_given and conn_given["kind"] != base["model"]["connection"]["kind"]:
+            base["model"]["connection"]["options"] = {}
+        merged = _merge(base, data)
+        init_from = merged["train"].get("init_from")
+        if isinstance(init_from, str) and "tokenizer" not in (data.get("data") or {}):
+            # a checkpoint trains with its own tokenizer: "hf:<dir>" -> "local:<dir>"
+            merged["data"] = {**merged["data"], "tokenizer": LOCAL_PREFIX + init_from.removeprefix("hf:")}
+        model = dict(merged["model"])
+        _reject_unknown("model.connection.", model["connection"], {"kind", "streams", "options"})
+        model["connection"] = _build("model.connection.", ConnectionConfig, model["connection"])
+        return cls(
+            preset=merged["preset"],
+            model=_build("model.", ModelConfig, model),
+            data=_build("data.", DataConfig, merged["data"]),
+            train=_build("train.", TrainSettings, merged["train"]),
+        )
+
+
+def build_config(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict | None = None,
+    **flags,
+) -> TrainConfig:
+    """Preset < YAML file < named flags < ``section.key=value`` overrides; validated.
+
+    ``flags``: ``connection``, ``streams``, ``steps``, ``seed``, ``out``, ``init_from`` (None = not given).
+    ``base``: a mapping to start from instead of the bare preset (a run's saved config on resume).
+    """
+    data: dict = copy.deepcopy(base) if base else {}
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
+        data = _merge(data, loaded)
+    if preset is not None:
+        data["preset"] = preset
+    flag_paths = {
+        "connection": "model.connection.kind",
+        "streams": "model.connection.streams",
+        "steps": "train.steps",
+        "seed": "train.seed",
+        "out": "train.out_dir",
+        "init_from": "train.init_from",
+    }
+    unknown = sorted(set(flags) - set(flag_paths))
+    if unknown:
+        raise ValueError(f"unknown flag(s) {', '.join(unknown)}; allowed: {', '.join(flag_paths)}")
+    for name, value in flags.items():
+        if value is not None:
+            _set_path(data, flag_paths[name], value)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {item!r} must look like section.key=value (e.g. train.lr=1e-3)")
+        _set_path(data, key.strip(), yaml.safe_load(raw))
+    return TrainConfig.from_dict(data).validate()
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """A run's resolved ``config.yaml``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no config at {path}")
+    return TrainConfig.from_dict(yaml.safe_load(path.read_text()) or {})
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _set_path(data: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"cannot set {dotted}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "options":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _reject_unknown(prefix: str, data: dict, allowed: set[str]) -> None:
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValueError(
+            f"unknown setting(s) {', '.join(prefix + k for k in unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _build(prefix: str, cls, data: dict):
+    """``cls(**data)`` after rejecting unknown keys and reading float fields written as strings
+    (YAML 1.1 reads ``1e-3`` as a string)."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    _reject_unknown(prefix, data, set(known))
+    data = dict(data)
+    for name, f in known.items():
+        value = data.get(name)
+        if isinstance(value, str) and "float" in str(f.type):
+            try:
+                data[name] = float(value)
+            except ValueError as err:
+                raise ValueError(f"{prefix}{name} must be a number, got {value!r}") from err
+        elif isinstance(value, int) and not isinstance(value, bool) and str(f.type).startswith("float"):
+            data[name] = float(value)
+    return cls(**data)
+
+
+def _check_finite(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

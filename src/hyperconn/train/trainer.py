@@ -1,0 +1,373 @@
+"""The training loop: ``train(cfg)`` runs (or resumes) one run and returns its directory.
+
+The components come from their own modules: the run directory's policy (``rundir``), data and
+model (``build``), checkpoints (``checkpoint``), evaluation (``evaluation``), logging
+(``metrics``). This module owns the loop and its fault handling:
+
+- nothing is written until the first optimiser step is done (``rundir.publish_new``), so a run
+  that fails while preparing leaves no trace, and ``--overwrite`` keeps the old run until then;
+- a resume starts from the newest *valid* checkpoint, naming each newer one it skipped and why;
+  it refuses only when checkpoints exist and none is valid;
+- a Ctrl-C during the forward/backward pass is raised at once (nothing is lost); from
+  ``optimizer.step()`` to the end of the step's bookkeeping (counter, metrics row, eval,
+  checkpoint) it is held by :class:`InterruptGuard` and raised after, so weights, counter and
+  checkpoint always agree and no step is applied twice on resume; on Ctrl-C a checkpoint of
+  the current step is saved and ``KeyboardInterrupt`` re-raised;
+- a non-finite loss or gradient norm stops the run (``NonFiniteLossError``) before the update.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from .._optional import require
+from ..data import PreparedData
+from ..fileio import remove_temps
+from . import distributed as D
+from .build import build_model, prepare_run_data
+from .checkpoint import check_weights, load_weights, newest_valid, remove_stale, save_checkpoint, set_rng_state
+from .config import TrainConfig, load_config
+from .evaluation import validation_loss
+from .interrupt import InterruptGuard
+from .loss import lm_loss
+from .metrics import MetricsLog, peak_memory_mb
+from .optim import build_optimizer, lr_at
+from .precision import autocast, resolve_precision
+from .rundir import CONFIG, DONE, check_target, publish_new, resume_changes, write_config, write_done
+
+__all__ = ["NonFiniteLossError", "Trainer", "train"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or gradient norm became NaN/inf; the run stopped before applying the update."""
+
+
+class Trainer:
+    """One run. ``Trainer(cfg).fit()``; ``train()`` wraps it with process-group teardown."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> None:
+        cfg.validate()
+        self.cfg, self.resume, self.overwrite = cfg, resume, overwrite
+        self.run_dir = cfg.run_dir
+        check_target(self.run_dir, resume, overwrite)  # before anything is built or written
+        self.info = D.setup(cfg.train.device)
+        try:
+            self._build()
+        except BaseException:
+            D.teardown(self.info)
+            raise
+
+    def _build(self) -> None:
+        cfg, info, t = self.cfg, self.info, self.cfg.train
+        if t.threads is not None:
+            torch.set_num_threads(t.threads)
+        self.data: PreparedData = prepare_run_data(cfg, info)  # fills cfg.model.vocab_size
+        self.changes = resume_changes(load_config(self.run_dir / CONFIG), cfg, self.run_dir) if self.resume else {}
+        self.raw_model, self.model = build_model(cfg, info)
+        self.optimizer = build_optimizer(self.raw_model, t.lr, (t.beta1, t.beta2), t.weight_decay, t.eps)
+        self.precision = resolve_precision(t.precision, info.device)
+        self.step = 0
+        self.last_checkpoint: Path | None = None
+        self.skipped: list[tuple[Path, str]] = []
+        if self.resume:
+            self._restore()
+        self.saved_step = self.step if self.last_checkpoint is not None else None
+        self.forward_model = torch.compile(self.model) if t.compile else self.model
+        self.batcher = self.data.train_batcher(
+            t.seq_len, t.batch_size, t.seed, info.rank, info.world_size, micro_steps=t.grad_accum
+        )
+        self.tokens_per_step = t.batch_size * t.seq_len * t.grad_accum * info.world_size
+        self.log: MetricsLog | None = None
+        self._pending: list[tuple] = []  # metrics rows made before the run directory exists
+        self.published = False
+        if self.resume:
+            self._publish()
+
+    # --- resume -------------------------------------------------------------------------------
+    def _restore(self) -> None:
+        ckpt, weights, state, self.skipped = newest_valid(self.run_dir, self._check_checkpoint)
+        main = self.info.is_main
+        for path, reason in self.skipped:
+            _say(main, f"resume: skipped checkpoint {path.name}: {reason}")
+        if ckpt is None:
+            if self.skipped:
+                raise ValueError(
+                    f"cannot resume {self.run_dir}: none of its {len(self.skipped)} checkpoint(s) is valid "
+                    f"(reasons above; newest: {self.skipped[0][1]})"
+                )
+            _say(main, f"resume: {self.run_dir} has no checkpoint yet; starting from step 0")
+            return
+        self._check_compatible(ckpt, state)
+        if self.info.distributed and self.cfg.train.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            opts = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(self.raw_model, check_weights(self.raw_model, weights, ckpt), options=opts)
+        else:
+            load_weights(self.raw_model, weights, ckpt)
+        self._load_optimizer(state["optimizer"])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.last_checkpoint = ckpt
+        if self.changes:
+            for key, effect in self.changes.items():
+                _say(main, f"resume: {key} changed: {effect}")
+
+    def _check_checkpoint(self, weights: dict, state: dict) -> None:
+        """Reject (ValueError) a checkpoint that does not fit this model and optimizer."""
+        check_weights(self.raw_model, weights)
+        if not (self.info.distributed and self.cfg.train.fsdp):
+            _check_optimizer_state(self.optimizer, state["optimizer"])
+
+    def _check_compatible(self, ckpt: Path, state: dict) -> None:
+        """Settings that would change the trajectory: refused, not skipped (every checkpoint has them)."""
+        t = self.cfg.train
+        saved_precision = state.get("precision")
+        if saved_precision != self.precision:
+            raise ValueError(
+                f"cannot resume {self.run_dir}: {ckpt.name} was trained in {saved_precision}, "
+                f"train.precision={t.precision!r} on {self.info.device} resolves to {self.precision}; "
+                "resume on a device where it resolves the same"
+            )
+        if state.get("world_size") != self.info.world_size:
+            raise ValueError(
+                f"cannot resume {self.run_dir}: {ckpt.name} was trained on {state.get('world_size')} rank(s), "
+                f"this is {self.info.world_size} (the global batch and each rank's data would change)"
+            )
+        if int(state["step"]) > t.steps:
+            raise ValueError(
+                f"cannot resume {self.run_dir}: train.steps={t.steps} is below its checkpoint's step "
+                f"{state['step']} ({ckpt.name})"
+            )
+
+    def _load_optimizer(self, optimizer_state: dict) -> None:
+        if self.info.distributed and self.cfg.train.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            opts = StateDictOptions(full_state_dict=True)
+            set_optimizer_state_dict(self.raw_model, self.optimizer, optimizer_state, options=opts)
+        else:
+            self.optimizer.load_state_dict(optimizer_state)
+
+    # --- the run directory --------------------------------------------------------------------
+    def _publish(self) -> None:
+        """Rank 0 starts writing: a new run replaces its directory (only now), a resumed one
+        cleans the leftovers of a kill and records its (allowed) new config."""
+        self.published = True
+        if not self.info.is_main:
+            return
+        if self.resume:
+            stale = remove_stale(self.run_dir) + remove_temps(self.run_dir)  # a kill's leftovers
+            (self.run_dir / DONE).unlink(missing_ok=True)
+            write_config(self.run_dir, self.cfg)
+        else:
+            stale = publish_new(self.run_dir, self.cfg)
+        for path in stale:
+            _say(True, f"removed {path}: a temporary folder left by an interrupted write")
+        resume_step = (self.step if self.last_checkpoint is not None else -1) if self.resume else None
+        self.log = MetricsLog(self.run_dir, resume_step=resume_step)
+        for kind, *args in self._pending:
+            (self.log.log if kind == "row" else self.log.log_hres)(*args)
+        self._pending.clear()
+
+    def _log_row(self, row: dict) -> None:
+        if self.log is not None:
+            self.log.log(row)
+        elif self.info.is_main and not self.published:
+            self._pending.append(("row", row))
+
+    def _log_hres(self, step: int, hres: dict) -> None:
+        if self.log is not None:
+            self.log.log_hres(step, hres)
+        elif self.info.is_main and not self.published:
+            self._pending.append(("hres", step, hres))
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def _state_dicts(self) -> tuple[dict, dict]:
+        if self.info.distributed and self.cfg.train.fsdp:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+                get_optimizer_state_dict,
+            )
+
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return (
+                get_model_state_dict(self.raw_model, options=opts),
+                get_optimizer_state_dict(self.raw_model, self.optimizer, options=opts),
+            )
+        return self.raw_model.state_dict(), self.optimizer.state_dict()
+
+    def save(self) -> None:
+        model_state, optim_state = self._state_dicts()  # collective under FSDP: every rank
+        if self.info.is_main:
+            meta = {"precision": self.precision, "world_size": self.info.world_size}
+            self.last_checkpoint = save_checkpoint(
+                self.run_dir, self.step, model_state, optim_state, meta, keep=self.cfg.train.keep_checkpoints
+            )
+        D.barrier(self.info)
+        self.saved_step = self.step  # only once it is on disk
+
+    # --- the loop -----------------------------------------------------------------------------
+    def train_step(self) -> tuple[float, float, float]:
+        """One optimiser step at ``self.step``, which it advances; returns (loss, grad_norm, lr)."""
+        out = self._forward_backward()
+        self._apply_update()
+        return out
+
+    def _forward_backward(self) -> tuple[float, float, float]:
+        """Gradients of the step at ``self.step`` (clipped); NonFiniteLossError if not finite."""
+        t, device = self.cfg.train, self.info.device
+        lr = lr_at(self.step, t.lr, t.min_lr, t.warmup_steps, t.steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = torch.zeros((), device=device)
+        for micro in range(t.grad_accum):
+            x, y = self.batcher.batch(self.step, micro)
+            x, y = x.to(device), y.to(device)
+            last = micro == t.grad_accum - 1
+            sync = nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
+            with sync:
+                with autocast(device, self.precision):
+                    loss = lm_loss(self.forward_model, x, y) / t.grad_accum
+                loss.backward()
+            total += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), t.grad_clip)
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        loss_value = D.all_reduce_sum(total, self.info).item() / self.info.world_size
+        grad_value = float(grad_norm)
+        if not (math.isfinite(loss_value) and math.isfinite(grad_value)):
+            self.optimizer.zero_grad(set_to_none=True)
+            where = self.last_checkpoint or "none was written yet"
+            raise NonFiniteLossError(
+                f"non-finite {'loss' if not math.isfinite(loss_value) else 'gradient norm'} at step {self.step} "
+                f"(loss={loss_value}, grad_norm={grad_value}); the run stopped before applying it. "
+                f"Last good checkpoint: {where}. Try a lower train.lr or fp32 precision."
+            )
+        return loss_value, grad_value, lr
+
+    def _apply_update(self) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+    def evaluate(self) -> tuple[float, float, dict]:
+        t = self.cfg.train
+        hres: dict = {}
+        loss = validation_loss(
+            self.raw_model, self.data.val, t.seq_len, t.batch_size, t.eval_batches, self.info.device,
+            self.precision, self.info, hres,
+        )  # fmt: skip
+        return loss, self.data.bits_per_byte(loss), hres
+
+    def _eval_and_log(self, elapsed: float) -> float:
+        loss, bpb, hres = self.evaluate()
+        tokens = self.step * self.tokens_per_step
+        self._log_row({"step": self.step, "tokens": tokens, "elapsed_s": elapsed, "val_loss": loss, "val_bpb": bpb})
+        self._log_hres(self.step, hres)
+        return loss
+
+    def fit(self) -> Path:
+        t, info = self.cfg.train, self.info
+        tqdm = require("tqdm.auto", "hyperconn train").tqdm
+        start_time = time.perf_counter()
+        bar = tqdm(total=t.steps, initial=self.step, disable=not (info.is_main and t.progress),
+                   desc=self.run_dir.name, unit="step", dynamic_ncols=True)  # fmt: skip
+        window_time, window_steps = 0.0, 0
+        val_loss = None
+        with InterruptGuard() as guard:
+            try:
+                if self.step == 0:
+                    val_loss = self._eval_and_log(0.0)
+                while self.step < t.steps:
+                    tick = time.perf_counter()
+                    loss, grad_norm, lr = self._forward_backward()  # a Ctrl-C here loses nothing
+                    # from the update to the step's checkpoint, a Ctrl-C waits for the block's end:
+                    # weights, counter, metrics row and checkpoint always agree
+                    with guard.atomic():
+                        self._apply_update()
+                        if not self.published:
+                            self._publish()  # the run has started: only now is anything written
+                        window_time += time.perf_counter() - tick
+                        window_steps += 1
+                        tok_s = window_steps * self.tokens_per_step / max(window_time, 1e-9)
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
+                        elapsed = time.perf_counter() - start_time
+                        if self.step % t.log_interval == 0 or self.step == t.steps:
+                            self._log_row({
+                                "step": self.step, "tokens": self.step * self.tokens_per_step, "loss": loss,
+                                "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s,
+                                "peak_mem_mb": peak_memory_mb(info.device), "elapsed_s": elapsed,
+                            })  # fmt: skip
+                            window_time, window_steps = 0.0, 0
+                        if self.step % t.eval_interval == 0 or self.step == t.steps:
+                            val_loss = self._eval_and_log(elapsed)
+                            bar.write(f"step {self.step:6d}  val_loss {val_loss:.4f}") if info.is_main else None
+                        if self.step % t.checkpoint_interval == 0 or self.step == t.steps:
+                            self.save()
+            except KeyboardInterrupt:
+                bar.close()
+                if not self.published:
+                    _say(info.is_main, "\ninterrupted before the first step: nothing was written")
+                    raise
+                if self.saved_step != self.step:
+                    self.save()
+                _say(info.is_main, f"\ninterrupted at step {self.step}: checkpoint saved in "
+                     f"{self.last_checkpoint}; continue with --resume")  # fmt: skip
+                raise
+            finally:
+                bar.close()
+                if self.log is not None:
+                    self.log.close()
+                    self.log = None
+            if self.saved_step != self.step:
+                self.save()
+            if val_loss is None:  # resumed a finished run: nothing trained, report the eval anyway
+                val_loss = self.evaluate()[0]
+            if info.is_main:
+                write_done(self.run_dir, self.step, val_loss, self.data.bits_per_byte(val_loss))
+        return self.run_dir
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+        D.teardown(self.info)
+
+
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train (or with ``resume`` continue) the run ``cfg`` describes; return its directory."""
+    trainer = Trainer(cfg, resume=resume, overwrite=overwrite)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
+
+
+def _check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    groups = state.get("param_groups")
+    ours = optimizer.param_groups
+    if not isinstance(groups, list) or [len(g.get("params", ())) for g in groups] != [len(g["params"]) for g in ours]:
+        raise ValueError("the optimizer state does not match the model's parameter groups")
+    params = [p for g in ours for p in g["params"]]
+    for index, entry in (state.get("state") or {}).items():
+        if not isinstance(index, int) or not 0 <= index < len(params):
+            raise ValueError(f"the optimizer state names parameter {index!r}, the model has {len(params)}")
+        avg = entry.get("exp_avg") if isinstance(entry, dict) else None
+        if avg is not None and tuple(avg.shape) != tuple(params[index].shape):
+            raise ValueError(
+                f"the optimizer state of parameter {index} has shape {tuple(avg.shape)}, "
+                f"the model's is {tuple(params[index].shape)}"
+            )
+
+
+def _say(main: bool, message: str) -> None:
+    if main:
+        print(message, file=sys.stderr, flush=True)
