@@ -4,14 +4,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint docs docs-check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: the CPU wheel (an open range would pull a multi-GB CUDA build)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[all,dev]'
+	$(PY) -m pip install -q -e '.[all,dev,docs]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -27,11 +27,23 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 
-test: lint
+# docs: the MkDocs site (guides + API reference from the docstrings) into site/. docs-check is the
+# same build with --strict (a broken link, anchor or missing page fails) into a scratch folder.
+# NO_MKDOCS_2_WARNING: silences the theme's banner about MkDocs 2.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs
+
+docs: $(STAMP)
+	$(MKDOCS) build --strict --site-dir site
+
+docs-check: $(STAMP)
+	rm -rf $(VENV)/docs-check-site
+	$(MKDOCS) build --strict --site-dir $(VENV)/docs-check-site
+
+test: lint docs-check
 	$(PY) -m pytest
 
 bench: $(STAMP)
 	$(VENV)/bin/hyperconn bench
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) runs site .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,116 @@
+"""The README front page and the MkDocs site's wiring.
+
+`mkdocs build --strict` (run by `make test` before pytest) checks the links, anchors and pages
+inside docs/. What it cannot see is checked here: the README (not part of the site), the README
+sections the site's home page includes, the nav against the pages on disk, the API pages against
+the public modules, and the docs extra the Makefile installs.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+README = ROOT / "README.md"
+
+API_MODULES = ("connections", "model", "train", "data", "hf", "diagnostics", "analysis", "bench", "kernels")
+README_MAX_CHARS = 10_500
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+SECTION = re.compile(r"--8<-- \[(start|end):([\w-]+)\]")
+INCLUDE = re.compile(r'^--8<-- "README\.md:([\w-]+)"$', re.MULTILINE)
+
+
+def _nav_pages(node) -> list[str]:
+    """Every page path in a mkdocs nav (nested lists of strings and one-key dicts)."""
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, list):
+        return [p for item in node for p in _nav_pages(item)]
+    if isinstance(node, dict):
+        return [p for value in node.values() for p in _nav_pages(value)]
+    raise TypeError(f"unexpected nav entry {node!r}")
+
+
+def _mkdocs_config() -> dict:
+    yaml = pytest.importorskip("yaml")
+    return yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+
+
+def test_readme_is_a_front_page():
+    text = README.read_text()
+    assert len(text) <= README_MAX_CHARS, f"README.md is {len(text)} characters, allowed {README_MAX_CHARS}"
+    quick = text[text.index("## Quick start") : text.index("## Install")]
+    commands = re.findall(r"^(make \w+)", quick, re.MULTILINE)
+    assert commands == ["make demo", "make test"]
+    assert text.count("formerly") == 1
+
+
+def test_readme_links_resolve():
+    """The README is not built by mkdocs, so its relative links are checked here."""
+    targets = [t for t in LINK.findall(README.read_text()) if not re.match(r"[a-z]+://", t)]
+    assert targets, "the README links to its guides"
+    missing = [t for t in targets if not (ROOT / t.split("#")[0]).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
+
+
+def test_readme_links_every_guide():
+    text = README.read_text()
+    guides = sorted(p.name for p in DOCS.glob("*.md") if p.name != "index.md")
+    unlinked = [g for g in guides if f"(docs/{g})" not in text]
+    assert not unlinked, f"README.md does not link the guides {unlinked}"
+
+
+def test_home_page_includes_existing_readme_sections():
+    readme = README.read_text()
+    markers = SECTION.findall(readme)
+    starts = [name for kind, name in markers if kind == "start"]
+    ends = [name for kind, name in markers if kind == "end"]
+    assert starts == ends and len(set(starts)) == len(starts), f"unbalanced snippet sections {markers}"
+    for name in starts:  # each section opens before it closes, on a hidden (comment) line
+        assert readme.index(f"[start:{name}]") < readme.index(f"[end:{name}]")
+    for line in readme.splitlines():
+        if SECTION.search(line):
+            assert line.startswith("<!--") and line.endswith("-->"), line
+    included = INCLUDE.findall((DOCS / "index.md").read_text())
+    assert included, "docs/index.md includes README sections"
+    assert set(included) <= set(starts), f"docs/index.md includes unknown sections {set(included) - set(starts)}"
+
+
+def test_nav_lists_every_page_and_only_existing_ones():
+    cfg = _mkdocs_config()
+    nav = _nav_pages(cfg["nav"])
+    assert len(nav) == len(set(nav)), "a page appears twice in the nav"
+    on_disk = {str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")}
+    assert set(nav) == on_disk, f"not in nav: {on_disk - set(nav)}; missing files: {set(nav) - on_disk}"
+    assert cfg.get("strict") is True
+
+
+def test_api_pages_cover_the_public_modules():
+    cfg = _mkdocs_config()
+    nav = set(_nav_pages(cfg["nav"]))
+    top = (DOCS / "api" / "hyperconn.md").read_text()
+    assert re.search(r"^::: hyperconn$", top, re.MULTILINE)
+    for name in API_MODULES:
+        page = DOCS / "api" / f"{name}.md"
+        assert f"api/{name}.md" in nav
+        identifiers = re.findall(r"^::: (hyperconn\.[\w.]+)$", page.read_text(), re.MULTILINE)
+        assert identifiers and all(i.split(".")[1] == name for i in identifiers), (page, identifiers)
+        for ident in identifiers:  # every rendered module exists in the source tree
+            rel = Path("src", *ident.split("."))
+            assert (ROOT / rel.with_suffix(".py")).exists() or (ROOT / rel / "__init__.py").exists(), ident
+
+
+def test_docs_extra_is_installed_by_the_makefile():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {re.match(r"[\w-]+", req).group(0) for req in extras["docs"]}
+    assert {"mkdocs", "mkdocs-material", "mkdocstrings"} <= names
+    makefile = (ROOT / "Makefile").read_text()
+    assert "'.[all,dev,docs]'" in makefile
+    test_rule = re.search(r"^test:(.*)$", makefile, re.MULTILINE).group(1).split()
+    assert test_rule == ["lint", "docs-check"], test_rule
+    assert re.search(r"^MKDOCS\s*:=.*/bin/mkdocs$", makefile, re.MULTILINE)
+    assert re.search(r"^docs-check:.*\n(?:\t.*\n)*?\t\$\(MKDOCS\) build --strict", makefile, re.MULTILINE)
