@@ -5,6 +5,13 @@ each connection is called with (``conn(streams, branch)``) and read the coeffici
 public ``conn.mixing(streams)`` under ``no_grad``; nothing private is touched. For mHC the
 Sinkhorn logits come from the public pieces ``conn.coefficients``, ``conn.group_sizes`` and
 ``conn.res_logits``.
+
+The same recorder reads DeepSeek-V4's connections (transformers' ``DeepseekV4HyperConnection``,
+recognised by class name, transformers never imported here): a forward hook sees each call's streams
+and output, :mod:`.deepseek_v4` recomputes ``H_pre``, ``H_res``, ``H_post`` and the Sinkhorn
+logits in this library's convention from the module's parameters, and checks ``H_post`` and
+``H_res`` against what the module returned. Such a call's ``module`` is a
+:class:`~hyperconn.diagnostics.deepseek_v4.DeepseekV4Connection` (``kind`` ``"mhc"``).
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import torch
 from torch import nn
 
 from ..connections import HyperConnection
+from . import deepseek_v4
+from .deepseek_v4 import DeepseekV4Connection
 
 __all__ = ["Call", "MixingRecorder", "hyper_connections", "mhc_logits"]
 
@@ -26,7 +35,7 @@ class Call:
     (float64 on the CPU)."""
 
     name: str
-    module: HyperConnection
+    module: HyperConnection | DeepseekV4Connection
     pre: torch.Tensor  # (N, n)
     res: torch.Tensor  # (N, n, n)
     post: torch.Tensor  # (N, n)
@@ -66,8 +75,13 @@ class MixingRecorder:
                                        or max_tokens < 1):
             raise ValueError(f"max_tokens must be None or an integer >= 1, got {max_tokens!r}")
         self.connections = hyper_connections(model)
-        if not self.connections:
-            raise ValueError(f"{type(model).__name__} contains no HyperConnection module")
+        self.deepseek_v4 = deepseek_v4.connections(model)
+        if not self.connections and not self.deepseek_v4:
+            raise ValueError(
+                f"{type(model).__name__} contains no HyperConnection (or {deepseek_v4.CONNECTION_CLASS}) module"
+            )
+        if self.deepseek_v4:
+            deepseek_v4.check_transformers()
         self.max_tokens = max_tokens
         self.with_logits = with_logits
         self.calls: list[Call] = []
@@ -95,9 +109,32 @@ class MixingRecorder:
 
         return hook
 
+    def _deepseek_v4_hook(self, name: str, conn: DeepseekV4Connection):
+        def hook(module: nn.Module, args, kwargs, output):
+            streams = args[0] if args else kwargs["hidden_streams"]
+            n, width = streams.shape[-2:]
+            streams = streams.detach().reshape(-1, n, width)
+            post_out, comb_out = output[0].reshape(-1, n), output[1].reshape(-1, n, n)
+            if self.max_tokens is not None:
+                streams, post_out, comb_out = (t[: self.max_tokens] for t in (streams, post_out, comb_out))
+            with torch.no_grad():
+                pre, res, post = conn.mixing(streams)
+                logits = conn.logits(streams) if self.with_logits else None
+            deepseek_v4.check_consistent(name, post, post_out, "H_post")
+            deepseek_v4.check_consistent(name, res, comb_out, "H_res")
+            self.calls.append(
+                Call(name, conn, _flat(pre, 1, None), _flat(res, 2, None), _flat(post, 1, None),
+                     None if logits is None else _flat(logits, 2, None))
+            )  # fmt: skip
+
+        return hook
+
     def __enter__(self) -> MixingRecorder:
         for name, conn in self.connections:
             self._handles.append(conn.register_forward_pre_hook(self._hook(name), with_kwargs=True))
+        for name, conn in self.deepseek_v4:
+            hook = self._deepseek_v4_hook(name, conn)
+            self._handles.append(conn.module.register_forward_hook(hook, with_kwargs=True))
         return self
 
     def __exit__(self, *exc) -> None:

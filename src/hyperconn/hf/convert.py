@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..connections import HyperConnection, connection_class, make_connection
+from ..diagnostics.deepseek_v4 import is_deepseek_v4
 from .init import preservation_error, preserve_function_
 from .layer import HyperDecoderLayer
 
@@ -103,6 +104,12 @@ def check_supported(model: nn.Module) -> None:
     """Raise ``ValueError`` unless ``model`` is one of :data:`SUPPORTED_ARCHITECTURES` with the
     expected layout."""
     name = type(model).__name__
+    if is_deepseek_v4(model):
+        raise ValueError(
+            f"{name} already has hyper-connections (DeepSeek-V4's mHC, a DeepseekV4HyperConnection before "
+            "each attention and MoE block): there is nothing to convert. To read its mixing matrices run "
+            "`hyperconn analyze --hf DIR --text FILE`, or record them with hyperconn.diagnostics.MixingRecorder"
+        )
     if name not in SUPPORTED_ARCHITECTURES:
         raise ValueError(
             f"hyperconn.hf.convert does not support {name}; "
