@@ -1,7 +1,8 @@
 """``analyze_run``: a trained run's connections, measured on its validation batches.
 
 Loads the run through the trainer's public ``load_run``, prepares the run's data with
-``hyperconn.data``, runs ``batches`` validation batches through the model while
+``hyperconn.data``, runs ``batches`` batches of validation windows spread evenly over the split
+(``hyperconn.data.batching.spread_batches``) through the model while
 :func:`~hyperconn.analysis.capture.capture_statistics` reads every connection's mixing matrices, and
 writes ``analysis.json``, ``analysis.md`` and the plots into the run directory (or ``out``).
 """
@@ -27,7 +28,8 @@ def analyze_run(run_dir: str | Path, batches: int = DEFAULT_BATCHES, out: str | 
     """Analyse the run in ``run_dir``; returns the data written to ``analysis.json``."""
     # data, train and the numpy-based report are extras: imported when a run is analysed, so that
     # registering the `hyperconn analyze` command needs torch alone
-    from ..data import prepare_data, val_batches
+    from ..data import prepare_data
+    from ..data.batching import spread_batches
     from ..train import load_run
     from .report import write_analysis
 
@@ -40,7 +42,8 @@ def analyze_run(run_dir: str | Path, batches: int = DEFAULT_BATCHES, out: str | 
     model = model.to("cpu", torch.float32)
     data = prepare_data(cfg.data)
     seq_len = cfg.train.seq_len
-    result = capture_statistics(model, val_batches(data.val, seq_len, cfg.train.batch_size, max_batches=batches))
+    batch_size = cfg.train.batch_size
+    result = capture_statistics(model, spread_batches(data.val, seq_len, batch_size, batches * batch_size))
     conn = cfg.model.connection
     info = {
         "run": str(run_dir),

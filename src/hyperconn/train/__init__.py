@@ -1,10 +1,11 @@
 """Training: config, loop, checkpoints, run directory, logging, distributed wrapping, CLI commands."""
 
 from .config import TrainConfig, TrainSettings, build_config, load_config
-from .evaluation import validation_loss
+from .evaluation import ValResult, evaluate_loss, validation_loss
 from .loss import lm_loss
 from .metrics import read_metrics
-from .rundir import is_finished
+from .provenance import read_provenance
+from .rundir import is_finished, read_done
 from .runs import evaluate, load_run
 from .trainer import NonFiniteLossError, Trainer, train
 
@@ -13,13 +14,17 @@ __all__ = [
     "TrainConfig",
     "TrainSettings",
     "Trainer",
+    "ValResult",
     "build_config",
     "evaluate",
+    "evaluate_loss",
     "is_finished",
     "lm_loss",
     "load_config",
     "load_run",
+    "read_done",
     "read_metrics",
+    "read_provenance",
     "train",
     "validation_loss",
 ]

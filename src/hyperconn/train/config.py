@@ -181,7 +181,6 @@ class TrainConfig:
             # a checkpoint trains with its own tokenizer: "hf:<dir>" -> "local:<dir>"
             merged["data"] = {**merged["data"], "tokenizer": LOCAL_PREFIX + init_from.removeprefix("hf:")}
         model = dict(merged["model"])
-        _reject_unknown("model.connection.", model["connection"], {"kind", "streams", "options"})
         model["connection"] = _build("model.connection.", ConnectionConfig, model["connection"])
         return cls(
             preset=merged["preset"],

@@ -1,4 +1,10 @@
-"""Run logging: ``metrics.csv`` (one row per logged step or eval) and TensorBoard events.
+"""Run logging: ``metrics.csv`` (one row per logged step or eval), ``steps.csv`` (one row per
+optimiser step) and TensorBoard events.
+
+``val_tokens`` of an eval row is the number of targets the evaluation scored (the final one covers
+the whole validation split). ``steps.csv`` has the training loss and the gradient norm (before
+clipping) of every step, whatever ``log_interval`` is; on resume it is cut back to the checkpoint
+like ``metrics.csv``, so it always holds each step once.
 
 Only the writer process (rank 0) creates a :class:`MetricsLog`; the columns are fixed so every
 run's CSV reads the same way (empty cells where a row does not carry a value).
@@ -28,7 +34,10 @@ COLUMNS = (
     "elapsed_s",
     "val_loss",
     "val_bpb",
+    "val_tokens",
 )
+STEP_COLUMNS = ("step", "loss", "grad_norm", "lr")
+STEPS = "steps.csv"
 HRES_COLUMNS = ("step", "connection", "identity_distance", "negative_fraction", "spectral_norm")
 
 
@@ -47,6 +56,7 @@ class MetricsLog:
 
         self._file, self._csv = _open_csv(Path(run_dir) / "metrics.csv", COLUMNS, resume_step)
         self._hres_file, self._hres = _open_csv(Path(run_dir) / "h_res.csv", HRES_COLUMNS, resume_step)
+        self._steps_file, self._steps = _open_csv(Path(run_dir) / STEPS, STEP_COLUMNS, resume_step)
         purge = None if resume_step is None else max(resume_step + 1, 0)
         self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=purge)
 
@@ -61,6 +71,11 @@ class MetricsLog:
             if key != "step" and value is not None:
                 self.tb.add_scalar(("val/" if key.startswith("val_") else "train/") + key, value, step)
 
+    def log_step(self, step: int, loss: float, grad_norm: float, lr: float) -> None:
+        """One optimiser step's row of ``steps.csv``."""
+        self._steps.writerow({"step": step, "loss": loss, "grad_norm": grad_norm, "lr": lr})
+        self._steps_file.flush()
+
     def log_hres(self, step: int, summaries: dict[str, dict[str, float]]) -> None:
         """Per-connection ``H_res`` summaries (``h_res.csv`` and TensorBoard ``h_res/<metric>/<conn>``)."""
         for label, values in summaries.items():
@@ -72,6 +87,7 @@ class MetricsLog:
     def close(self) -> None:
         self._file.close()
         self._hres_file.close()
+        self._steps_file.close()
         self.tb.close()
 
 

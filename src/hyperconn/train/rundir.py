@@ -3,11 +3,19 @@
 Layout (written by rank 0 only; the trainer is the single writer of its run directory)::
 
     config.yaml         the resolved TrainConfig (vocab size filled in)
+    provenance.json     the code, packages and machine that started the run, and of each resume
+                        (``hyperconn.train.provenance``)
     metrics.csv         step rows and eval rows (``hyperconn.train.metrics``)
+    steps.csv           training loss, gradient norm and learning rate of every optimiser step
     h_res.csv           per-connection H_res summaries at each eval
     tensorboard/        the same scalars as TensorBoard events
     checkpoints/step_<k>/model.safetensors + trainer.pt   (``hyperconn.train.checkpoint``)
-    DONE                written last (JSON: final step and validation loss); absent = unfinished
+    DONE                written last; absent = unfinished (:func:`write_done`)
+
+``DONE`` is JSON: ``step`` (int), ``val_loss`` (nats per target) and ``val_bpb`` (bits per byte) of
+the final evaluation, which scores every target of the validation split once, ``val_tokens`` (int,
+the targets it scored: the split's token count minus one) and ``stability`` (the dict of
+:func:`hyperconn.train.stability.stability` over ``steps.csv``).
 
 Guarantees:
 
@@ -37,7 +45,8 @@ RESUMABLE_CHANGES: dict[str, str] = {
     "of the new schedule, so an extended run differs from a run started with the new steps (equal only "
     "for the warm-up steps both share); below the checkpoint's step it is refused",
     "eval_interval": "changes when validation runs; evaluation reads the weights only (training unchanged)",
-    "eval_batches": "changes how many validation batches an eval averages: val_loss values change, training does not",
+    "eval_batches": "changes how many validation windows a periodic eval averages: its val_loss values change, "
+    "training and the final (whole-split) evaluation do not",
     "log_interval": "changes which steps get a metrics row (training unchanged)",
     "checkpoint_interval": "changes where checkpoints are written (training unchanged)",
     "keep_checkpoints": "changes how many checkpoints are kept (training unchanged)",
@@ -105,9 +114,18 @@ def resume_changes(saved: TrainConfig, now: TrainConfig, run_dir: Path) -> dict[
     return changed
 
 
-def write_done(run_dir: Path, step: int, val_loss: float, val_bpb: float) -> None:
-    done = {"step": step, "val_loss": val_loss, "val_bpb": val_bpb}
+def write_done(
+    run_dir: Path, step: int, val_loss: float, val_bpb: float, val_tokens: int, stability: dict | None = None
+) -> None:
+    """Mark the run finished (atomically), with its final evaluation and stability record."""
+    done = {"step": step, "val_loss": val_loss, "val_bpb": val_bpb, "val_tokens": val_tokens, "stability": stability}
     atomic_write_text(Path(run_dir) / DONE, json.dumps(done) + "\n")
+
+
+def read_done(run_dir: str | Path) -> dict | None:
+    """A finished run's ``DONE`` (older runs lack ``val_tokens`` and ``stability``); None if unfinished."""
+    path = Path(run_dir) / DONE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def is_finished(run_dir: str | Path) -> bool:

@@ -15,7 +15,7 @@ from . import distributed as D
 from .build import build_from_hf
 from .checkpoint import latest_checkpoint, load_weights, read_weights
 from .config import TrainConfig, load_config
-from .evaluation import validation_loss
+from .evaluation import bits_per_byte, evaluate_loss
 from .rundir import CONFIG
 
 
@@ -47,10 +47,13 @@ def _load(run_dir: Path, device) -> tuple[LanguageModel, TrainConfig, object, in
 
 
 def evaluate(run_dir: str | Path, max_batches: int | None = None, device: str = "auto") -> dict:
-    """``{"step", "val_loss", "val_bpb"}`` of a run's newest checkpoint (nats/token, bits/byte)."""
+    """``{"step", "val_loss", "val_bpb", "val_tokens"}`` of a run's newest checkpoint (nats/token,
+    bits/byte, targets scored): the whole validation split, or with ``max_batches`` that many
+    batches of windows spread over it (``hyperconn.train.evaluation``)."""
     device = D.pick_device(device, 0)
     model, cfg, _, step = _load(Path(run_dir), device)
     data = prepare_data(cfg.data)
     t = cfg.train
-    loss = validation_loss(model, data.val, t.seq_len, t.batch_size, max_batches, device, t.precision)
-    return {"step": step, "val_loss": loss, "val_bpb": data.bits_per_byte(loss)}
+    result = evaluate_loss(model, data.val, t.seq_len, t.batch_size, max_batches, device, t.precision)
+    bpb = bits_per_byte(result.loss, data.n_val_tokens, data.val_bytes)
+    return {"step": step, "val_loss": result.loss, "val_bpb": bpb, "val_tokens": result.tokens}

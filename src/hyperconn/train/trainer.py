@@ -14,6 +14,11 @@ model (``build``), checkpoints (``checkpoint``), evaluation (``evaluation``), lo
   checkpoint always agree and no step is applied twice on resume; on Ctrl-C a checkpoint of
   the current step is saved and ``KeyboardInterrupt`` re-raised;
 - a non-finite loss or gradient norm stops the run (``NonFiniteLossError``) before the update.
+
+Evaluations: every ``eval_interval`` steps over ``eval_batches`` batches of windows spread over the
+validation split; the final one (the last step, and the one ``DONE`` reports) over the whole split.
+Every step's loss and gradient norm go to ``steps.csv``; ``DONE`` gets their stability summary
+(``stability``). ``provenance.json`` is written when the run is published and extended on each resume.
 """
 
 from __future__ import annotations
@@ -33,13 +38,15 @@ from . import distributed as D
 from .build import build_model, prepare_run_data
 from .checkpoint import check_weights, load_weights, newest_valid, remove_stale, save_checkpoint, set_rng_state
 from .config import TrainConfig, load_config
-from .evaluation import validation_loss
+from .evaluation import ValResult, bits_per_byte, evaluate_loss
 from .interrupt import InterruptGuard
 from .loss import lm_loss
-from .metrics import MetricsLog, peak_memory_mb
+from .metrics import STEPS, MetricsLog, peak_memory_mb, read_metrics
 from .optim import build_optimizer, lr_at
 from .precision import autocast, resolve_precision
+from .provenance import record_resume, record_start
 from .rundir import CONFIG, DONE, check_target, publish_new, resume_changes, write_config, write_done
+from .stability import stability
 
 __all__ = ["NonFiniteLossError", "Trainer", "train"]
 
@@ -166,14 +173,17 @@ class Trainer:
             stale = remove_stale(self.run_dir) + remove_temps(self.run_dir)  # a kill's leftovers
             (self.run_dir / DONE).unlink(missing_ok=True)
             write_config(self.run_dir, self.cfg)
+            record_resume(self.run_dir)
         else:
             stale = publish_new(self.run_dir, self.cfg)
+            record_start(self.run_dir)
         for path in stale:
             _say(True, f"removed {path}: a temporary folder left by an interrupted write")
         resume_step = (self.step if self.last_checkpoint is not None else -1) if self.resume else None
         self.log = MetricsLog(self.run_dir, resume_step=resume_step)
+        writers = {"row": self.log.log, "hres": self.log.log_hres, "step": self.log.log_step}
         for kind, *args in self._pending:
-            (self.log.log if kind == "row" else self.log.log_hres)(*args)
+            writers[kind](*args)
         self._pending.clear()
 
     def _log_row(self, row: dict) -> None:
@@ -181,6 +191,12 @@ class Trainer:
             self.log.log(row)
         elif self.info.is_main and not self.published:
             self._pending.append(("row", row))
+
+    def _log_step(self, step: int, loss: float, grad_norm: float, lr: float) -> None:
+        if self.log is not None:
+            self.log.log_step(step, loss, grad_norm, lr)
+        elif self.info.is_main and not self.published:
+            self._pending.append(("step", step, loss, grad_norm, lr))
 
     def _log_hres(self, step: int, hres: dict) -> None:
         if self.log is not None:
@@ -258,21 +274,33 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
 
-    def evaluate(self) -> tuple[float, float, dict]:
+    def evaluate(self, final: bool = False) -> tuple[ValResult, float, dict]:
+        """``(result, bits per byte, H_res summaries)``: ``eval_batches`` batches of windows spread
+        over the validation split, or with ``final`` the whole split."""
         t = self.cfg.train
         hres: dict = {}
-        loss = validation_loss(
-            self.raw_model, self.data.val, t.seq_len, t.batch_size, t.eval_batches, self.info.device,
-            self.precision, self.info, hres,
+        result = evaluate_loss(
+            self.raw_model, self.data.val, t.seq_len, t.batch_size, None if final else t.eval_batches,
+            self.info.device, self.precision, self.info, hres,
         )  # fmt: skip
-        return loss, self.data.bits_per_byte(loss), hres
+        return result, bits_per_byte(result.loss, self.data.n_val_tokens, self.data.val_bytes), hres
 
-    def _eval_and_log(self, elapsed: float) -> float:
-        loss, bpb, hres = self.evaluate()
-        tokens = self.step * self.tokens_per_step
-        self._log_row({"step": self.step, "tokens": tokens, "elapsed_s": elapsed, "val_loss": loss, "val_bpb": bpb})
+    def _eval_and_log(self, elapsed: float, final: bool = False) -> tuple[ValResult, float]:
+        result, bpb, hres = self.evaluate(final)
+        self._log_row({
+            "step": self.step, "tokens": self.step * self.tokens_per_step, "elapsed_s": elapsed,
+            "val_loss": result.loss, "val_bpb": bpb, "val_tokens": result.tokens,
+        })  # fmt: skip
         self._log_hres(self.step, hres)
-        return loss
+        return result, bpb
+
+    def _stability(self) -> dict:
+        """The stability summary of every step recorded in ``steps.csv`` (rank 0)."""
+        rows = [r for r in read_metrics(self.run_dir, STEPS) if r["loss"] is not None and r["grad_norm"] is not None]
+        return stability(
+            [r["step"] for r in rows], [r["loss"] for r in rows], [r["grad_norm"] for r in rows],
+            self.cfg.train.warmup_steps,
+        )  # fmt: skip
 
     def fit(self) -> Path:
         t, info = self.cfg.train, self.info
@@ -281,11 +309,11 @@ class Trainer:
         bar = tqdm(total=t.steps, initial=self.step, disable=not (info.is_main and t.progress),
                    desc=self.run_dir.name, unit="step", dynamic_ncols=True)  # fmt: skip
         window_time, window_steps = 0.0, 0
-        val_loss = None
+        final = None  # (ValResult, bpb) of the whole-split evaluation at the last step
         with InterruptGuard() as guard:
             try:
                 if self.step == 0:
-                    val_loss = self._eval_and_log(0.0)
+                    self._eval_and_log(0.0)
                 while self.step < t.steps:
                     tick = time.perf_counter()
                     loss, grad_norm, lr = self._forward_backward()  # a Ctrl-C here loses nothing
@@ -301,6 +329,7 @@ class Trainer:
                         bar.update(1)
                         bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
                         elapsed = time.perf_counter() - start_time
+                        self._log_step(self.step, loss, grad_norm, lr)
                         if self.step % t.log_interval == 0 or self.step == t.steps:
                             self._log_row({
                                 "step": self.step, "tokens": self.step * self.tokens_per_step, "loss": loss,
@@ -309,8 +338,10 @@ class Trainer:
                             })  # fmt: skip
                             window_time, window_steps = 0.0, 0
                         if self.step % t.eval_interval == 0 or self.step == t.steps:
-                            val_loss = self._eval_and_log(elapsed)
-                            bar.write(f"step {self.step:6d}  val_loss {val_loss:.4f}") if info.is_main else None
+                            last = self.step == t.steps
+                            result, bpb = self._eval_and_log(elapsed, final=last)
+                            final = (result, bpb) if last else None
+                            bar.write(f"step {self.step:6d}  val_loss {result.loss:.4f}") if info.is_main else None
                         if self.step % t.checkpoint_interval == 0 or self.step == t.steps:
                             self.save()
             except KeyboardInterrupt:
@@ -330,10 +361,11 @@ class Trainer:
                     self.log = None
             if self.saved_step != self.step:
                 self.save()
-            if val_loss is None:  # resumed a finished run: nothing trained, report the eval anyway
-                val_loss = self.evaluate()[0]
+            if final is None:  # resumed a finished run: nothing trained, report the eval anyway
+                final = self.evaluate(final=True)[:2]
             if info.is_main:
-                write_done(self.run_dir, self.step, val_loss, self.data.bits_per_byte(val_loss))
+                result, bpb = final
+                write_done(self.run_dir, self.step, result.loss, bpb, result.tokens, self._stability())
         return self.run_dir
 
     def close(self) -> None:
