@@ -302,3 +302,37 @@ def test_analyze_hf_refuses_what_it_cannot_read(tmp_path):
     llama.save_pretrained(tmp_path / "llama")
     with pytest.raises(ValueError, match="not a DeepSeek-V4 checkpoint.*llama"):
         analyze_hf(tmp_path / "llama", tmp_path / "text.txt")
+
+
+@pytest.mark.parametrize(("length", "window", "count"), [(100, 10, 4), (100, 10, 20), (35, 10, 3), (10, 10, 5)])
+def test_windows_are_spread_over_the_text_without_overlap(length, window, count):
+    from hyperconn.analysis.analyze_hf import window_starts
+
+    starts = window_starts(length, window, count)
+    assert len(starts) == min(count, length // window) and starts[0] == 0
+    assert all(b - a >= window for a, b in zip(starts, starts[1:], strict=False))
+    if len(starts) > 1:
+        assert starts[-1] + window == length  # the last window ends at the end of the text
+
+
+def test_analyze_hf_tokenizer_fallback_and_short_text(tmp_path):
+    from hyperconn.analysis.analyze_hf import analyze_hf
+
+    text = " ".join(f"w{i % 30}" for i in range(40))  # 40 tokens: fewer than asked for
+    write_checkpoint(tmp_path / "ckpt", text)
+    (tmp_path / "text.txt").write_text(text)
+    (tmp_path / "ckpt" / "tokenizer.json").rename(tmp_path / "tokenizer.json")
+    (tmp_path / "ckpt" / "tokenizer_config.json").unlink()
+    with pytest.raises(ValueError, match="has no tokenizer.*--tokenizer"):
+        analyze_hf(tmp_path / "ckpt", tmp_path / "text.txt", tmp_path / "out")
+    data = analyze_hf(tmp_path / "ckpt", tmp_path / "text.txt", tmp_path / "out", tokens=100, window=16,
+                      tokenizer=tmp_path / "tokenizer.json")  # fmt: skip
+    assert data["info"]["text tokens"] == 40 and data["info"]["windows"] == 2
+    assert data["layers"][0]["tokens"] == 32 and data["readout"]["tokens"] == 32
+
+
+def test_the_guides_two_recorders_work_together():
+    model = tiny_model()
+    with MixingRecorder(model) as rec, dsv4.ReadoutRecorder(model) as heads, torch.no_grad():
+        model(token_ids())
+    assert len(rec.pop()) == 4 and [r.weights.shape for r in heads.pop()] == [(24, N)]
