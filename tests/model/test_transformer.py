@@ -183,7 +183,10 @@ def test_qwen3_06b_parameter_count_on_meta_device():
     per_layer = attention + 3 * d * mlp + 2 * d  # SwiGLU, two pre-norms
     plain = L * per_layer + d  # + final norm
     assert 0.43e9 < plain < 0.45e9  # Qwen3-0.6B: "0.44B non-embedding parameters"
-    conn = 2 * L * connection_parameter_count("shc", 4, d)
+    # the first and last connections carry no H_res (skip_inert): pre and post groups only
+    full, bare = connection_parameter_count("shc", 4, d), connection_parameter_count("shc", 4, d, mix_streams=False)
+    assert bare == 4 * d + 4 * d * 8 + 2 + 8  # norm gain, projection onto 2n coefficients, 2 gates, 2n biases
+    conn = 2 * L * full - 2 * (full - bare)
     assert model.non_embedding_parameters() == plain + conn
     assert sum(p.numel() for p in model.parameters()) == plain + conn + 151936 * d  # tied head
     assert all(p.device.type == "meta" for p in model.parameters())
@@ -221,7 +224,8 @@ def test_reset_parameters_resets_the_connections():
     model = micro("shc", 4)  # connections perturbed
     model.reset_parameters()
     for conn in model.connections():
-        fresh = type(conn)(conn.num_streams, conn.dim, conn.layer_index)  # float32, as is `value` below
+        # float32, as is `value` below; the first and last are built without H_res (skip_inert)
+        fresh = type(conn)(conn.num_streams, conn.dim, conn.layer_index, mix_streams=conn.mixes_streams)
         assert conn.state_dict().keys() == fresh.state_dict().keys()
         for name, value in fresh.state_dict().items():
             assert torch.equal(conn.state_dict()[name].float(), value), name

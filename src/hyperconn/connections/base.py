@@ -8,6 +8,10 @@ residual stream is widened to ``n`` streams ``x`` of shape ``(..., n, C)``::
 
 ``width`` computes ``u``, the mixed residual and ``H_post``; ``depth`` adds the branch output
 back. ``mixing`` exposes the three coefficient tensors so tools can read them.
+
+A connection built with ``mix_streams=False`` holds no ``H_res`` parameters and computes no
+``H_res``: ``x'_j = x_j + H_post[j] F(u)``, i.e. ``H_res = I`` (what ``mixing`` then reports). The
+model uses it where ``H_res`` provably has no effect (docs/design.md, "Inert H_res at the ends").
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from torch.utils.checkpoint import checkpoint
 
 from .. import kernels
 from ..kernels.interface import GivenCoefficients, KernelRoute, ProjectedCoefficients
-from .constants import constant, group_index
+from .constants import constant, group_index, identity_matrix
 from .inference import ParameterCache, inference_path
-from .ops import autocast_off, depth_add, project_rms, width_mix
+from .ops import autocast_off, depth_add, pre_mix, project_rms, width_mix
 
 BACKENDS = ("auto", "torch", "triton")
 
@@ -60,16 +64,46 @@ def _float32_region(x: torch.Tensor):
     return autocast_off(x.device.type)
 
 
+RES_INITS = ("identity", "uniform")
+
+
+def check_res_init(kind: str, res_init: object) -> str:
+    """``res_init`` of the Birkhoff kinds: ``"identity"`` (``H_res`` near ``I`` at init) or
+    ``"uniform"`` (``H_res = J = 11^T / n`` exactly at init)."""
+    if res_init not in RES_INITS:
+        raise ValueError(f"{kind}: res_init must be one of {', '.join(RES_INITS)}, got {res_init!r}")
+    return res_init
+
+
+def check_mix_streams(kind: str, mix_streams: object) -> bool:
+    if not isinstance(mix_streams, bool):
+        raise ValueError(f"{kind}: mix_streams must be true or false, got {mix_streams!r}")
+    return mix_streams
+
+
 class HyperConnection(nn.Module):
     """Base class: ``n`` streams of width ``C`` mixed around one branch.
 
     Subclasses implement :meth:`mixing`. ``forward`` and ``width``/``depth`` are shared.
+
+    ``res_columns_sum_to_one`` / ``res_rows_sum_to_one``: whether the kind's ``H_res`` has column
+    sums (``1^T H = 1^T``) / row sums (``H 1 = 1``) equal to 1 *exactly*, by construction, for
+    every input and parameter value (not merely to an iteration error). ``mixes_streams`` is
+    False for a connection built without ``H_res`` (``mix_streams=False``).
     """
 
     kind: str = ""
+    res_columns_sum_to_one: bool = False
+    res_rows_sum_to_one: bool = False
 
     def __init__(
-        self, num_streams: int, dim: int, layer_index: int = 0, recompute: bool = False, backend: str = "auto"
+        self,
+        num_streams: int,
+        dim: int,
+        layer_index: int = 0,
+        recompute: bool = False,
+        backend: str = "auto",
+        mix_streams: bool = True,
     ) -> None:
         super().__init__()
         if num_streams < 1:
@@ -85,12 +119,14 @@ class HyperConnection(nn.Module):
         self.layer_index = layer_index
         self.recompute = bool(recompute)
         self.backend = backend
+        self.mixes_streams = check_mix_streams(self.kind, mix_streams)
         self._inference_cache = ParameterCache()  # parameter-derived tensors of the no-grad path
 
     def extra_repr(self) -> str:
+        skip = "" if self.mixes_streams else ", mix_streams=False"
         return (
             f"kind={self.kind!r}, num_streams={self.num_streams}, dim={self.dim}, "
-            f"layer_index={self.layer_index}, backend={self.backend!r}"
+            f"layer_index={self.layer_index}, backend={self.backend!r}{skip}"
         )
 
     def reset_parameters(self) -> None:
@@ -133,7 +169,10 @@ class HyperConnection(nn.Module):
         run again in backward (``torch.utils.checkpoint``), trading one more forward of the
         width connection for its saved activations."""
         self.check_streams(streams)
-        if self._uses_kernels(streams):
+        if not self.mixes_streams:
+            # nothing to mix: u = H_pre x in PyTorch on every backend, the streams pass through
+            step = self.width_inference if inference_path() else self.width_fast
+        elif self._uses_kernels(streams):
             step = self._width_kernels
         elif inference_path():
             return self.width_inference(streams)
@@ -149,6 +188,8 @@ class HyperConnection(nn.Module):
     def width_fast(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The width connection in PyTorch: coefficients, then one mixing pass over the streams."""
         pre, res, post = self.mixing(streams)
+        if not self.mixes_streams:
+            return pre_mix(pre, streams), streams, post
         u, mixed = width_mix(pre, res, streams)
         return u, mixed, post
 
@@ -158,7 +199,10 @@ class HyperConnection(nn.Module):
 
         Same values as :meth:`width_fast` (to rounding); ``u`` and ``mixed`` are views of one
         ``(..., n + 1, C)`` result. Built for dispatch count: a decode token runs this on one
-        token per connection, where each ATen op costs microseconds whatever its size."""
+        token per connection, where each ATen op costs microseconds whatever its size.
+
+        Without ``H_res`` (``mix_streams=False``) the matrix is ``H_pre`` alone, ``(tokens, 1, n)``,
+        and the streams are returned as ``mixed``."""
         n, c = self.num_streams, self.dim
         lead = streams.shape[:-2]
         with _float32_region(streams):
@@ -166,9 +210,11 @@ class HyperConnection(nn.Module):
             x = streams.reshape(-1, n, c)
             if x.dtype != mat.dtype:
                 x = x.to(mat.dtype)
-            y = torch.bmm(mat, x).view(*lead, n + 1, c)
+            y = torch.bmm(mat, x).view(*lead, mat.shape[-2], c)
         if y.dtype != streams.dtype:
             y = y.to(streams.dtype)
+        if not self.mixes_streams:
+            return y[..., 0, :], streams, post
         return y[..., 0, :], y[..., 1:, :], post
 
     def inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -193,16 +239,29 @@ class HyperConnection(nn.Module):
         return any(getattr(cls, name) is not getattr(owner, name) for name in names)
 
     def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``([H_pre; H_res^T] (tokens, n + 1, n), H_post (..., n))`` for :meth:`width_inference`.
+        """``([H_pre; H_res^T] (tokens, n + 1, n), H_post (..., n))`` for :meth:`width_inference`
+        (``H_pre`` alone, ``(tokens, 1, n)``, without ``H_res``).
 
         The default builds it from :meth:`mixing`; kinds override it with fewer ops."""
         return self.mixing_width_matrix(streams)
 
     def mixing_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pre, res, post = self.mixing(streams)
+        return self.width_matrix(pre, res), post
+
+    def width_matrix(self, pre: torch.Tensor, res: torch.Tensor) -> torch.Tensor:
+        """``[H_pre; H_res^T]`` as (tokens, n + 1, n); ``H_pre`` alone (tokens, 1, n) without ``H_res``."""
         n = self.num_streams
-        mat = torch.cat([pre.unsqueeze(-2), res.transpose(-1, -2)], dim=-2)
-        return mat.reshape(-1, n + 1, n), post
+        if not self.mixes_streams:
+            return pre.reshape(-1, 1, n)
+        return torch.cat([pre.unsqueeze(-2), res.transpose(-1, -2)], dim=-2).reshape(-1, n + 1, n)
+
+    def identity_res(self, pre: torch.Tensor) -> torch.Tensor:
+        """``H_res = I`` broadcast to ``pre``'s tokens, (..., n, n): what a connection without
+        ``H_res`` applies (a view: nothing is materialised)."""
+        n = self.num_streams
+        eye = constant(identity_matrix, (n,), pre.dtype, pre.device)
+        return eye.expand(*pre.shape[:-1], n, n)
 
     def depth(self, mixed: torch.Tensor, h_post: torch.Tensor, branch_out: torch.Tensor) -> torch.Tensor:
         """``x'_j = mixed_j + H_post[j] * branch_out``, computed in ``h_post``'s dtype, in ``mixed``'s."""
@@ -241,7 +300,8 @@ class CoefficientConnection(HyperConnection):
     so the normalised ``n*C`` tensor is never materialised.
 
     Subclasses set ``res_groups`` (sizes of the residual coefficient groups, one gate each),
-    ``res_bias()`` and ``res_matrix(coefs)``.
+    ``res_bias()`` and ``res_matrix(coefs)``. With ``mix_streams=False`` only the ``H_pre`` and
+    ``H_post`` groups exist (``group_sizes = (n, n)``) and ``H_res = I``.
     """
 
     def __init__(
@@ -252,13 +312,14 @@ class CoefficientConnection(HyperConnection):
         eps: float = 1e-6,
         recompute: bool = False,
         backend: str = "auto",
+        mix_streams: bool = True,
     ) -> None:
-        super().__init__(num_streams, dim, layer_index, recompute, backend)
+        super().__init__(num_streams, dim, layer_index, recompute, backend, mix_streams)
         if not eps > 0:
             raise ValueError(f"{self.kind}: eps must be > 0, got {eps}")
         n = num_streams
         self.eps = eps
-        self.group_sizes = (n, n, *self.res_groups())
+        self.group_sizes = (n, n, *self.res_groups()) if self.mixes_streams else (n, n)
         total = sum(self.group_sizes)
         self.norm_weight = nn.Parameter(torch.empty(n * dim))
         self.proj = nn.Parameter(torch.empty(n * dim, total))
@@ -269,7 +330,8 @@ class CoefficientConnection(HyperConnection):
     def initial_bias(self) -> torch.Tensor:
         """The static biases at init: ``+-1`` for H_pre and H_post, then :meth:`res_bias`."""
         n, i = self.num_streams, self.layer_index
-        return torch.cat([_pm_one_bias(n, i), _pm_one_bias(n, i), self.res_bias()])
+        res = self.res_bias() if self.mixes_streams else torch.zeros(0)
+        return torch.cat([_pm_one_bias(n, i), _pm_one_bias(n, i), res])
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
@@ -311,7 +373,9 @@ class CoefficientConnection(HyperConnection):
     def coefficient_math(self, coef: torch.Tensor) -> Mixing:
         """Gated + biased coefficients (..., total) -> ``(H_pre, H_res, H_post)``."""
         parts = list(coef.split_with_sizes(self.group_sizes, dim=-1))  # (no Python-level split wrapper)
-        return Mixing(torch.sigmoid(parts[0]), self.res_matrix(parts[2:]), 2 * torch.sigmoid(parts[1]))
+        pre = torch.sigmoid(parts[0])
+        res = self.res_matrix(parts[2:]) if self.mixes_streams else self.identity_res(pre)
+        return Mixing(pre, res, 2 * torch.sigmoid(parts[1]))
 
     def kernel_route(self) -> KernelRoute:
         """The projection runs in a kernel and :meth:`coefficient_math` in PyTorch, unless a subclass
@@ -366,5 +430,4 @@ class CoefficientConnection(HyperConnection):
             return self.mixing_width_matrix(streams)
         consts = self.cached_inference_constants(compute_dtype(streams), streams.device)
         pre, res, post = self.coefficient_math(self.inference_coefficients(streams, consts))
-        mat = torch.cat([pre.unsqueeze(-2), res.transpose(-1, -2)], dim=-2)
-        return mat, post.view(*streams.shape[:-2], self.num_streams)
+        return self.width_matrix(pre, res), post.view(*streams.shape[:-2], self.num_streams)

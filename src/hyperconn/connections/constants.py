@@ -39,3 +39,8 @@ def group_index(sizes: tuple[int, ...]) -> torch.Tensor:
 def centre_matrix(n: int) -> torch.Tensor:
     """``J = 11^T / n`` (n, n), float64."""
     return torch.full((n, n), 1.0 / n, dtype=torch.float64)
+
+
+def identity_matrix(n: int) -> torch.Tensor:
+    """``I_n`` (n, n), float64."""
+    return torch.eye(n, dtype=torch.float64)

@@ -22,6 +22,8 @@ from .ops import project_rms
 
 class HC(HyperConnection):
     kind = "hc"
+    res_columns_sum_to_one = False  # H_res is free
+    res_rows_sum_to_one = False
 
     def __init__(
         self,

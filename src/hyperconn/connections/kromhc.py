@@ -1,6 +1,8 @@
 """KromHC: Kronecker-product doubly stochastic residual (arXiv 2601.21579). ``n = 2^K``.
 
-For each factor ``k``: ``p_k = softmax(s_res d_k + b_k)[0]`` with ``b_k = (0, -8)``,
+For each factor ``k``: ``p_k = softmax(s_res d_k + b_k)[0]`` with ``b_k = (0, -8)``
+(``res_init="identity"``, near ``I``) or ``b_k = (0, 0)`` (``res_init="uniform"``: ``p_k = 1/2``,
+every ``U_k = J_2`` and ``H_res = J_2 ⊗ ... ⊗ J_2 = J_n``),
 ``U_k = [[p, 1-p], [1-p, p]]``; ``H_res = U_1 ⊗ U_2 ⊗ ... ⊗ U_K``. One gate for all factors.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..linalg import batched_kron
-from .base import COEFFICIENT_MATH, CoefficientConnection, compute_dtype
+from .base import COEFFICIENT_MATH, CoefficientConnection, check_res_init, compute_dtype
 
 SECOND_BIAS = -8.0
 
@@ -21,6 +23,8 @@ def _log2_exact(n: int) -> int | None:
 
 class KromHC(CoefficientConnection):
     kind = "kromhc"
+    res_columns_sum_to_one = True
+    res_rows_sum_to_one = True
 
     def __init__(
         self,
@@ -30,18 +34,22 @@ class KromHC(CoefficientConnection):
         eps: float = 1e-6,
         recompute: bool = False,
         backend: str = "auto",
+        mix_streams: bool = True,
+        res_init: str = "identity",
     ) -> None:
         if _log2_exact(num_streams) is None:
             raise ValueError(f"kromhc: num_streams must be a power of two >= 2, got {num_streams}")
         self.num_factors = _log2_exact(num_streams)
-        super().__init__(num_streams, dim, layer_index, eps, recompute, backend)
+        self.res_init = check_res_init(self.kind, res_init)
+        super().__init__(num_streams, dim, layer_index, eps, recompute, backend, mix_streams)
         self.reset_parameters()
 
     def res_groups(self) -> tuple[int, ...]:
         return (2 * self.num_factors,)  # one shared gate for all factors
 
     def res_bias(self) -> torch.Tensor:
-        return torch.tensor([0.0, SECOND_BIAS]).repeat(self.num_factors)
+        second = 0.0 if self.res_init == "uniform" else SECOND_BIAS
+        return torch.tensor([0.0, second]).repeat(self.num_factors)
 
     def res_matrix(self, coefs: list[torch.Tensor]) -> torch.Tensor:
         pairs = coefs[0].reshape(*coefs[0].shape[:-1], self.num_factors, 2)
@@ -61,6 +69,8 @@ class KromHC(CoefficientConnection):
 
     def inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         consts = super().inference_constants(dtype)
+        if not self.mixes_streams:
+            return consts
         n, k = self.num_streams, self.num_factors
         weight, bias = consts["weight"], consts["bias"]
         diff = weight[:, 2 * n :: 2] - weight[:, 2 * n + 1 :: 2]  # (F, K)
@@ -82,7 +92,7 @@ class KromHC(CoefficientConnection):
         return consts
 
     def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.overrides(KromHC, "res_matrix", *COEFFICIENT_MATH):
+        if not self.mixes_streams or self.overrides(KromHC, "res_matrix", *COEFFICIENT_MATH):
             return super().inference_width_matrix(streams)
         n, k = self.num_streams, self.num_factors
         consts = self.cached_inference_constants(compute_dtype(streams), streams.device)

@@ -1,9 +1,10 @@
 """mHC: Manifold-constrained Hyper-Connections (DeepSeek, arXiv 2512.24880).
 
 ``L = s_res d_res + b_res`` reshaped ``(n, n)``, with ``b_res = 0`` on the diagonal and ``-8``
-off it; log-domain Sinkhorn for ``iters`` rounds (columns then rows) gives
-``H_res = exp(L)``, doubly stochastic up to the Sinkhorn error: rows sum to 1 to rounding after
-the final row step, columns only approximately.
+off it (``res_init="identity"``, near ``I``) or ``b_res = 0`` everywhere (``res_init="uniform"``:
+equal logits, which Sinkhorn maps to ``J = 11^T / n``); log-domain Sinkhorn for ``iters`` rounds
+(columns then rows) gives ``H_res = exp(L)``, doubly stochastic up to the Sinkhorn error: rows
+sum to 1 exactly (the final step divides each row by its sum), columns only approximately.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ from __future__ import annotations
 import torch
 
 from ..linalg import sinkhorn_log
-from .base import CoefficientConnection
+from .base import CoefficientConnection, check_res_init
 
 OFF_DIAGONAL_BIAS = -8.0
 
 
 class MHC(CoefficientConnection):
     kind = "mhc"
+    res_columns_sum_to_one = False  # only to the Sinkhorn error
+    res_rows_sum_to_one = True  # the last Sinkhorn step normalises the rows
 
     def __init__(
         self,
@@ -28,11 +31,14 @@ class MHC(CoefficientConnection):
         sinkhorn_iters: int = 20,
         recompute: bool = False,
         backend: str = "auto",
+        mix_streams: bool = True,
+        res_init: str = "identity",
     ) -> None:
         if isinstance(sinkhorn_iters, bool) or not isinstance(sinkhorn_iters, int) or sinkhorn_iters < 1:
             raise ValueError(f"mhc: sinkhorn_iters must be an integer >= 1, got {sinkhorn_iters!r}")
         self.sinkhorn_iters = sinkhorn_iters
-        super().__init__(num_streams, dim, layer_index, eps, recompute, backend)
+        self.res_init = check_res_init(self.kind, res_init)
+        super().__init__(num_streams, dim, layer_index, eps, recompute, backend, mix_streams)
         self.reset_parameters()
 
     def res_groups(self) -> tuple[int, ...]:
@@ -40,9 +46,14 @@ class MHC(CoefficientConnection):
 
     def res_bias(self) -> torch.Tensor:
         n = self.num_streams
+        if self.res_init == "uniform":
+            return torch.zeros(n * n)
         return (OFF_DIAGONAL_BIAS * (1 - torch.eye(n))).reshape(-1)
 
-    def res_logits(self, coefs: list[torch.Tensor]) -> torch.Tensor:
+    def res_logits(self, coefs: list[torch.Tensor]) -> torch.Tensor | None:
+        """The pre-Sinkhorn logits ``L`` (..., n, n); ``None`` without ``H_res`` (``mix_streams=False``)."""
+        if not self.mixes_streams:
+            return None
         n = self.num_streams
         return coefs[0].reshape(*coefs[0].shape[:-1], n, n)
 

@@ -1,8 +1,10 @@
 """mHC-lite: doubly stochastic by Birkhoff-von Neumann (arXiv 2601.05732).
 
-``a = softmax(s_res d_res + b_res)`` over all ``n!`` permutations (``b_res = 0`` for the identity,
-``-8`` for every other); ``H_res = sum_r a_r P_r``. Exactly doubly stochastic, but ``n!``
-coefficients per token: ``n > 8`` is refused.
+``a = softmax(s_res d_res + b_res)`` over all ``n!`` permutations (``res_init="identity"``:
+``b_res = 0`` for the identity, ``-8`` for every other; ``res_init="uniform"``: ``b_res = 0`` for
+all, so ``a_r = 1/n!`` and ``H_res = sum_r P_r / n! = J``, each entry ``(n-1)!/n! = 1/n``);
+``H_res = sum_r a_r P_r``. Exactly doubly stochastic, but ``n!`` coefficients per token:
+``n > 8`` is refused.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 import torch
 
 from ..linalg import permutation_matrices
-from .base import CoefficientConnection
+from .base import CoefficientConnection, check_res_init
 from .constants import constant
 
 MAX_STREAMS = 8
@@ -21,6 +23,8 @@ OTHER_PERMUTATION_BIAS = -8.0
 
 class MHCLite(CoefficientConnection):
     kind = "mhc_lite"
+    res_columns_sum_to_one = True
+    res_rows_sum_to_one = True
 
     def __init__(
         self,
@@ -30,19 +34,24 @@ class MHCLite(CoefficientConnection):
         eps: float = 1e-6,
         recompute: bool = False,
         backend: str = "auto",
+        mix_streams: bool = True,
+        res_init: str = "identity",
     ) -> None:
         if num_streams > MAX_STREAMS:
             raise ValueError(
                 f"mhc_lite: num_streams must be <= {MAX_STREAMS} (n! coefficients per token), "
                 f"got {num_streams}"
             )
-        super().__init__(num_streams, dim, layer_index, eps, recompute, backend)
+        self.res_init = check_res_init(self.kind, res_init)
+        super().__init__(num_streams, dim, layer_index, eps, recompute, backend, mix_streams)
         self.reset_parameters()
 
     def res_groups(self) -> tuple[int, ...]:
         return (math.factorial(self.num_streams),)
 
     def res_bias(self) -> torch.Tensor:
+        if self.res_init == "uniform":
+            return torch.zeros(math.factorial(self.num_streams))
         b = torch.full((math.factorial(self.num_streams),), OTHER_PERMUTATION_BIAS)
         b[0] = 0.0  # identity permutation comes first
         return b

@@ -5,7 +5,8 @@ math in between acts on a few numbers per token and is left to autograd.
 
 - :func:`project_rms` -- ``d = rsqrt(mean(x^2) + eps) * (x @ W)``: the RMSNorm folded into the
   coefficient projection (the normalised tensor is never materialised).
-- :func:`width_mix` -- ``u = sum_i pre[i] x_i``, ``mixed_j = sum_i res[i, j] x_i``.
+- :func:`width_mix` -- ``u = sum_i pre[i] x_i``, ``mixed_j = sum_i res[i, j] x_i``
+  (:func:`pre_mix`: ``u`` alone, for a connection without ``H_res``).
 - :func:`depth_add` -- ``x'_j = mixed_j + post[j] * b``.
 
 Each backward is written so that every pass over a stream-sized tensor is a batched GEMM whose
@@ -169,6 +170,17 @@ def width_mix(pre: torch.Tensor, res: torch.Tensor, streams: torch.Tensor) -> tu
         if _plain(pre, res, streams):
             return _mix_gemm(pre, res, streams)
         return _WidthMix.apply(pre, res, streams)
+
+
+def pre_mix(pre: torch.Tensor, streams: torch.Tensor) -> torch.Tensor:
+    """``u = sum_i pre[i] x_i`` (..., C) alone, for a connection without ``H_res``: one batched
+    GEMM per token block (autograd's backward of it is two GEMMs). In ``pre``'s dtype, returned
+    in the streams'."""
+    with autocast_off(streams.device.type):
+        if _compiling():
+            return (pre.unsqueeze(-1) * streams.to(pre.dtype)).sum(-2).to(streams.dtype)
+        u = torch.matmul(pre.unsqueeze(-2), streams.to(pre.dtype)).squeeze(-2)
+        return u.to(streams.dtype)
 
 
 class _DepthAdd(torch.autograd.Function):

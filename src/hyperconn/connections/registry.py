@@ -48,6 +48,9 @@ def make_connection(
     """Build one hyper-connection of ``kind`` over ``num_streams`` streams of width ``dim``.
 
     Options: ``eps`` (all but residual), ``sinkhorn_iters`` (mhc), ``sigma_bias`` (shc),
+    ``res_init`` (mhc, mhc_lite, kromhc: ``"identity"`` (default) or ``"uniform"``, ``H_res = J``
+    at init), ``mix_streams`` (mhc, mhc_lite, kromhc, shc: ``False`` builds the connection without
+    ``H_res``, i.e. ``H_res = I``; the model sets it where ``H_res`` is provably inert),
     ``recompute`` (all; recompute the width connection in backward instead of keeping its
     activations, a no-op for residual), ``backend`` (all: ``"auto"`` (default), ``"torch"`` or
     ``"triton"``; see :mod:`hyperconn.kernels`).

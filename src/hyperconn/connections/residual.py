@@ -13,6 +13,8 @@ class Residual(HyperConnection):
     accepted and ignored (there is nothing to recompute, and ``x + F(x)`` needs no kernel)."""
 
     kind = "residual"
+    res_columns_sum_to_one = True  # H_res = 1
+    res_rows_sum_to_one = True
 
     def __init__(
         self, num_streams: int, dim: int, layer_index: int = 0, recompute: bool = False, backend: str = "auto"

@@ -40,6 +40,8 @@ def sandwich_matrix(n: int) -> torch.Tensor:
 
 class SHC(CoefficientConnection):
     kind = "shc"
+    res_columns_sum_to_one = True
+    res_rows_sum_to_one = True
 
     def __init__(
         self,
@@ -50,6 +52,7 @@ class SHC(CoefficientConnection):
         sigma_bias: float = DEFAULT_SIGMA_BIAS,
         recompute: bool = False,
         backend: str = "auto",
+        mix_streams: bool = True,
     ) -> None:
         if num_streams < 2:
             raise ValueError(f"shc: num_streams must be >= 2, got {num_streams}")
@@ -58,8 +61,8 @@ class SHC(CoefficientConnection):
         self.sigma_bias = float(sigma_bias)
         self.rank = num_streams - 1  # m
         self.num_angles = self.rank * (self.rank - 1) // 2  # k
-        super().__init__(num_streams, dim, layer_index, eps, recompute, backend)
-        if self.num_angles > 0:
+        super().__init__(num_streams, dim, layer_index, eps, recompute, backend, mix_streams)
+        if self.num_angles > 0 and self.mixes_streams:
             self.gamma = nn.Parameter(torch.empty(2))  # (gamma_U, gamma_V)
         else:
             self.register_parameter("gamma", None)
@@ -111,7 +114,7 @@ class SHC(CoefficientConnection):
 
     def inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         consts = super().inference_constants(dtype)
-        if self.rank not in (2, 3):
+        if self.rank not in (2, 3) or not self.mixes_streams:
             return consts
         n, m, k = self.num_streams, self.rank, self.num_angles
         weight, bias = consts["weight"], consts["bias"]
@@ -139,7 +142,7 @@ class SHC(CoefficientConnection):
         return consts
 
     def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.rank not in (2, 3) or self.overrides(SHC, "res_matrix", *COEFFICIENT_MATH):
+        if self.rank not in (2, 3) or not self.mixes_streams or self.overrides(SHC, "res_matrix", *COEFFICIENT_MATH):
             return super().inference_width_matrix(streams)
         n, m, k = self.num_streams, self.rank, self.num_angles
         consts = self.cached_inference_constants(compute_dtype(streams), streams.device)
@@ -163,6 +166,7 @@ class SHC(CoefficientConnection):
         cls = type(self)
         exact = (
             route.route == "projection"
+            and self.mixes_streams
             and cls.res_matrix is SHC.res_matrix
             and cls.coefficient_math is CoefficientConnection.coefficient_math
             and self.num_streams in (3, 4)

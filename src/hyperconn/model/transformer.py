@@ -2,13 +2,16 @@
 
 Wiring (docs/design.md, "The model")::
 
-    x = expand_streams(embed(idx), n)                       (B, T, n, C)
+    x = expand(embed(idx))                                  (B, T, n, C); copy, or x_i = g_i h + b_i
     for block l:  x = attn_conn_l(x, u -> Attn(Norm(u)))    both connections: layer_index = l
                   x = mlp_conn_l(x,  u -> MLP(Norm(u)))
-    logits = head(Norm(reduce_streams(x)))                  reduce = sum over the n streams
+    logits = head(Norm(readout(x)))                         sum over the streams, or sum_j w_j x_j
 
-Connections are called as modules (``conn(x, branch)``) so forward-pre-hooks on them see the
-streams. ``residual`` with one stream is the plain pre-norm transformer.
+The ends are ``model.connection.expand`` / ``readout`` (:mod:`hyperconn.model.ends`). With
+``skip_inert`` the first and/or last connection is built without ``H_res`` where it provably has
+no effect (:meth:`ConnectionConfig.inert_ends`). Connections are called as modules
+(``conn(x, branch)``) so forward-pre-hooks on them see the streams. ``residual`` with one stream
+is the plain pre-norm transformer.
 """
 
 from __future__ import annotations
@@ -18,25 +21,31 @@ import math
 import torch
 from torch import nn
 
-from ..connections import HyperConnection, expand_streams, make_connection, reduce_streams
+from ..connections import HyperConnection, make_connection
 from .config import ModelConfig
+from .ends import StreamEnd, make_expand, make_readout
 from .kv_cache import KVCache, LayerKVCache
 from .layers import Attention, RotaryEmbedding, SwiGLU
 from .sampling import check_sampling, sample
 
 
 class Block(nn.Module):
-    """Attention and MLP sublayers, each inside its own hyper-connection."""
+    """Attention and MLP sublayers, each inside its own hyper-connection.
 
-    def __init__(self, cfg: ModelConfig, layer_index: int) -> None:
+    ``attn_mixes`` / ``mlp_mixes`` False builds that connection without ``H_res``
+    (``mix_streams=False``); the model decides (:meth:`ConnectionConfig.inert_ends`)."""
+
+    def __init__(self, cfg: ModelConfig, layer_index: int, attn_mixes: bool = True, mlp_mixes: bool = True) -> None:
         super().__init__()
         conn = cfg.connection
         self.attn_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.attn = Attention(cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.norm_eps)
         self.mlp_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.mlp = SwiGLU(cfg.dim, cfg.mlp_dim)
-        self.attn_conn = make_connection(conn.kind, conn.streams, cfg.dim, layer_index, **conn.options)
-        self.mlp_conn = make_connection(conn.kind, conn.streams, cfg.dim, layer_index, **conn.options)
+        attn_opts = conn.options if attn_mixes else {**conn.options, "mix_streams": False}
+        mlp_opts = conn.options if mlp_mixes else {**conn.options, "mix_streams": False}
+        self.attn_conn = make_connection(conn.kind, conn.streams, cfg.dim, layer_index, **attn_opts)
+        self.mlp_conn = make_connection(conn.kind, conn.streams, cfg.dim, layer_index, **mlp_opts)
 
     def forward(
         self, x: torch.Tensor, rope: RotaryEmbedding, start: int = 0, cache: LayerKVCache | None = None
@@ -55,9 +64,17 @@ class LanguageModel(nn.Module):
             raise ValueError("model.vocab_size is unset: take it from the tokenizer before building the model")
         self.cfg = cfg
         self.num_streams = cfg.connection.streams
+        conn = cfg.connection
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.expand = make_expand(conn.expand, self.num_streams, cfg.dim)
         self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_base)
-        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        first, last = conn.inert_ends()
+        last_layer = cfg.n_layers - 1
+        self.blocks = nn.ModuleList(
+            Block(cfg, i, attn_mixes=not (first and i == 0), mlp_mixes=not (last and i == last_layer))
+            for i in range(cfg.n_layers)
+        )
+        self.readout = make_readout(conn.readout, self.num_streams)
         self.norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -79,7 +96,7 @@ class LanguageModel(nn.Module):
                 nn.init.normal_(module.weight, std=0.02)
             elif isinstance(module, nn.RMSNorm):
                 nn.init.ones_(module.weight)
-            elif isinstance(module, HyperConnection):
+            elif isinstance(module, HyperConnection | StreamEnd):
                 module.reset_parameters()
         self.rope.reset_parameters()
 
@@ -96,10 +113,10 @@ class LanguageModel(nn.Module):
         T = idx.shape[-1]
         if start + T > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {start + T} tokens is longer than model.max_seq_len={self.cfg.max_seq_len}")
-        x = expand_streams(self.embed(idx), self.num_streams)
+        x = self.expand(self.embed(idx))
         for i, block in enumerate(self.blocks):
             x = block(x, self.rope, start, None if cache is None else cache[i])
-        return self.head(self.norm(reduce_streams(x)))
+        return self.head(self.norm(self.readout(x)))
 
     def new_cache(self, batch: int, dtype: torch.dtype | None = None) -> KVCache:
         cfg = self.cfg
