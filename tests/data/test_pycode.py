@@ -83,7 +83,8 @@ def test_build_is_reproducible_and_normalises(tmp_path):
         "doc/conf.py": "outside the package\n",
     }
     sdist = _fake_sdist(tmp_path / "fake.tar.gz", files)
-    m1, m2 = build.build(sdist, tmp_path / "o1"), build.build(sdist, tmp_path / "o2")
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    m1, m2 = (build.build(sdist, tmp_path / d, expected_sha256=digest) for d in ("o1", "o2"))
     f1, f2 = (tmp_path / d / build.CORPUS_FILE for d in ("o1", "o2"))
     assert f1.read_bytes() == f2.read_bytes()
     assert m1["sha256"] == m2["sha256"] == hashlib.sha256(f1.read_bytes()).hexdigest()
@@ -94,8 +95,9 @@ def test_build_is_reproducible_and_normalises(tmp_path):
     assert texts["networkx/b.py"] == "def f(x):\n\treturn x\n"
     assert len(m1["val_documents"]) == 1  # one of two files, never both
     (tmp_path / "nolicence.tar.gz").write_bytes(b"")
+    bad = _fake_sdist(tmp_path / "nolicence.tar.gz", {"networkx/a.py": "A = 1\n"})
     with pytest.raises(ValueError, match="LICENSE.txt"):
-        build.build(_fake_sdist(tmp_path / "nolicence.tar.gz", {"networkx/a.py": "A = 1\n"}), tmp_path / "o3")
+        build.build(bad, tmp_path / "o3", expected_sha256=hashlib.sha256(bad.read_bytes()).hexdigest())
 
 
 @pytest.fixture(scope="module")
