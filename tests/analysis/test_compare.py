@@ -29,13 +29,16 @@ SECTIONS = (
     "95% CI",
     "Student-t quantile at 0.975 and k−1 degrees of freedom",
     "Resolved:",
+    "Holm step-down over the 1 pair(s)",
+    "| p_holm | mdd_80 | verdict |",
+    "- code: ",
+    "Final numbers: ",
     "--report-only",
     "training tokens per run: residual-n1-s0 128",
     "![training loss](loss_curves.png)",
     "## Throughput, memory and parameters",
     "activations (MB)",
     "## Stability",
-    "loss spike is",
     "## Diagnostics of H_res",
     "composite fwd gain",
     "## Sinkhorn error",
@@ -86,6 +89,8 @@ def test_report_has_every_section_and_summary_records_tokens_and_data(compared):
     assert saved["data"]["split"]["val_documents"] == 4 and saved["data"]["split"]["val_bytes"] == 514760
     assert "split: train 38 documents / 4,539,142 bytes" in report
     mhc = saved["groups"]["mhc-n2"]
+    stability = mhc["stability"]  # DONE's record of every step, else the logged rows only
+    assert (stability["spike_definition"] if stability else saved["logged_rows_spike_definition"]) in report
     assert mhc["final_step"] == 4 and mhc["val_loss"]["n"] == 2 and mhc["seeds"] == [0, 1]
     assert mhc["params_connections"] > 0 and saved["groups"]["residual-n1"]["params_connections"] == 0
     assert len(mhc["sinkhorn_error_curve"]) == 50
@@ -108,7 +113,15 @@ def test_paired_difference_matches_a_hand_computation(compared):
     half = 12.706204736 * sd / math.sqrt(2)  # t_{0.975, 1}
     assert pair["mean"] == pytest.approx(mean) and pair["sd"] == pytest.approx(sd)
     assert pair["ci_low"] == pytest.approx(mean - half) and pair["ci_high"] == pytest.approx(mean + half)
-    assert pair["resolved"] == (not pair["ci_low"] <= 0 <= pair["ci_high"])
+    # one pair: Holm leaves p alone; dof 1 is Cauchy: two-sided p = 1 - 2 atan(|T|) / pi
+    t_stat = mean / (sd / math.sqrt(2))
+    assert pair["t_stat"] == pytest.approx(t_stat)
+    assert pair["p"] == pytest.approx(1 - 2 * math.atan(abs(t_stat)) / math.pi) and pair["p_holm"] == pair["p"]
+    assert pair["resolved"] == (pair["p"] < 0.05) == (not pair["ci_low"] <= 0 <= pair["ci_high"])
+    assert pair["mdd_80"] == pytest.approx((12.706204736 + t_quantile(0.8, 1)) * sd / math.sqrt(2))
+    assert sorted(summary["provenance"]["by_run"]) == sorted(f"{g}-s{s}" for g in ("residual-n1", "mhc-n2")
+                                                            for s in (0, 1))  # fmt: skip
+    assert summary["unfinished"] == []
     assert t_quantile(0.975, 1) == pytest.approx(12.706204736)
 
 

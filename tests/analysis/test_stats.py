@@ -1,4 +1,5 @@
-"""Student-t quantiles against known values and closed forms; paired differences by hand."""
+"""Student-t quantiles and p-values against known values and closed forms; paired differences,
+Holm adjustment and the minimum detectable difference by hand and against a textbook data set."""
 
 from __future__ import annotations
 
@@ -6,7 +7,17 @@ import math
 
 import pytest
 
-from hyperconn.analysis.stats import mean_std, paired_difference, regularized_incomplete_beta, t_cdf, t_quantile
+from hyperconn.analysis.stats import (
+    adjust_pairs,
+    holm,
+    mdd,
+    mean_std,
+    paired_difference,
+    regularized_incomplete_beta,
+    t_cdf,
+    t_quantile,
+    t_two_sided_p,
+)
 
 # two-sided 95% critical values t_{0.975, dof} of standard tables (e.g. NIST/SEMATECH e-Handbook 1.3.6.7.2)
 TABLE_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
@@ -43,16 +54,84 @@ def test_paired_difference_by_hand():
     assert got["seeds"] == [0, 1, 2] and got["n"] == 3
     assert got["mean"] == pytest.approx(0.10) and got["sd"] == pytest.approx(0.05)
     assert got["ci_low"] == pytest.approx(0.10 - half) and got["ci_high"] == pytest.approx(0.10 + half)
-    assert got["ci_low"] < 0 and not got["resolved"]  # 0.10 ± 0.124: not resolved
+    # T = 0.10 / (0.05 / sqrt(3)) = 2 sqrt(3); dof 2: p = 1 - |T| / sqrt(2 + T^2) = 1 - sqrt(12 / 14)
+    assert got["t_stat"] == pytest.approx(2 * math.sqrt(3)) and got["p"] == pytest.approx(1 - math.sqrt(6 / 7))
+    assert got["ci_low"] < 0 and got["p"] > 0.05  # 0.10 ± 0.124: the interval holds 0
+    (alone,) = adjust_pairs([got])
+    assert not alone["resolved"] and alone["p_holm"] == got["p"]
+    assert alone["verdict"] == f"not detected (the interval excludes differences larger than {0.10 + half:.4f})"
     tight = paired_difference({0: 1.0, 1: 1.1, 2: 1.2}, {0: 0.5, 1: 0.62, 2: 0.69})
-    assert tight["resolved"] and tight["ci_low"] > 0  # d = 0.5, 0.48, 0.51
+    assert tight["ci_low"] > 0 and tight["p"] < 0.05  # d = 0.5, 0.48, 0.51
     reverse = paired_difference({0: 0.5, 1: 0.62, 2: 0.69}, {0: 1.0, 1: 1.1, 2: 1.2})
-    assert reverse["resolved"] and reverse["ci_high"] == pytest.approx(-tight["ci_low"])
+    assert reverse["ci_high"] == pytest.approx(-tight["ci_low"]) and reverse["p"] == pytest.approx(tight["p"])
+    assert reverse["t_stat"] == pytest.approx(-tight["t_stat"])
+    assert [p["verdict"] for p in adjust_pairs([tight])] == ["resolved"]
+
+
+def test_two_sided_p_values_of_known_t_statistics():
+    # the two-sided 5% critical values of the tables (3 decimals) give p = 0.05 to within the rounding
+    assert t_two_sided_p(2.776, 4) == pytest.approx(0.05, abs=1e-4)
+    assert t_two_sided_p(-4.303, 2) == pytest.approx(0.05, abs=1e-4)
+    assert t_two_sided_p(12.706, 1) == pytest.approx(0.05, abs=1e-4)
+    assert t_two_sided_p(1.0, 1) == pytest.approx(0.5, rel=1e-12)  # Cauchy: 1 - 2 atan(1) / pi
+    assert t_two_sided_p(0.0, 7) == 1.0 and t_two_sided_p(math.inf, 3) == 0.0
+    for dof in (1, 3, 10):
+        assert t_two_sided_p(t_quantile(0.995, dof), dof) == pytest.approx(0.01, rel=1e-8)
+
+
+def test_holm_worked_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.4]) == pytest.approx([0.8, 0.8])  # 2 x 0.4 = 0.8; 1 x 0.5 < 0.8: monotone
+    assert holm([0.6, 0.7, 0.9]) == [1.0, 1.0, 1.0]  # capped at 1
+    assert holm([0.02]) == [0.02] and holm([]) == []
+    with pytest.raises(ValueError, match="p-values must be in \\[0, 1\\], got 1.5"):
+        holm([0.1, 1.5])
+
+
+def test_paired_t_test_on_the_sleep_data():
+    # Student (1908) / Cushny & Peebles: extra sleep (hours) of 10 patients under two drugs.
+    drug1 = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]
+    drug2 = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]
+    # By hand: d = drug2 - drug1 = 1.2 2.4 1.3 1.3 0.0 1.0 1.8 0.8 4.6 1.4, sum 15.8, mean 1.58;
+    # squared deviations sum to 13.616, sd = sqrt(13.616 / 9) = 1.229995, se = sd / sqrt(10) = 0.388954;
+    # T = 1.58 / 0.388954 = 4.0621 with 9 dof, two-sided p = 0.002833; 95% CI 1.58 ± 2.262157 se =
+    # [0.7001, 2.4599] (the values R's t.test(paired = TRUE) prints for this set).
+    got = paired_difference(dict(enumerate(drug2)), dict(enumerate(drug1)))
+    assert got["n"] == 10 and got["mean"] == pytest.approx(1.58)
+    assert got["sd"] == pytest.approx(math.sqrt(13.616 / 9), rel=1e-12)
+    assert got["t_stat"] == pytest.approx(4.0621, abs=1e-4)
+    assert got["p"] == pytest.approx(0.002833, abs=1e-6)
+    assert got["ci_low"] == pytest.approx(0.7001142, abs=1e-6) and got["ci_high"] == pytest.approx(2.4598858, abs=1e-6)
+    # mdd_80 = (t_{0.975, 9} + t_{0.8, 9}) se = (2.262157 + 0.883404) se (t_{0.8, 9} = 0.883 in tables)
+    assert got["mdd_80"] == pytest.approx((2.262157 + 0.883404) * got["sd"] / math.sqrt(10), abs=1e-5)
+
+
+def test_minimum_detectable_difference():
+    # t_{0.975, 4} = 2.776445, t_{0.8, 4} = 0.940965 (tables): (2.776445 + 0.940965) * 0.1 / sqrt(5)
+    assert mdd(0.1, 5) == pytest.approx(3.717410 * 0.1 / math.sqrt(5), abs=1e-6)
+    # dof 2 closed form t_q = (2q - 1) / sqrt(2 q (1 - q))
+    closed = (0.95 / math.sqrt(2 * 0.975 * 0.025) + 0.6 / math.sqrt(2 * 0.8 * 0.2)) * 2.0 / math.sqrt(3)
+    assert mdd(2.0, 3) == pytest.approx(closed, rel=1e-9)
+    with pytest.raises(ValueError, match="k \\(common seeds\\) must be an integer >= 2, got 1"):
+        mdd(1.0, 1)
+
+
+def test_adjust_pairs_counts_only_tested_pairs():
+    tested = {"p": 0.01, "ci_low": -0.3, "ci_high": -0.1}
+    loose = {"p": 0.04, "ci_low": -0.2, "ci_high": -0.001}
+    untested = {"p": None, "ci_low": None, "ci_high": None}
+    a, b, c = adjust_pairs([tested, untested, loose])
+    assert a["p_holm"] == pytest.approx(0.02) and a["resolved"] and a["verdict"] == "resolved"
+    assert c["p_holm"] == pytest.approx(0.04) and c["resolved"]  # 2 x 0.01 < 1 x 0.04: monotone max
+    assert b["p_holm"] is None and not b["resolved"] and b["verdict"].startswith("no test")
+    (d,) = adjust_pairs([{**loose, "p": 0.06}])
+    assert not d["resolved"] and d["verdict"] == "not detected (the interval excludes differences larger than 0.2000)"
 
 
 def test_paired_difference_too_few_seeds_and_mean_std():
     one = paired_difference({0: 1.0}, {0: 0.25})
-    assert one["mean"] == 0.75 and one["ci_low"] is None and not one["resolved"]
+    assert one["mean"] == 0.75 and one["ci_low"] is None and one["p"] is None and one["mdd_80"] is None
     assert paired_difference({0: 1.0}, {1: 1.0})["n"] == 0
     stats = mean_std([1.0, 2.0, 4.0])
     assert stats["mean"] == pytest.approx(7 / 3) and stats["std"] == pytest.approx(math.sqrt(7 / 3))

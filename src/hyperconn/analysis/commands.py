@@ -72,7 +72,8 @@ def _compare(args) -> int:
     from .compare import run_compare, summary_table
 
     cfg = study_from_args(args)
-    summary = run_compare(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True), report_only=args.report_only)
+    summary = run_compare(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True), report_only=args.report_only,
+                          allow_mixed_commits=args.allow_mixed_commits)  # fmt: skip
     print(summary_table(summary))
     print(f"\nreport: {cfg.out / 'report.md'}")
     return 0
@@ -116,4 +117,7 @@ def register(subparsers) -> None:
                    help="rounds of the interleaved throughput measurement after training (0: skip; default 5)")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: re-render report.md/summary.json from the runs on disk")
+    p.add_argument("--allow-mixed-commits", action="store_true",
+                   help="combine runs trained by different commits (or by another commit than this code) "
+                   "in one study; refused by default (a run without provenance.json counts as commit 'unknown')")
     p.set_defaults(func=_compare)

@@ -13,9 +13,11 @@ Layout of ``out``::
 
 Finished runs are reused and interrupted ones resumed, but only if their resolved config equals
 what this invocation asks for (:mod:`.study`); otherwise the whole comparison is refused before
-anything trains, naming the differing keys. An interim report is written now and then, so a long
-comparison always shows what exists. ``report_only`` re-renders from the runs on disk and trains
-nothing.
+anything trains, naming the differing keys. Runs of different commits are refused the same way
+(:func:`.commits.check_commits`: the runs already present must share one commit, and when this
+invocation trains or probes, the commit of this code) unless ``allow_mixed_commits``. An interim
+report is written now and then, so a long comparison always shows what exists. ``report_only``
+re-renders from the runs on disk and trains nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .commits import check_commits, current_commit
 from .jobs import check_reuse, run_jobs, run_probes
 from .report import fmt, md_table, write_json
 from .study import CompareConfig, plan, yaml_scalar
@@ -69,17 +72,27 @@ def load_study(out: str | Path) -> CompareConfig:
     return cfg.validate()
 
 
-def run_compare(cfg: CompareConfig, log: Callable[[str], None] = print, report_only: bool = False) -> dict:
-    """Train, analyse, probe and report the study (or with ``report_only`` only re-render it)."""
+def run_compare(
+    cfg: CompareConfig, log: Callable[[str], None] = print, report_only: bool = False, allow_mixed_commits: bool = False
+) -> dict:
+    """Train, analyse, probe and report the study (or with ``report_only`` only re-render it).
+
+    Refused before anything trains: runs whose config differs from the study's
+    (:class:`.jobs.RunMismatchError`), and unless ``allow_mixed_commits`` runs of different commits,
+    or (when not ``report_only``) of another commit than this code (:class:`.commits.MixedCommitsError`).
+    """
     jobs = plan(cfg)
     started = time.time()
+    run_dirs = [job.run_dir for job in jobs]
     if report_only:
         check_reuse(jobs)
+        check_commits(run_dirs, None, allow_mixed_commits)
         summary = write_report(cfg, jobs, wall_s=time.time() - started)
         log(f"[compare] report re-rendered from the runs on disk: {cfg.out / 'report.md'}")
         return summary
-    cfg.out.mkdir(parents=True, exist_ok=True)
     check_reuse(jobs)
+    check_commits(run_dirs, current_commit(), allow_mixed_commits)
+    cfg.out.mkdir(parents=True, exist_ok=True)
     write_json(cfg.out / STUDY_FILE, cfg.to_dict())
     last = [time.time()]
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..fileio import atomic_write_text
 from . import plots
+from .evidence import final_eval_line, paired_section, provenance_line, signed, stability_section, unfinished_block
 from .report import fmt, md_table
 from .summarise import PARAM_TABLE_STREAMS
 
@@ -47,10 +48,6 @@ def _pm(stats: dict, digits: int = 4) -> str:
     return f"{fmt(stats['mean'], digits)} ± {fmt(stats['std'], digits)}"
 
 
-def _signed(x: float | None, digits: int = 4) -> str:
-    return "-" if x is None else f"{x:+.{digits}f}"
-
-
 def _skip(curve: dict, share: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The curve without its first ``share`` of points (the initial drop would flatten the rest)."""
     length = len(curve["step"])
@@ -65,7 +62,7 @@ def write_plots(out: Path, summary: dict) -> list[str]:
                              ("val_loss", "val_loss_curves.png", "validation loss")):  # fmt: skip
         plots.curves_with_band(
             {names[g]: _skip(e["curves"][key]) for g, e in groups.items()}, out / file, "step",
-            f"{label} (mean ± std over seeds)", f"{label} (first 10% of the logged points left out)",
+            f"{label} (mean ± sample sd over seeds)", f"{label} (first 10% of the logged points left out)",
         )  # fmt: skip
         written.append(file)
     per_layer = {names[g]: e["per_layer"] for g, e in groups.items() if "per_layer" in e}
@@ -136,7 +133,9 @@ def report_markdown(summary: dict, figures: list[str]) -> str:
         f"# Comparison: preset `{summary['preset']}`, n = {', '.join(map(str, study['streams']))}, "
         f"{study['seeds']} seed(s)",
         "",
+        *unfinished_block(summary),
         f"- command: `{summary['command']}`",
+        f"- code: {provenance_line(summary.get('provenance'))}",
         f"- machine: {summary['machine']}",
         f"- wall time of the invocation that wrote this report: {summary['wall_s_this_invocation']:.0f} s",
         "- groups: " + ", ".join(f"{names[g]} ({len(e['seeds'])} seed(s), step {e['final_step']})"
@@ -147,9 +146,11 @@ def report_markdown(summary: dict, figures: list[str]) -> str:
         "",
         "## Validation loss and bits per byte (final evaluation, mean ± std over seeds)",
         "",
+        final_eval_line(summary),
+        "",
     ]  # fmt: skip
     rows = [
-        [names[g], *[e["axes"].get(a, "-") for a in axes], _pm(e["val_loss"]), _signed(e["val_loss_diff_to_residual"]),
+        [names[g], *[e["axes"].get(a, "-") for a in axes], _pm(e["val_loss"]), signed(e["val_loss_diff_to_residual"]),
          _pm(e["val_bpb"]), " ".join(fmt(v, 4) for v in e["val_loss"]["values"])]
         for g, e in groups.items()
     ]  # fmt: skip
@@ -158,57 +159,35 @@ def report_markdown(summary: dict, figures: list[str]) -> str:
               "the means.", ""]  # fmt: skip
     if axes:
         lines += ["## By axis (final validation loss, mean ± std over seeds)", "", *_by_axis(summary)]
-    lines += _paired_section(summary, names)
+    lines += paired_section(summary, names)
     lines += ["![training loss](loss_curves.png)", "", "![validation loss](val_loss_curves.png)", ""]
     lines += _speed_section(summary, names)
-    lines += ["## Stability", "", f"Definition: {summary['spike_definition']}.", ""]
-    rows = [[names[g], fmt(e["max_grad_norm"], 3), e["loss_spikes"]] for g, e in groups.items()]
-    lines += [md_table(["group", "max grad norm (before clipping)", "loss spikes (all seeds)"], rows), ""]
+    lines += stability_section(summary, names)
     lines += _diagnostics_section(summary, names, figures)
     lines += _parameter_section(summary)
     return "\n".join(lines)
 
 
-def _paired_section(summary: dict, names: dict[str, str]) -> list[str]:
-    pct = round(100 * summary["confidence"])
-    lines = [
-        "## Paired differences of the final validation loss (by seed)",
-        "",
-        f"For groups A, B and each seed s both ran: d_s = loss_A(s) − loss_B(s) (nats/token). Mean and sample sd "
-        f"of d over the k common seeds; {pct}% confidence interval mean ± t_(k−1) sd/√k with the Student-t "
-        f"quantile at {(1 + summary['confidence']) / 2:.3f} and k−1 degrees of freedom (needs k ≥ 2). "
-        "Resolved = the interval excludes 0 (a negative difference: A ends lower).",
-        "",
-    ]
-    rows, resolved = [], []
-    for p in summary["paired_differences"]:
-        ci = "-" if p["ci_low"] is None else f"[{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]"
-        rows.append([names[p["a"]], names[p["b"]], p["n"], _signed(p["mean"]), fmt(p["sd"]),
-                     "-" if p["t"] is None else f"{p['t']:.3f}", ci, "yes" if p["resolved"] else "no"])  # fmt: skip
-        if p["resolved"]:
-            resolved.append(f"{names[p['a']]} − {names[p['b']]} = {p['mean']:+.4f}")
-    lines += [md_table(["A", "B", "k", "mean d", "sd d", "t", f"{pct}% CI", "resolved"], rows), ""]
-    if not summary["paired_differences"]:
-        lines += ["(one group only: no pairs)", ""]
-    elif all(p["n"] < 2 for p in summary["paired_differences"]):
-        lines += ["No pair has two common seeds: no interval, nothing is resolved.", ""]
-    else:
-        lines += ["Resolved: " + ("; ".join(resolved) if resolved else "none") + ".", ""]
-    return lines
-
-
 def _speed_section(summary: dict, names: dict[str, str]) -> list[str]:
-    bench = summary["throughput_bench"] or {}
+    bench = summary["throughput_bench"]
+    if bench:
+        throughput = (
+            "Throughput: training tokens/s of each group measured side by side after training "
+            "(`hyperconn.bench.timing.interleaved_medians`: each model rebuilt from its config, "
+            f"{bench['rounds']} rounds of {bench['steps_per_call']} steps of forward + backward + AdamW "
+            "on one batch of the run's shape, groups in rotating order, median); overhead = "
+            "`tokens/s(residual) / tokens/s(group) - 1`."
+        )
+    elif summary["study"].get("bench_rounds") == 0:
+        throughput = "Throughput: the side-by-side measurement was not run (`--bench-rounds 0`)."
+    else:
+        throughput = "Throughput: the side-by-side measurement has not run yet (it follows the training)."
     lines = [
         "## Throughput, memory and parameters",
         "",
-        "Throughput: training tokens/s of each group measured side by side after training "
-        "(`hyperconn.bench.timing.interleaved_medians`: each model rebuilt from its config, "
-        f"{bench.get('rounds', 0)} rounds of {bench.get('steps_per_call', 0)} steps of forward + backward + AdamW "
-        "on one batch of the run's shape, groups in rotating order, median); overhead = "
-        "`tokens/s(residual) / tokens/s(group) - 1`. The training-log column is the median logged "
-        "`tokens_per_s` of each run after warm-up (runs trained one after another on a shared machine: "
-        "noisier). Memory: MB of the tensors autograd saves for backward in one forward + loss of the "
+        f"{throughput} The training-log column is the median logged `tokens_per_s` of each run after warm-up, "
+        "averaged over seeds (measured while the run trained; what else the machine ran then is not recorded). "
+        "Memory: MB of the tensors autograd saves for backward in one forward + loss of the "
         "run's batch (distinct storages, `hyperconn.bench.timing.saved_activation_bytes`), and MB of "
         "parameters + gradients + AdamW state (16 bytes per parameter). The trainer's CPU `peak_mem_mb` "
         "is the peak RSS of the whole process, kept in summary.json only.",

@@ -1,12 +1,25 @@
-"""Statistics of a study over seeds: mean ± sd, Student-t quantiles, paired-by-seed differences.
+"""Statistics of a study over seeds: mean ± sd, Student-t, paired-by-seed differences, Holm.
 
 No scipy: the Student-t CDF is computed from the regularised incomplete beta function
 (``I_x(a, b)`` by its continued fraction, Lentz's method) and inverted by bisection, to about
-1e-10. A paired difference of groups A and B over their common seeds ``s`` is
-``d_s = loss_A(s) - loss_B(s)``; its 95% confidence interval is ``mean(d) ± t_{0.975, k-1}
-sd(d) / sqrt(k)`` for ``k`` common seeds (``sd`` with ``k - 1`` in the denominator), and the
-difference is *resolved* when that interval excludes 0. With one common seed there is no
-interval.
+1e-10.
+
+A paired difference of groups A and B over their ``k`` common seeds ``s`` is
+``d_s = loss_A(s) - loss_B(s)``, with mean ``m`` and sample sd ``sd`` (``k - 1`` in the
+denominator). Per pair (:func:`paired_difference`):
+
+- 95% confidence interval ``m ± t_{0.975, k-1} sd / sqrt(k)``;
+- paired t statistic ``T = m / (sd / sqrt(k))`` and its two-sided p-value
+  ``p = P(|T_{k-1}| >= |T|) = I_{(k-1)/(k-1+T^2)}((k-1)/2, 1/2)``;
+- minimum detectable difference at 80% power, per-comparison ``alpha = 0.05``:
+  ``mdd_80 = (t_{1-alpha/2, k-1} + t_{0.8, k-1}) sd / sqrt(k)`` (the true difference the paired
+  t-test would detect four times in five, with the observed ``sd`` taken as the true one).
+
+Over all pairs of a study (:func:`adjust_pairs`): the Holm step-down adjusted p-value; with the
+``m`` p-values sorted ``p_(1) <= ... <= p_(m)``,
+``p_holm_(i) = min(1, max_{j <= i} (m - j + 1) p_(j))``. A pair is *resolved* when
+``p_holm < 0.05`` (family-wise error rate 5% over the study's pairs). With one common seed there
+is no sd, no interval and no p-value: such a pair is never resolved and not counted in ``m``.
 """
 
 from __future__ import annotations
@@ -15,6 +28,8 @@ import math
 from collections.abc import Mapping, Sequence
 
 CONFIDENCE = 0.95
+ALPHA = 0.05  # family-wise level of the Holm-adjusted p-values, and the per-comparison alpha of mdd_80
+POWER = 0.8
 
 
 def mean_std(values: Sequence[float]) -> dict:
@@ -88,24 +103,86 @@ def t_quantile(q: float, dof: int) -> float:
     return 0.5 * (lo + hi)
 
 
+def t_two_sided_p(t: float, dof: int) -> float:
+    """Two-sided p-value ``P(|T| >= |t|)`` of Student's t with ``dof`` degrees of freedom."""
+    if isinstance(dof, bool) or not isinstance(dof, int) or dof < 1:
+        raise ValueError(f"dof must be an integer >= 1, got {dof!r}")
+    if math.isinf(t):
+        return 0.0
+    return regularized_incomplete_beta(dof / 2.0, 0.5, dof / (dof + t * t))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm step-down adjusted p-values in the input order (module docstring): monotone in the
+    sorted order, capped at 1."""
+    vals = [float(p) for p in pvalues]
+    bad = [p for p in vals if not 0.0 <= p <= 1.0]
+    if bad:
+        raise ValueError(f"p-values must be in [0, 1], got {bad[0]!r}")
+    m = len(vals)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: vals[i])):
+        running = max(running, min(1.0, (m - rank) * vals[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def mdd(sd: float, k: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Minimum detectable paired difference ``(t_{1-alpha/2, k-1} + t_{power, k-1}) sd / sqrt(k)``."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ValueError(f"k (common seeds) must be an integer >= 2, got {k!r}")
+    return (t_quantile(1.0 - alpha / 2.0, k - 1) + t_quantile(power, k - 1)) * sd / math.sqrt(k)
+
+
 def paired_difference(a: Mapping[int, float], b: Mapping[int, float], confidence: float = CONFIDENCE) -> dict:
     """Paired-by-seed difference ``a - b`` over the seeds both have (module docstring).
 
-    Returns ``{"seeds", "n", "mean", "sd", "t", "ci_low", "ci_high", "resolved"}``; with fewer than
-    two common seeds ``sd``, ``t`` and the interval are None and ``resolved`` is False.
+    Returns ``{"seeds", "n", "mean", "sd", "t_crit", "ci_low", "ci_high", "t_stat", "p", "mdd_80"}``;
+    with fewer than two common seeds all but ``seeds``, ``n`` and ``mean`` are None. A zero ``sd``
+    with a nonzero mean gives ``t_stat = ±inf`` and ``p = 0``; zero sd and zero mean ``p = 1``.
     """
     seeds = sorted(set(a) & set(b))
     diffs = [float(a[s]) - float(b[s]) for s in seeds]
-    out = {"seeds": seeds, "n": len(seeds), "mean": None, "sd": None, "t": None,
-           "ci_low": None, "ci_high": None, "resolved": False}  # fmt: skip
+    out = {"seeds": seeds, "n": len(seeds), "mean": None, "sd": None, "t_crit": None,
+           "ci_low": None, "ci_high": None, "t_stat": None, "p": None, "mdd_80": None}  # fmt: skip
     if not seeds:
         return out
     stats = mean_std(diffs)
     out["mean"] = stats["mean"]
-    if len(seeds) < 2:
+    k = len(seeds)
+    if k < 2:
         return out
-    t = t_quantile(0.5 + confidence / 2.0, len(seeds) - 1)
-    half = t * stats["std"] / math.sqrt(len(seeds))
-    out.update(sd=stats["std"], t=t, ci_low=stats["mean"] - half, ci_high=stats["mean"] + half)
-    out["resolved"] = bool(out["ci_low"] > 0 or out["ci_high"] < 0)
+    sd, mean = stats["std"], stats["mean"]
+    t_crit = t_quantile(0.5 + confidence / 2.0, k - 1)
+    se = sd / math.sqrt(k)
+    half = t_crit * se
+    degenerate = 0.0 if mean == 0 else math.copysign(math.inf, mean)  # sd = 0
+    t_stat = mean / se if se > 0 else degenerate
+    out.update(sd=sd, t_crit=t_crit, ci_low=mean - half, ci_high=mean + half, t_stat=t_stat,
+               p=t_two_sided_p(t_stat, k - 1), mdd_80=mdd(sd, k))  # fmt: skip
+    return out
+
+
+def verdict(pair: Mapping) -> str:
+    """``resolved``, or what the interval still allows, or why there is no test."""
+    if pair.get("p") is None:
+        return "no test (fewer than two common seeds)"
+    if pair["resolved"]:
+        return "resolved"
+    bound = max(abs(pair["ci_low"]), abs(pair["ci_high"]))
+    return f"not detected (the interval excludes differences larger than {bound:.4f})"
+
+
+def adjust_pairs(pairs: Sequence[Mapping], alpha: float = ALPHA) -> list[dict]:
+    """Every pair (from :func:`paired_difference`) with ``p_holm`` (Holm over the pairs that have a
+    p-value), ``resolved = p_holm < alpha`` and its :func:`verdict` added."""
+    tested = [i for i, p in enumerate(pairs) if p.get("p") is not None]
+    adjusted = dict(zip(tested, holm([pairs[i]["p"] for i in tested]), strict=True))
+    out = []
+    for i, pair in enumerate(pairs):
+        entry = {**pair, "p_holm": adjusted.get(i)}
+        entry["resolved"] = entry["p_holm"] is not None and entry["p_holm"] < alpha
+        entry["verdict"] = verdict(entry)
+        out.append(entry)
     return out

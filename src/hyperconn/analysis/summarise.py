@@ -1,11 +1,18 @@
 """Read a study's finished work from disk and reduce it to one summary (the statistics).
 
-Input: the run directories (``metrics.csv``, ``config.yaml``, ``analysis.json``) and the probes'
-``throughput.json`` / ``memory.json``. Output: one JSON-able dict holding everything the report
-shows (:mod:`.render` reads nothing else): per group (a method x streams x axis values) the final
-validation loss and bits per byte over seeds, their curves, speed, memory, stability and
-diagnostics; per run its training tokens; the resolved data settings; and the paired-by-seed
-differences of every pair of groups with t-based 95% confidence intervals (:mod:`.stats`).
+Input: the run directories (``DONE``, ``metrics.csv``, ``config.yaml``, ``analysis.json``,
+``provenance.json``) and the probes' ``throughput.json`` / ``memory.json``. Output: one JSON-able
+dict holding everything the report shows (:mod:`.render` reads nothing else): per group (a method
+x streams x axis values) the final validation loss and bits per byte over seeds, their curves,
+speed, memory, stability and diagnostics; per run its training tokens; the resolved data settings;
+the commits that trained the runs; and the paired-by-seed differences of every pair of groups
+(t-based 95% intervals, p-values, Holm adjustment, minimum detectable difference: :mod:`.stats`).
+
+Only *finished* runs count: a run with ``DONE`` whose step is the config's ``train.steps``. Every
+other run of the study is listed under ``unfinished`` (name and the step it reached) and left out of
+every group, pair and curve. A finished run's final numbers are its ``DONE`` evaluation (over the
+whole held-out split, ``val_tokens`` tokens, where ``DONE`` records them), else its last logged
+evaluation (runs written before ``DONE`` held the full-split numbers).
 """
 
 from __future__ import annotations
@@ -22,14 +29,15 @@ import numpy as np
 import torch
 
 from ..connections import available_connections, connection_parameter_count
-from .stats import CONFIDENCE, mean_std, paired_difference
+from .commits import provenance_summary
+from .stats import ALPHA, CONFIDENCE, POWER, adjust_pairs, mean_std, paired_difference
 from .study import CompareConfig, Job
 
 SPIKE_WINDOW = 10
 SPIKE_RATIO = 1.2
-SPIKE_DEFINITION = (
+LOGGED_SPIKE_DEFINITION = (
     f"a loss spike is a logged training loss more than {SPIKE_RATIO:g}x the median of the "
-    f"{SPIKE_WINDOW} logged losses before it (counted after the warm-up steps)"
+    f"{SPIKE_WINDOW} logged losses before it (counted after the warm-up steps; logged rows only)"
 )
 PARAM_TABLE_STREAMS = tuple(range(2, 9))
 SPLIT_KEYS = tuple(f"{split} {what}" for split in ("train", "val") for what in ("documents", "bytes", "tokens"))
@@ -45,61 +53,128 @@ def count_spikes(losses: Sequence[float]) -> int:
 
 @dataclass
 class RunRecord:
-    """What one finished (or partly trained) run contributes."""
+    """What one finished run contributes."""
 
     job: Job
+    final_step: int
+    final_val_loss: float
+    final_val_bpb: float
+    val_tokens: int | None  # tokens of the final evaluation; None: the last logged evaluation's numbers
     train_steps: list[float]
     train_loss: list[float]
     train_tokens: int
     val_steps: list[float]
     val_loss: list[float]
-    val_bpb: list[float]
     tokens_per_s: float
     peak_mem_mb: float
-    max_grad_norm: float
-    spikes: int
+    logged_max_grad_norm: float
+    logged_spikes: int
+    stability: dict | None
     analysis: dict | None
 
 
-def load_record(job: Job) -> RunRecord | None:
-    """The run's record, or None if it has no training and evaluation rows yet."""
+def read_done(run_dir: Path) -> dict | None:
+    """The run's ``DONE`` record (:func:`hyperconn.train.read_done`), or None when it is absent or
+    unreadable (then the run counts as unfinished)."""
+    from ..train import read_done as read
+
+    try:
+        done = read(run_dir)
+    except ValueError:  # a torn or foreign DONE
+        return None
+    return done if isinstance(done, dict) and isinstance(done.get("step"), int) else None
+
+
+def _rows(job: Job) -> list[dict]:
     from ..train import read_metrics
 
     if not (job.run_dir / "metrics.csv").exists():
-        return None
-    rows = [
+        return []
+    return [
         {k: float(v) for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         for row in read_metrics(job.run_dir)
     ]
+
+
+def load_record(job: Job) -> RunRecord | dict:
+    """The finished run's record, or ``{"name", "step", "steps"}`` (the step it reached of the
+    config's ``train.steps``) for a run that has not finished."""
+    rows = _rows(job)
     train_rows = [r for r in rows if "loss" in r and "step" in r]
     val_rows = [r for r in rows if "val_loss" in r and "step" in r]
-    if not train_rows or not val_rows:
-        return None
+    done, target = read_done(job.run_dir), job.config.train.steps
+    if done is None or done["step"] < target or not train_rows:
+        reached = done["step"] if done is not None else int(max((r["step"] for r in rows if "step" in r), default=0))
+        return {"name": job.spec.name, "step": reached, "steps": target}
+    if "val_loss" in done:
+        final = (float(done["val_loss"]), float(done.get("val_bpb", math.nan)))
+        val_tokens = int(done["val_tokens"]) if done.get("val_tokens") is not None else None
+    elif val_rows:
+        final, val_tokens = (val_rows[-1]["val_loss"], val_rows[-1].get("val_bpb", math.nan)), None
+    else:
+        return {"name": job.spec.name, "step": done["step"], "steps": target}  # no final evaluation anywhere
     warmup = job.config.train.warmup_steps
     speed = [r["tokens_per_s"] for r in train_rows if "tokens_per_s" in r and r["step"] > warmup]
     speed = speed or [r["tokens_per_s"] for r in train_rows if "tokens_per_s" in r]
     analysis_path = job.run_dir / "analysis.json"
     return RunRecord(
         job=job,
+        final_step=int(done["step"]),
+        final_val_loss=final[0],
+        final_val_bpb=final[1],
+        val_tokens=val_tokens,
         train_steps=[r["step"] for r in train_rows],
         train_loss=[r["loss"] for r in train_rows],
         train_tokens=int(max(r.get("tokens", 0.0) for r in train_rows)),
         val_steps=[r["step"] for r in val_rows],
         val_loss=[r["val_loss"] for r in val_rows],
-        val_bpb=[r.get("val_bpb", math.nan) for r in val_rows],
         tokens_per_s=float(np.median(speed)) if speed else math.nan,
         peak_mem_mb=max((r.get("peak_mem_mb", math.nan) for r in train_rows), default=math.nan),
-        max_grad_norm=max((r.get("grad_norm", math.nan) for r in train_rows), default=math.nan),
-        spikes=count_spikes([r["loss"] for r in train_rows if r["step"] > warmup]),
+        logged_max_grad_norm=max((r.get("grad_norm", math.nan) for r in train_rows), default=math.nan),
+        logged_spikes=count_spikes([r["loss"] for r in train_rows if r["step"] > warmup]),
+        stability=done.get("stability") if isinstance(done.get("stability"), dict) else None,
         analysis=json.loads(analysis_path.read_text()) if analysis_path.exists() else None,
     )
 
 
 def _curve(recs: list[RunRecord], steps: str, values: str) -> dict:
-    """Mean and sd over seeds at the logged steps all seeds share (the shortest run's)."""
+    """Mean and sample sd over seeds (as :func:`.stats.mean_std`: ``n - 1``, 0 for one seed) at the
+    logged steps all seeds share (the shortest run's)."""
     length = min(len(getattr(r, values)) for r in recs)
-    ys = np.array([getattr(r, values)[:length] for r in recs], dtype=float)
-    return {"step": getattr(recs[0], steps)[:length], "mean": ys.mean(0).tolist(), "std": ys.std(0).tolist()}
+    ys = np.array([getattr(r, values)[:length] for r in recs], dtype=float).reshape(len(recs), length)
+    std = ys.std(0, ddof=1) if len(recs) > 1 else np.zeros(length)
+    return {"step": getattr(recs[0], steps)[:length], "mean": ys.mean(0).tolist(), "std": std.tolist()}
+
+
+def _stability(recs: list[RunRecord]) -> dict | None:
+    """Over the seeds whose ``DONE`` records stability (every step after ``after_step``, not only
+    the logged rows): grad-norm max and p99 (mean and max over seeds), loss spikes, the definitions."""
+    have = [r for r in recs if r.stability is not None]
+    if not have:
+        return None
+
+    def over_seeds(key: str) -> dict | None:
+        """Mean and max over the seeds that have a value (None: no step after ``after_step``)."""
+        by_seed = {str(r.job.spec.seed): float(r.stability[key]) for r in have if r.stability.get(key) is not None}
+        if not by_seed:
+            return None
+        vals = list(by_seed.values())
+        return {"mean": float(np.mean(vals)), "max": float(np.max(vals)), "by_seed": by_seed}
+
+    spikes = {str(r.job.spec.seed): int(r.stability["loss_spikes"]) for r in have}
+    definitions = sorted({str(r.stability.get("spike_definition", "")) for r in have})
+    return {
+        "seeds": [r.job.spec.seed for r in have],
+        "missing_seeds": [r.job.spec.seed for r in recs if r.stability is None],
+        "after_step": {str(r.job.spec.seed): r.stability.get("after_step") for r in have},
+        "steps": {str(r.job.spec.seed): r.stability.get("steps") for r in have},
+        "grad_norm_max": over_seeds("grad_norm_max"),
+        "grad_norm_p99": over_seeds("grad_norm_p99"),
+        "p99_definition": next((r.stability["p99_definition"] for r in have if r.stability.get("p99_definition")),
+                               None),
+        "loss_spikes": {"total": sum(spikes.values()), "by_seed": spikes},
+        "spike_definition": definitions[0] if len(definitions) == 1 else definitions,
+    }
 
 
 def data_settings(rec: RunRecord) -> dict:
@@ -167,35 +242,40 @@ def _read_json(path: Path) -> dict | None:
 
 
 def summarise(cfg: CompareConfig, jobs: Sequence[Job], wall_s: float, command: str) -> dict:
-    """The summary of everything under ``cfg.out`` that belongs to this study."""
+    """The summary of everything under ``cfg.out`` that belongs to this study (module docstring)."""
     records: dict[str, list[RunRecord]] = {}
+    unfinished: list[dict] = []
     for job in jobs:
         rec = load_record(job)
-        if rec is not None:
+        if isinstance(rec, RunRecord):
             records.setdefault(job.spec.group, []).append(rec)
+        else:
+            unfinished.append(rec)
     if not records:
-        raise FileNotFoundError(f"no trained runs of this study under {cfg.out}")
+        listed = ", ".join(f"{u['name']} (step {u['step']} of {u['steps']})" for u in unfinished)
+        raise FileNotFoundError(f"no finished runs of this study under {cfg.out}; unfinished: {listed}")
     bench = _read_json(cfg.out / "throughput.json") or {}
     memory = (_read_json(cfg.out / "memory.json") or {}).get("groups", {})
     speed = {g: e["tokens_per_s"] for g, e in bench.get("groups", {}).items()}
     order = list(dict.fromkeys(job.spec.group for job in jobs if job.spec.group in records))
     base_group = next((g for g in order if records[g][0].job.spec.method == "residual"), None)
-    base_loss = None if base_group is None else float(np.mean([r.val_loss[-1] for r in records[base_group]]))
+    base_loss = None if base_group is None else float(np.mean([r.final_val_loss for r in records[base_group]]))
     groups: dict[str, dict] = {}
     for group in order:
         recs = records[group]
         spec = recs[0].job.spec
-        vl = mean_std([r.val_loss[-1] for r in recs])
+        vl = mean_std([r.final_val_loss for r in recs])
         base_speed, own_speed = speed.get(base_group), speed.get(group)
         entry = {
             "method": spec.method,
             "streams": spec.streams,
             "axes": spec.axis_values,
             "seeds": [r.job.spec.seed for r in recs],
-            "final_step": int(min(r.val_steps[-1] for r in recs)),
+            "final_step": int(min(r.final_step for r in recs)),
             "val_loss": vl,
-            "val_loss_by_seed": {str(r.job.spec.seed): r.val_loss[-1] for r in recs},
-            "val_bpb": mean_std([r.val_bpb[-1] for r in recs]),
+            "val_loss_by_seed": {str(r.job.spec.seed): r.final_val_loss for r in recs},
+            "val_bpb": mean_std([r.final_val_bpb for r in recs]),
+            "val_tokens": {str(r.job.spec.seed): r.val_tokens for r in recs},
             "val_loss_diff_to_residual": None if base_loss is None else vl["mean"] - base_loss,
             "train_tokens": {str(r.job.spec.seed): r.train_tokens for r in recs},
             "tokens_per_s": own_speed,
@@ -203,8 +283,9 @@ def summarise(cfg: CompareConfig, jobs: Sequence[Job], wall_s: float, command: s
             "tokens_per_s_training_log": float(np.mean([r.tokens_per_s for r in recs])),
             "peak_mem_mb_training_log": float(np.max([r.peak_mem_mb for r in recs])),
             "memory": memory.get(group),
-            "max_grad_norm": float(np.max([r.max_grad_norm for r in recs])),
-            "loss_spikes": int(sum(r.spikes for r in recs)),
+            "stability": _stability(recs),
+            "stability_logged_rows": {"max_grad_norm": float(np.max([r.logged_max_grad_norm for r in recs])),
+                                      "loss_spikes": int(sum(r.logged_spikes for r in recs))},
             "data": data_settings(recs[0]),
             "curves": {"train_loss": _curve(recs, "train_steps", "train_loss"),
                        "val_loss": _curve(recs, "val_steps", "val_loss")},
@@ -220,19 +301,25 @@ def summarise(cfg: CompareConfig, jobs: Sequence[Job], wall_s: float, command: s
             pairs.append({"a": a, "b": b, **paired_difference(by_seed[a], by_seed[b])})
     data_all = [json.dumps(e["data"], sort_keys=True) for e in groups.values()]
     first = records[order[0]][0].job.config
+    finished = {r.job.spec.name: r.job.run_dir for recs in records.values() for r in recs}
     return {
         "study": cfg.to_dict(),
         "command": command,
         "preset": cfg.preset,
         "machine": machine_description(),
         "wall_s_this_invocation": wall_s,
-        "spike_definition": SPIKE_DEFINITION,
+        "unfinished": unfinished,
+        "provenance": provenance_summary(finished),
+        "logged_rows_spike_definition": LOGGED_SPIKE_DEFINITION,
         "confidence": CONFIDENCE,
+        "alpha": ALPHA,
+        "power": POWER,
+        "multiple_comparisons": {"method": "holm", "pairs": sum(p["p"] is not None for p in pairs)},
         "axes": [{"label": a.label, "key": a.key, "methods": list(a.methods)} for a in cfg.axes],
         "data": json.loads(data_all[0]) if len(set(data_all)) == 1 else {"varies_by_group": True},
         "train_tokens": {r.job.spec.name: r.train_tokens for recs in records.values() for r in recs},
         "groups": groups,
-        "paired_differences": pairs,
+        "paired_differences": adjust_pairs(pairs, ALPHA),
         "throughput_bench": bench or None,
         "connection_parameters_per_layer": {"dim": first.model.dim, "table": parameter_table(first.model.dim)},
     }
