@@ -336,3 +336,22 @@ def test_the_guides_two_recorders_work_together():
     with MixingRecorder(model) as rec, dsv4.ReadoutRecorder(model) as heads, torch.no_grad():
         model(token_ids())
     assert len(rec.pop()) == 4 and [r.weights.shape for r in heads.pop()] == [(24, N)]
+
+
+def test_the_analyze_command_reads_a_deepseek_v4_directory(tmp_path, capsys):
+    from hyperconn.cli import main
+
+    text = " ".join(f"w{(i * 7) % 40} v{i % 13}" for i in range(400))
+    write_checkpoint(tmp_path / "ckpt", text)
+    (tmp_path / "text.txt").write_text(text)
+    out = tmp_path / "out"
+    argv = ["analyze", "--hf", str(tmp_path / "ckpt"), "--text", str(tmp_path / "text.txt"), "--tokens", "64",
+            "--out", str(out)]
+    assert main(argv) == 0
+    assert json.loads((out / "analysis.json").read_text())["readout"]["name"] == "model.hc_head"
+    assert "4 connections" in capsys.readouterr().out
+    # --hf without --text, and neither a run nor --hf: one line, exit 2, nothing written
+    for bad in (["analyze", "--hf", str(tmp_path / "ckpt"), "--out", str(tmp_path / "o2")], ["analyze"]):
+        assert main(bad) == 2
+        assert "error:" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()

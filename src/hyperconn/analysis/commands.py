@@ -6,15 +6,26 @@ import sys
 from pathlib import Path
 
 from .analyze import DEFAULT_BATCHES
+from .analyze_hf import DEFAULT_TOKENS
 
 DEFAULT_METHODS = "residual,hc,mhc,mhc_lite,kromhc,shc"
 
 
 def _analyze(args) -> int:
-    from .analyze import analyze_run
+    if args.hf is not None:
+        from .analyze_hf import analyze_hf
 
-    out = args.out or args.run
-    data = analyze_run(args.run, batches=args.batches, out=out)
+        if args.run is not None or args.text is None:
+            raise ValueError("--hf DIR takes --text FILE and no run directory")
+        out = args.out or f"analysis-{Path(args.hf).resolve().name}"
+        data = analyze_hf(args.hf, args.text, out, tokens=args.tokens, tokenizer=args.tokenizer)
+    elif args.run is None:
+        raise ValueError("give a run directory, or --hf DIR --text FILE")
+    else:
+        from .analyze import analyze_run
+
+        out = args.out or args.run
+        data = analyze_run(args.run, batches=args.batches, out=out)
     comp = data["summary"]["composite"]
     mean = data["summary"]["mean"]
     print(
@@ -84,9 +95,16 @@ def register(subparsers) -> None:
         "analyze",
         help="diagnostics of a trained run's mixing matrices (analysis.json, analysis.md, plots)",
     )
-    p.add_argument("run", help="run directory written by `hyperconn train`")
+    p.add_argument("run", nargs="?", default=None, help="run directory written by `hyperconn train` (omit with --hf)")
     p.add_argument("--batches", type=int, default=DEFAULT_BATCHES, help="validation batches to run")
     p.add_argument("--out", default=None, help="output folder (default: the run directory)")
+    p.add_argument("--hf", default=None, metavar="DIR",
+                   help="a local DeepSeek-V4 checkpoint directory: read its own hyper-connections")
+    p.add_argument("--text", default=None, metavar="FILE", help="with --hf: a local text file run through the model")
+    p.add_argument("--tokens", type=int, default=DEFAULT_TOKENS,
+                   help="with --hf: tokens to run in all (windows spread over the text)")
+    p.add_argument("--tokenizer", default=None,
+                   help="with --hf: tokenizer directory or tokenizer.json, when DIR has none")
     p.set_defaults(func=_analyze)
 
     p = subparsers.add_parser(
