@@ -26,6 +26,7 @@ from .config import ModelConfig
 from .ends import StreamEnd, make_expand, make_readout
 from .kv_cache import KVCache, LayerKVCache
 from .layers import Attention, RotaryEmbedding, SwiGLU
+from .norm import RMSNorm
 from .sampling import check_sampling, sample
 
 
@@ -38,9 +39,9 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_index: int, attn_mixes: bool = True, mlp_mixes: bool = True) -> None:
         super().__init__()
         conn = cfg.connection
-        self.attn_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.attn_norm = RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.attn = Attention(cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.norm_eps)
-        self.mlp_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.mlp_norm = RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.mlp = SwiGLU(cfg.dim, cfg.mlp_dim)
         attn_opts = conn.options if attn_mixes else {**conn.options, "mix_streams": False}
         mlp_opts = conn.options if mlp_mixes else {**conn.options, "mix_streams": False}
@@ -75,7 +76,7 @@ class LanguageModel(nn.Module):
             for i in range(cfg.n_layers)
         )
         self.readout = make_readout(conn.readout, self.num_streams)
-        self.norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.norm = RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
