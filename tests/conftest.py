@@ -17,3 +17,49 @@ def _seed_and_fresh_dynamo():
     torch.manual_seed(0)
     yield
     torch._dynamo.reset()
+
+
+def _tree(root):
+    """``{relative path: (size, mtime_ns)}`` of every file under ``root`` (a snapshot to compare)."""
+    from pathlib import Path
+
+    root = Path(root)
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+class CliRunner:
+    """Runs ``hyperconn`` in-process and checks a refusal: exit code 2, one stderr line
+    ``hyperconn CMD: error: ...`` matching a pattern, and no file created or changed under ``watch``."""
+
+    def __init__(self, capsys):
+        self.capsys = capsys
+
+    def run(self, argv):
+        from hyperconn.cli import main
+
+        self.capsys.readouterr()
+        rc = main([str(a) for a in argv])
+        captured = self.capsys.readouterr()
+        return rc, captured.out, captured.err
+
+    def refused(self, argv, match, watch=()):
+        import re
+
+        before = {str(w): _tree(w) for w in watch}
+        rc, out, err = self.run(argv)
+        lines = err.strip().splitlines()
+        assert rc == 2, (rc, out, err)
+        assert len(lines) == 1, err
+        assert lines[0].startswith(f"hyperconn {argv[0]}: error: "), err
+        assert re.search(match, lines[0]), (match, err)
+        for w in watch:
+            assert _tree(w) == before[str(w)], f"{w} changed"
+        return lines[0]
+
+
+@pytest.fixture
+def cli(capsys):
+    """:class:`CliRunner`: ``cli.run(argv) -> (rc, out, err)``, ``cli.refused(argv, match, watch)``."""
+    return CliRunner(capsys)

@@ -108,7 +108,7 @@ def test_bad_flags_fail_with_exit_code_2_and_write_nothing(tmp_path, args, capsy
 
 def test_eval_of_a_missing_run(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nothing")]) == 2
-    assert "no config" in capsys.readouterr().err
+    assert "is not a run directory" in capsys.readouterr().err
 
 
 def test_subsystem_table_lists_exactly_what_each_module_registers():

@@ -17,7 +17,9 @@ def register(subparsers) -> None:
         help="train a language model with any connection",
         description="Train a language model. Settings come from the preset, then --config FILE, then the "
         "flags below, then --set section.key=value overrides (e.g. --set train.lr=1e-3 "
-        "--set model.connection.options.sigma_bias=2).",
+        "--set model.connection.options.sigma_bias=2). --set values and --config files are read as YAML 1.2: "
+        "booleans are only true/false (yes/no/on/off are strings, refused where a boolean is expected); "
+        "quote a string that would read as a number (--set 'train.out_dir=\"123\"').",
     )
     p.add_argument("--preset", choices=None, help=f"model + training preset: {', '.join(available_presets())}")
     p.add_argument("--connection", help=f"connection kind: {', '.join(available_connections())}")
@@ -39,14 +41,14 @@ def register(subparsers) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override any setting by its dotted path; repeatable",
+        help="override any setting by its dotted path; repeatable; VALUE is YAML 1.2 (true/false, 1e-3, null)",
     )
     p.set_defaults(func=_train)
 
     p = subparsers.add_parser("eval", help="validation loss and bits per byte of a run's latest checkpoint")
     p.add_argument("run", help="run directory")
     p.add_argument("--batches", type=int, default=None, help="cap on validation batches (default: all)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:<index> or mps")
     p.set_defaults(func=_eval)
 
     p = subparsers.add_parser("generate", help="sample text from a trained run")
@@ -56,18 +58,15 @@ def register(subparsers) -> None:
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:<index> or mps")
     p.set_defaults(func=_generate)
 
 
 def _train(args) -> int:
-    from .._optional import require
-    from .config import build_config
+    from .config import build_config, read_saved_config
     from .metrics import read_metrics
     from .rundir import CONFIG
     from .trainer import NonFiniteLossError, train
-
-    yaml = require("yaml", "hyperconn train")
 
     flags = dict(
         connection=args.connection,
@@ -82,12 +81,10 @@ def _train(args) -> int:
         return build_config(args.preset, args.config, args.overrides, base=base, **flags)
 
     run_dir = Path(args.out) if args.out else resolve().run_dir
-    if args.resume and (run_dir / CONFIG).is_file():
-        # continue from the run's own config (the preset's defaults need not validate with the flags
-        # given now, e.g. --steps below the preset's warm-up); flags and overrides still apply on top
-        cfg = resolve(yaml.safe_load((run_dir / CONFIG).read_text()))
-    else:
-        cfg = resolve()
+    # on resume, continue from the run's own config (the preset's defaults need not validate with the
+    # flags given now, e.g. --steps below the preset's warm-up); flags and overrides still apply on top
+    saved = run_dir / CONFIG
+    cfg = resolve(read_saved_config(saved)) if args.resume and saved.is_file() else resolve()
     try:
         run_dir = train(cfg, resume=args.resume, overwrite=args.overwrite)
     except NonFiniteLossError as err:
@@ -108,7 +105,7 @@ def _train(args) -> int:
 def _eval(args) -> int:
     from .runs import evaluate
 
-    print(json.dumps(evaluate(Path(args.run), args.batches, args.device)))
+    print(json.dumps(evaluate(Path(args.run), args.batches, args.device, device_option="--device")))
     return 0
 
 
@@ -116,11 +113,12 @@ def _generate(args) -> int:
     import torch
 
     from .distributed import pick_device
-    from .runs import load_run
+    from .runs import check_run_dir, load_run
 
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    device = pick_device(args.device, 0)
+    device = pick_device(args.device, 0, option="--device")
+    check_run_dir(Path(args.run))
     model, _, tokenizer = load_run(Path(args.run), device)
     ids = tokenizer.encode(args.prompt) or [tokenizer.eos_id]
     idx = torch.tensor([ids], dtype=torch.long, device=device)

@@ -22,6 +22,7 @@ from .._optional import require
 from ..data import DataConfig
 from ..data.config import BUILTIN_TOKENIZERS, LOCAL_PREFIX, tokenizer_path
 from ..model import ConnectionConfig, ModelConfig, get_preset
+from . import yaml12
 from .precision import PRECISIONS
 
 yaml = require("yaml", "hyperconn train")
@@ -105,6 +106,9 @@ class TrainSettings:
         for name in ("compile", "fsdp", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"train.{name} must be true or false, got {getattr(self, name)!r}")
+        from .distributed import check_device
+
+        check_device(self.device, "train.device")
 
 
 @dataclass
@@ -118,6 +122,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         get_preset(self.preset)
+        _check_options(self.model.connection)
         self.model.validate()
         if self.train.init_from is not None:  # before data: a bad init_from is named, not the tokenizer it implies
             from ..hf.lm import check_init_from  # the hf extra: imported only for such runs
@@ -163,6 +168,11 @@ class TrainConfig:
         """A complete config from a (possibly partial) mapping layered on its preset."""
         data = copy.deepcopy(data or {})
         _reject_unknown("", data, {"preset", "model", "data", "train"})
+        for section in ("model", "data", "train"):
+            _check_section(section, data.get(section, {}))
+        if "model" in data:
+            _check_section("model.connection", data["model"].get("connection", {}))
+            _check_section("model.connection.options", data["model"].get("connection", {}).get("options", {}))
         preset = get_preset(data.get("preset", "demo"))
         base = {
             "preset": preset.name,
@@ -207,7 +217,7 @@ def build_config(
         path = Path(config_file)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml12.load(path.read_text(), f"config file {path}") or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
         data = _merge(data, loaded)
@@ -231,16 +241,47 @@ def build_config(
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"override {item!r} must look like section.key=value (e.g. train.lr=1e-3)")
-        _set_path(data, key.strip(), yaml.safe_load(raw))
+        _set_path(data, key.strip(), yaml12.load(raw, f"--set {item!r}"))
     return TrainConfig.from_dict(data).validate()
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """A run's resolved ``config.yaml``."""
+# Keys added after runs were saved whose default for a NEW run differs from what an OLD run was
+# built with: a saved config without the key gets the old behaviour, so its checkpoint loads.
+LEGACY_DEFAULTS: dict[str, object] = {
+    "model.connection.skip_inert": False,  # before it existed every connection had its H_res
+}
+
+
+def read_saved_config(path: str | Path) -> dict:
+    """The mapping of a run's saved ``config.yaml`` with :data:`LEGACY_DEFAULTS` filled in for
+    keys it lacks (a missing key otherwise takes today's default, which may not match the run)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no config at {path}")
-    return TrainConfig.from_dict(yaml.safe_load(path.read_text()) or {})
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {yaml12.problem(err)}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping, got {type(data).__name__}")
+    for dotted, value in LEGACY_DEFAULTS.items():
+        *sections, key = dotted.split(".")
+        node = data
+        for name in sections:
+            child = node.get(name)
+            if child is None:
+                child = node[name] = {}
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node.setdefault(key, value)
+    return data
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """A run's resolved ``config.yaml`` (:func:`read_saved_config`)."""
+    return TrainConfig.from_dict(read_saved_config(path))
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -292,7 +333,46 @@ def _build(prefix: str, cls, data: dict):
                 raise ValueError(f"{prefix}{name} must be a number, got {value!r}") from err
         elif isinstance(value, int) and not isinstance(value, bool) and str(f.type).startswith("float"):
             data[name] = float(value)
+        elif (
+            name in data
+            and str(f.type) in ("str", "str | None")
+            and not isinstance(value, str)
+            and (value is not None or str(f.type) == "str")
+        ):
+            raise ValueError(
+                f"{prefix}{name} must be a string, got {value!r}"
+                f" (quote a name that YAML reads as a number or boolean: {prefix}{name}='\"{value}\"')"
+            )
     return cls(**data)
+
+
+def _check_section(name: str, value) -> None:
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"{name} is a section of settings, not a value (got {value!r}); set one key: {name}.KEY=VALUE")
+
+
+def _check_options(conn: ConnectionConfig) -> None:
+    """Each connection option has the type of its default (``sigma_bias=abc`` names the option)."""
+    from ..connections import available_connections, connection_option_defaults
+
+    if conn.kind not in available_connections():
+        return  # model.validate names the unknown kind
+    defaults = connection_option_defaults(conn.kind)
+    for key, value in conn.options.items():
+        if key not in defaults:
+            continue  # model.validate names the unknown option
+        default = defaults[key]
+        name = f"model.connection.options.{key}"
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
+        elif isinstance(default, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            if isinstance(default, int) and not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {value!r}")
 
 
 def _check_finite(name: str, value) -> None:

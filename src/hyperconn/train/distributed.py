@@ -33,12 +33,33 @@ class DistInfo:
         return self.world_size > 1
 
 
-def pick_device(preference: str, local_rank: int) -> torch.device:
+DEVICE_HINT = "auto, cpu, cuda, cuda:<index> or mps"
+
+
+def check_device(preference, option: str = "train.device") -> None:
+    """ValueError naming ``option`` unless ``preference`` is ``"auto"`` or a torch device string
+    (whether the device exists on this machine is checked by :func:`pick_device`)."""
+    if preference == "auto":
+        return
+    try:
+        if not isinstance(preference, str):
+            raise TypeError
+        torch.device(preference)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{option} must be {DEVICE_HINT}, got {preference!r}") from None
+
+
+def pick_device(preference: str, local_rank: int, option: str = "train.device") -> torch.device:
+    """The device of this rank: ``"auto"`` is ``cuda:<local_rank>`` when CUDA is available, else the CPU.
+    ``option`` names the setting in error messages (``--device`` for ``hyperconn generate``)."""
+    check_device(preference, option)
     if preference == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(preference)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={preference!r} but CUDA is not available")
+        raise ValueError(f"{option}={preference!r} but CUDA is not available on this machine; use {option}=cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{option}={preference!r} but MPS is not available on this machine; use {option}=cpu")
     return device
 
 

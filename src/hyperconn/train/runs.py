@@ -19,6 +19,14 @@ from .evaluation import bits_per_byte, evaluate_loss
 from .rundir import CONFIG
 
 
+def check_run_dir(run_dir: Path) -> None:
+    """FileNotFoundError unless ``run_dir`` is a run directory (a folder with a ``config.yaml``)."""
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no such folder)")
+    if not (run_dir / CONFIG).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (it has no {CONFIG})")
+
+
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
     """``(model, cfg, tokenizer)`` from a run's config and its newest checkpoint (model in eval mode).
 
@@ -29,6 +37,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
 
 
 def _load(run_dir: Path, device) -> tuple[LanguageModel, TrainConfig, object, int]:
+    check_run_dir(run_dir)
     cfg = load_config(run_dir / CONFIG)
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
@@ -46,11 +55,15 @@ def _load(run_dir: Path, device) -> tuple[LanguageModel, TrainConfig, object, in
     return model.to(device).eval(), cfg, tokenizer, step
 
 
-def evaluate(run_dir: str | Path, max_batches: int | None = None, device: str = "auto") -> dict:
+def evaluate(
+    run_dir: str | Path, max_batches: int | None = None, device: str = "auto", device_option: str = "device"
+) -> dict:
     """``{"step", "val_loss", "val_bpb", "val_tokens"}`` of a run's newest checkpoint (nats/token,
     bits/byte, targets scored): the whole validation split, or with ``max_batches`` that many
-    batches of windows spread over it (``hyperconn.train.evaluation``)."""
-    device = D.pick_device(device, 0)
+    batches of windows spread over it (``hyperconn.train.evaluation``). ``device_option`` names the
+    device argument in error messages."""
+    device = D.pick_device(device, 0, option=device_option)
+    check_run_dir(Path(run_dir))
     model, cfg, _, step = _load(Path(run_dir), device)
     data = prepare_data(cfg.data)
     t = cfg.train
