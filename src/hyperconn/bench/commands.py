@@ -20,7 +20,8 @@ from .report import format_table, machine_description, write_json
 
 LAYER_COLUMNS = ["n", "dim", "dtype", "mode", "contender", "median_ms", "iqr_ms", "x_floor",
                  "speedup_vs_naive", "speedup_vs_pkg_mhc", "saved_mib"]
-STEP_COLUMNS = ["preset", "contender", "precision", "median_ms", "iqr_ms", "x_residual"]
+STEP_COLUMNS = ["preset", "contender", "precision", "median_ms", "iqr_ms", "x_residual", "extra_ms", "floor_ms",
+                "extra_gflop", "extra_mib", "skipped", "saved_gflop", "saved_mib"]
 DECODE_COLUMNS = ["preset", "contender", "precision", "median_ms", "iqr_ms", "tokens_per_s", "x_residual",
                   "aten_ops_per_token"]
 CALL_COLUMNS = ["contender", "n", "dim", "us_per_call", "iqr_us", "aten_ops", "top_ops"]

@@ -23,6 +23,7 @@ from ..model import ConnectionConfig, LanguageModel, get_preset
 from ..train.optim import build_optimizer
 from ..train.trainer import lm_loss
 from .call import count_aten_ops
+from .floor import measure_copy_bandwidth, measure_gemm_rate, model_step_cost, projection_shape
 from .timing import interleaved_medians
 
 PRECISIONS = {"bf16": torch.bfloat16, "fp32": None}
@@ -137,10 +138,30 @@ def _contenders(cfg: ModelBenchConfig, preset: str, make: Callable) -> dict:
     return contenders
 
 
+def step_floor_columns(cfg: ModelBenchConfig, preset: str, kind: str, copy_bytes_per_s: float) -> dict:
+    """The connections' extra FLOPs and bytes per step over residual (:mod:`hyperconn.bench.floor`),
+    the floor time they imply at the measured copy bandwidth and the GEMM rate of this kind's
+    projection shape, and the connections built without ``H_res`` with what they save."""
+    model = build_model(cfg, preset, kind)
+    tokens = cfg.batch_size * _seq_len(cfg, model)
+    conns = model.connections()
+    gemm = measure_gemm_rate(projection_shape(conns[0], tokens)) if kind != "residual" else float("inf")
+    cost = model_step_cost(model, tokens, 4, copy_bytes_per_s, gemm)
+    return dict(
+        extra_gflop=cost.extra.flops / 1e9, extra_mib=cost.extra.bytes / 2**20, floor_ms=cost.floor_s * 1e3,
+        gemm_gflop_s=gemm / 1e9 if kind != "residual" else None, skipped=cost.skipped,
+        saved_gflop=cost.saved.flops / 1e9, saved_mib=cost.saved.bytes / 2**20,
+    )
+
+
 def run_step_bench(cfg: ModelBenchConfig, log: Callable[[str], None] = print) -> list[dict]:
-    """Training-step time per preset, every kind interleaved with the residual baseline."""
+    """Training-step time per preset, every kind interleaved with the residual baseline; beside
+    each, the floor of its connections (:func:`step_floor_columns`) and its measured extra time."""
     cfg.validate()
     rows = []
+    copy_bw = measure_copy_bandwidth()
+    log(f"step: copy bandwidth {copy_bw / 1e9:.2f} GB/s (read + write)")
+    kinds = {_kind_label(k, cfg): k for k in ["residual", *cfg.kinds]}
     for preset in cfg.presets:
         contenders = _contenders(cfg, preset, train_step_contender)
         log(f"step: {preset}: {len(contenders)} models x {cfg.repeats} rounds")
@@ -149,7 +170,9 @@ def run_step_bench(cfg: ModelBenchConfig, log: Callable[[str], None] = print) ->
         for name, t in timings.items():
             rows.append(
                 dict(bench="step", preset=preset, contender=name, precision=cfg.precision,
-                     compiled=cfg.compiled, batch_size=cfg.batch_size, **t, x_residual=t["median_ms"] / base)
+                     compiled=cfg.compiled, batch_size=cfg.batch_size, **t, x_residual=t["median_ms"] / base,
+                     extra_ms=t["median_ms"] - base, copy_gb_s=copy_bw / 1e9,
+                     **step_floor_columns(cfg, preset, kinds[name], copy_bw))
             )
     return rows
 
