@@ -143,3 +143,23 @@ def test_kinds_without_the_option_refuse_it(kind):
 def test_mix_streams_must_be_a_bool():
     with pytest.raises(ValueError, match="shc: mix_streams must be true or false, got 0"):
         hyperconn.make_connection("shc", 4, C, mix_streams=0)
+
+
+@pytest.mark.parametrize(("kind", "n"), SKIPPABLE)
+def test_width_is_one_gemm_on_pre_and_post_columns_only(kind, n):
+    """Forward FLOPs of the skipping width step, counted by torch: the projection on the ``2 n``
+    pre/post columns (``2 T (n C) (2 n)``) and ``u = H_pre x`` (``2 T n C``), nothing else; the
+    mixing twin spends more (its residual columns and, at least, the ``n x n`` mix)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    T = 6
+    x = torch.randn(T, n, C)
+    skip = hyperconn.make_connection(kind, n, C, 0, mix_streams=False)
+    mixing = hyperconn.make_connection(kind, n, C, 0)
+    counts = []
+    for conn in (skip, mixing):
+        with FlopCounterMode(display=False) as counter:
+            conn.width_fast(x)
+        counts.append(counter.get_total_flops())
+    assert counts[0] == 2 * T * (n * C) * (2 * n) + 2 * T * n * C
+    assert counts[1] >= counts[0] + 2 * T * n * n * C
