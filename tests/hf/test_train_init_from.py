@@ -19,6 +19,7 @@ from hyperconn.hf import HFLanguageModel
 from hyperconn.train import load_run, read_metrics
 from hyperconn.train.config import load_config
 from hyperconn.train.evaluation import validation_loss
+from hyperconn.train.rundir import read_done
 
 from .helpers import save_checkpoint_with_tokenizer, tiny_model
 
@@ -99,9 +100,16 @@ def test_train_eval_generate_from_a_local_checkpoint(tmp_path, family, tied):
     if tied:
         assert model.hf.lm_head.weight is model.hf.model.embed_tokens.weight
 
-    result = json.loads(run_cli("eval", str(run), "--batches", "2", "--device", "cpu"))
-    assert result["step"] == 6
-    assert result["val_loss"] == pytest.approx(evals[-1]["val_loss"], abs=1e-5)
+    # the final evaluation covers the whole validation split: `hyperconn eval` without --batches
+    # reproduces DONE's numbers; with --batches it scores the same spread windows as validation_loss
+    done = read_done(run)
+    result = json.loads(run_cli("eval", str(run), "--device", "cpu"))
+    assert result["step"] == done["step"] == 6
+    assert result["val_tokens"] == done["val_tokens"]
+    assert result["val_loss"] == pytest.approx(done["val_loss"], abs=1e-5)
+    assert result["val_bpb"] == pytest.approx(done["val_bpb"], abs=1e-5)
+    windows = json.loads(run_cli("eval", str(run), "--batches", "2", "--device", "cpu"))
+    assert windows["val_loss"] == pytest.approx(validation_loss(model, data.val, 16, 4, max_batches=2), abs=1e-5)
 
     text = run_cli(
         "generate", str(run), "--prompt", "the quick", "--max-new-tokens", "6", "--temperature", "0", "--device", "cpu"
