@@ -157,3 +157,21 @@ def test_command_line_and_spec_file_merge(tmp_path):
         study_from_args(parser.parse_args(["compare", "--preset", "demo", "--streams", "four"]))
     with pytest.raises(FileNotFoundError, match="no study.json"):
         study_from_args(parser.parse_args(["compare", "--report-only", "--out", str(tmp_path)]))
+
+
+def test_a_saved_run_without_skip_inert_counts_as_skip_inert_false(tmp_path):
+    """A run saved before ``model.connection.skip_inert`` existed was built with every H_res: it
+    differs from a new (skip_inert=True) invocation and matches one that asks skip_inert=False."""
+    from hyperconn.train import load_config
+
+    cfg = study(methods=("shc",), streams=4, seeds=1)
+    wanted = train_config(cfg, cfg.runs()[0])
+    old = wanted.to_dict()
+    del old["model"]["connection"]["skip_inert"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    saved = load_config(tmp_path / "config.yaml")
+    assert config_differences(saved, wanted) == [
+        "model.connection.skip_inert: the run has False, this invocation asks True"
+    ]
+    wanted.model.connection.skip_inert = False
+    assert config_differences(saved, wanted) == []
