@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import hyperconn
-from hyperconn.bench.naive import naive_forward
+from hyperconn.connections.reference import naive_forward
 
 from .helpers import perturbed
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import hyperconn
-from hyperconn.bench.naive import naive_forward
+from hyperconn.connections.reference import naive_forward
 from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig
 
 CASES = [
@@ -162,3 +162,22 @@ def test_a_subclass_that_changes_the_math_gets_it_in_eval_too(kind):
         expected = conn(x.clone().requires_grad_(True), _branch).detach()
     with torch.no_grad():
         torch.testing.assert_close(conn(x, _branch), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", hyperconn.available_connections())
+def test_fast_paths_are_chosen_by_exact_type(kind):
+    """The registered class is ``exact_kind``; any subclass (even one that changes nothing) is
+    not, and gets the generic paths from ``mixing``: the same values as the lean path."""
+    n = 1 if kind == "residual" else 4
+    conn = _perturbed(kind, n)
+    assert conn.exact_kind
+
+    class Same(type(conn)):
+        pass
+
+    other = Same(n, 24, layer_index=1)
+    assert not other.exact_kind
+    other.load_state_dict(conn.state_dict())
+    x = torch.randn(3, n, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(other(x, _branch), conn(x, _branch), rtol=1e-5, atol=1e-5)

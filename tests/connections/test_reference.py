@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hyperconn.bench.naive import naive_forward, naive_mixing
+from hyperconn.connections.reference import naive_forward, naive_mixing
 
 from .helpers import CASES, perturbed
 

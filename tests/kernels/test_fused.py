@@ -170,7 +170,7 @@ class OwnMixingMHC(hyperconn.connections.MHC):
         return hyperconn.Mixing(pre * 0.5, res, post + 1)
 
 
-@pytest.mark.parametrize("cls,route", [(FlippedSHC, "projection"), (OwnMixingMHC, "mix")])
+@pytest.mark.parametrize("cls,route", [(FlippedSHC, "mix"), (OwnMixingMHC, "mix")])  # subclasses: by exact type
 def test_subclass_math_is_what_the_kernels_compute(cls, route):
     conn = cls(4, C, layer_index=1)
     with torch.no_grad():

@@ -6,7 +6,7 @@ every parameter), interleaved with the others, on the same inputs. Contenders pe
 
 - ``<kind>``: ``hyperconn.make_connection(kind, n, C)`` as the library returns it (the fast path),
   eagerly or ``torch.compile``-d;
-- ``naive:<kind>``: :func:`hyperconn.bench.naive.naive_forward`, the transcription of the official math
+- ``naive:<kind>``: :func:`hyperconn.connections.reference.naive_forward`, the transcription of the official math
   (eager, float32: bf16 streams are cast up and the result back down);
 - ``hyper-connections:hc`` / ``hyper-connections:mhc``: the ``hyper-connections`` package
   (PyPI), called the way its README does (``(batch * n, T, C)`` streams, ``branch_input,
@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..connections import available_connections, make_connection
-from .naive import naive_forward
+from ..connections.reference import naive_forward
 from .timing import interleaved_medians, saved_activation_bytes
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

@@ -93,6 +93,7 @@ class HyperConnection(nn.Module):
     """
 
     kind: str = ""
+    exact_kind: bool = False  # set per instance: type(self) is the kind's registered class
     res_columns_sum_to_one: bool = False
     res_rows_sum_to_one: bool = False
 
@@ -121,6 +122,12 @@ class HyperConnection(nn.Module):
         self.backend = backend
         self.mixes_streams = check_mix_streams(self.kind, mix_streams)
         self._inference_cache = ParameterCache()  # parameter-derived tensors of the no-grad path
+        from .registry import registered_class  # the registry imports every kind, this module first
+
+        # the lean paths (no-grad decode math, projection and fused kernels) are the registered
+        # class's own math: a subclass, whatever it changes, gets the generic paths built from
+        # mixing(), so eval and the kernels agree with training
+        self.exact_kind = type(self) is registered_class(self.kind)
 
     def extra_repr(self) -> str:
         skip = "" if self.mixes_streams else ", mix_streams=False"
@@ -231,13 +238,6 @@ class HyperConnection(nn.Module):
             lambda: self.inference_constants(dtype),
         )
 
-    def overrides(self, owner: type, *names: str) -> bool:
-        """Whether this module's class replaces any of ``owner``'s methods ``names``: a kind's lean
-        no-grad path is its own math, so a subclass that changes that math gets the generic path
-        (built from :meth:`mixing`) instead, and eval agrees with training whatever it computes."""
-        cls = type(self)
-        return any(getattr(cls, name) is not getattr(owner, name) for name in names)
-
     def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``([H_pre; H_res^T] (tokens, n + 1, n), H_post (..., n))`` for :meth:`width_inference`
         (``H_pre`` alone, ``(tokens, 1, n)``, without ``H_res``).
@@ -272,10 +272,6 @@ class HyperConnection(nn.Module):
     def forward(self, streams: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         u, mixed, h_post = self.width(streams)
         return self.depth(mixed, h_post, branch(u))
-
-
-# the methods whose math the lean no-grad paths of the coefficient kinds re-implement
-COEFFICIENT_MATH = ("mixing", "coefficients", "folded_weight", "gate_scale", "coefficient_math")
 
 
 def _pm_one_bias(num_streams: int, layer_index: int) -> torch.Tensor:
@@ -378,10 +374,9 @@ class CoefficientConnection(HyperConnection):
         return Mixing(pre, res, 2 * torch.sigmoid(parts[1]))
 
     def kernel_route(self) -> KernelRoute:
-        """The projection runs in a kernel and :meth:`coefficient_math` in PyTorch, unless a subclass
-        changed how coefficients are made (then the kernels only mix, from :meth:`mixing`)."""
-        cls = type(self)
-        if cls.coefficients is not CoefficientConnection.coefficients or cls.mixing is not CoefficientConnection.mixing:
+        """The projection runs in a kernel and :meth:`coefficient_math` in PyTorch for the kinds'
+        own classes (:attr:`exact_kind`); a subclass gets the mixing kernel alone, from :meth:`mixing`."""
+        if not self.exact_kind:
             return super().kernel_route()
         return KernelRoute(self.kind, "projection", sum(self.group_sizes))
 
@@ -426,8 +421,12 @@ class CoefficientConnection(HyperConnection):
         return torch.addcmul(consts["bias"], flat @ weight, inv_rms)
 
     def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.overrides(CoefficientConnection, *COEFFICIENT_MATH):
+        if not self.exact_kind:
             return self.mixing_width_matrix(streams)
+        return self.lean_width_matrix(streams)
+
+    def lean_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`inference_width_matrix` from the cached folded weight and :meth:`coefficient_math`."""
         consts = self.cached_inference_constants(compute_dtype(streams), streams.device)
         pre, res, post = self.coefficient_math(self.inference_coefficients(streams, consts))
         return self.width_matrix(pre, res), post.view(*streams.shape[:-2], self.num_streams)

@@ -100,7 +100,7 @@ class HC(HyperConnection):
 
     def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # alpha (tokens, n, n + 1) holds [H_pre | H_res] row by row, so [H_pre; H_res^T] = alpha^T
-        if self.overrides(HC, "mixing"):
+        if not self.exact_kind:
             return self.mixing_width_matrix(streams)
         n, c = self.num_streams, self.dim
         dt = compute_dtype(streams)

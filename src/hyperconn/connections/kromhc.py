@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..linalg import batched_kron
-from .base import COEFFICIENT_MATH, CoefficientConnection, check_res_init, compute_dtype
+from .base import CoefficientConnection, check_res_init, compute_dtype
 
 SECOND_BIAS = -8.0
 
@@ -92,7 +92,7 @@ class KromHC(CoefficientConnection):
         return consts
 
     def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.mixes_streams or self.overrides(KromHC, "res_matrix", *COEFFICIENT_MATH):
+        if not self.exact_kind or not self.mixes_streams:
             return super().inference_width_matrix(streams)
         n, k = self.num_streams, self.num_factors
         consts = self.cached_inference_constants(compute_dtype(streams), streams.device)

@@ -30,6 +30,11 @@ def connection_class(kind: str) -> type[HyperConnection]:
     return _REGISTRY[kind]
 
 
+def registered_class(kind: str) -> type[HyperConnection] | None:
+    """The class registered for ``kind``, or None (a kind defined outside the registry)."""
+    return _REGISTRY.get(kind)
+
+
 def connection_options(kind: str) -> tuple[str, ...]:
     """Keyword options a kind accepts beyond ``(num_streams, dim, layer_index)``."""
     params = inspect.signature(connection_class(kind).__init__).parameters

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..kernels.interface import KernelRoute
 from ..linalg import cayley_from_params, cayley_quadratic_map, helmert_basis
-from .base import COEFFICIENT_MATH, CoefficientConnection, compute_dtype
+from .base import CoefficientConnection, compute_dtype
 from .constants import centre_matrix, constant
 
 DEFAULT_SIGMA_BIAS = 4.0
@@ -142,7 +142,7 @@ class SHC(CoefficientConnection):
         return consts
 
     def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.rank not in (2, 3) or not self.mixes_streams or self.overrides(SHC, "res_matrix", *COEFFICIENT_MATH):
+        if not self.exact_kind or self.rank not in (2, 3) or not self.mixes_streams:
             return super().inference_width_matrix(streams)
         n, m, k = self.num_streams, self.rank, self.num_angles
         consts = self.cached_inference_constants(compute_dtype(streams), streams.device)
@@ -163,14 +163,7 @@ class SHC(CoefficientConnection):
     def kernel_route(self) -> KernelRoute:
         """sHC at n = 3, 4 with this class's own math: the fused forward kernel evaluates it."""
         route = super().kernel_route()
-        cls = type(self)
-        exact = (
-            route.route == "projection"
-            and self.mixes_streams
-            and cls.res_matrix is SHC.res_matrix
-            and cls.coefficient_math is CoefficientConnection.coefficient_math
-            and self.num_streams in (3, 4)
-        )
+        exact = route.route == "projection" and self.exact_kind and self.mixes_streams and self.num_streams in (3, 4)
         return dataclasses.replace(route, route="fused_shc") if exact else route
 
     def kernel_spec(self):
