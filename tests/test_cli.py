@@ -120,7 +120,45 @@ def test_subsystem_table_lists_exactly_what_each_module_registers():
     for module, names in SUBSYSTEMS:
         sub = argparse.ArgumentParser().add_subparsers()
         importlib.import_module(module).register(sub)
-        assert tuple(sub.choices) == names, module
+        assert tuple(sub.choices) == tuple(names), module
+        helps = {a.dest: a.help for a in sub._choices_actions}
+        assert helps == {k: v for k, v in names.items() if k in helps}, module  # --help shows the same text
+
+
+def test_version_and_help_import_no_subsystem_and_no_torch():
+    """``--version`` and ``--help`` answer from the table in cli.py: no subsystem module is imported.
+    (Run in a fresh interpreter with a bare ``hyperconn`` package, so the package's own imports do
+    not count.)"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import hyperconn
+
+    src = str(Path(hyperconn.__file__).parent)
+    code = (
+        "import sys, types; pkg = types.ModuleType('hyperconn'); pkg.__path__ = [sys.argv[2]]; "
+        "sys.modules['hyperconn'] = pkg\n"
+        "from hyperconn.cli import main\n"
+        "try:\n    main([sys.argv[1]])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'hyperconn.')))\n"
+        "assert loaded == ['hyperconn.cli'], loaded"
+    )
+    for flag in ("--version", "--help"):
+        done = subprocess.run([sys.executable, "-c", code, flag, src], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert "hyperconn" in done.stdout
+
+
+def test_init_tour_prints_numbers_and_the_old_name_still_works(capsys):
+    assert main(["init-tour", "--streams", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "grad_fn" not in out and "tensor(" not in out
+    assert "== residual (n=1)" in out and "== shc (n=2)" in out
+    assert "||H_res - I||_F = 0.0000" in out  # hc starts at the identity
+    assert main(["demo", "--streams", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "now `hyperconn init-tour`" in captured.err and captured.out == out
 
 
 def test_a_subsystem_without_its_extra_names_the_extra(tmp_path, monkeypatch, capsys):
@@ -131,11 +169,12 @@ def test_a_subsystem_without_its_extra_names_the_extra(tmp_path, monkeypatch, ca
     monkeypatch.setitem(__import__("sys").modules, "yaml", None)
     import hyperconn.cli as cli
 
-    monkeypatch.setattr(cli, "SUBSYSTEMS", (("hyperconn.demo", ("demo",)), ("needs_extra", ("train", "eval"))))
+    subsystems = (("hyperconn.demo", {"init-tour": "tour"}), ("needs_extra", {"train": "t", "eval": "e"}))
+    monkeypatch.setattr(cli, "SUBSYSTEMS", subsystems)
     assert main(["train", "--preset", "demo", "--out", str(tmp_path / "run")]) == 2
     assert "pip install 'hyperconn[train]'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
-    assert main(["demo", "--streams", "2"]) == 0
+    assert main(["init-tour", "--streams", "2"]) == 0
 
 
 def test_version(capsys):

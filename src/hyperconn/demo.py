@@ -1,22 +1,75 @@
-"""``hyperconn demo``: the initial mixing matrices of every kind (until the trainer takes over the demo)."""
+"""``hyperconn init-tour``: what every connection kind computes at initialisation, as plain numbers.
+
+A hyper-connection keeps ``n`` residual streams ``x`` (``n x d``) and wraps a sublayer ``f`` as::
+
+    x' = H_res x + H_post^T f(H_pre x)
+
+``H_pre`` (``1 x n``) reads the sublayer's input from the streams, ``H_post`` (``1 x n``) writes its
+output back, ``H_res`` (``n x n``) mixes the streams. For each kind the tour prints the three
+matrices at initialisation (for one random input; the dynamic kinds depend on it), the row and
+column sums of ``H_res`` and its distance from the identity ``||H_res - I||_F``. (``make demo``
+is something else: it trains and compares models.)
+"""
 
 from __future__ import annotations
 
-import torch
+DEPRECATED_NAME = "demo"  # the command's old name, still accepted with a notice
+INTRO = (
+    "Each kind wraps a sublayer f over n streams x as  x' = H_res x + H_post^T f(H_pre x):\n"
+    "H_pre reads f's input from the streams, H_post writes f's output back, H_res mixes the streams.\n"
+    "Below: the matrices at initialisation for one seeded random input (the dynamic kinds depend on it)."
+)
 
-from .connections import available_connections, make_connection
+
+def _row(values) -> str:
+    return "[" + "  ".join(f"{v:7.4f}" for v in values) + "]"
 
 
-def show_initial_mixing(num_streams: int = 4, dim: int = 16) -> None:
-    torch.set_printoptions(precision=4, sci_mode=False)
+def tour(num_streams: int = 4, dim: int = 16, seed: int = 0) -> str:
+    """The tour's text: every kind's initial ``H_pre``, ``H_post``, ``H_res`` for one seeded input."""
+    import torch
+
+    from .connections import available_connections, make_connection
+
+    if isinstance(num_streams, bool) or not isinstance(num_streams, int) or num_streams < 2:
+        raise ValueError(f"--streams must be an integer >= 2 (residual always has 1), got {num_streams!r}")
+    gen = torch.Generator().manual_seed(seed)
+    lines = [INTRO, ""]
     for kind in available_connections():
         n = 1 if kind == "residual" else num_streams
         conn = make_connection(kind, n, dim, layer_index=0)
-        pre, res, post = conn.mixing(torch.randn(n, dim))
-        print(f"== {kind} (n={n})\nH_pre  = {pre}\nH_post = {post}\nH_res  =\n{res}\n")
+        with torch.no_grad():
+            pre, res, post = (
+                t.detach().double().reshape(-1, n) for t in conn.mixing(torch.randn(n, dim, generator=gen))
+            )
+        eye = torch.eye(n, dtype=res.dtype)
+        lines += [
+            f"== {kind} (n={n})",
+            f"  H_pre  = {_row(pre[0].tolist())}",
+            f"  H_post = {_row(post[0].tolist())}",
+            "  H_res  = " + ("\n           ".join(_row(r) for r in res.tolist())),
+            f"  H_res row sums {_row(res.sum(1).tolist())}, column sums {_row(res.sum(0).tolist())}, "
+            f"||H_res - I||_F = {torch.linalg.norm(res - eye).item():.4f}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _run(args) -> int:
+    import sys
+
+    if args.command == DEPRECATED_NAME:
+        print("hyperconn demo: note: the command is now `hyperconn init-tour` (demo will be removed)", file=sys.stderr)
+    print(tour(args.streams))
+    return 0
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="show every kind's initial mixing matrices")
-    p.add_argument("--streams", type=int, default=4)
-    p.set_defaults(func=lambda args: show_initial_mixing(args.streams))
+    p = subparsers.add_parser(
+        "init-tour",
+        aliases=[DEPRECATED_NAME],
+        help="print every kind's initial mixing matrices (H_pre, H_post, H_res) as numbers",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--streams", type=int, default=4, help="n, the number of streams (>= 2)")
+    p.set_defaults(func=_run)

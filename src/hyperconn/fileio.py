@@ -22,7 +22,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 TEMP_MARK = ".tmp-"
@@ -71,8 +71,36 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         fsync_file(tmp)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        _remove_quietly(tmp)
     fsync_dir(path.parent)
+
+
+def _remove_quietly(path: Path) -> None:
+    """Delete a temporary file if it exists; a failure (EROFS, EACCES) never hides the error that
+    is being raised: the leftover has a temporary name that :func:`remove_temps` cleans later."""
+    with suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
+class NotWritableError(ValueError):
+    """A folder the command would write to cannot be written (read-only filesystem, permissions)."""
+
+
+def check_writable(path: str | os.PathLike, what: str) -> Path:
+    """Refuse (:class:`NotWritableError`, naming ``what``) a folder ``path`` that cannot be written:
+    ``path`` itself when it exists, else its nearest existing ancestor (where it would be created).
+    Writes nothing (``os.access``: a read-only filesystem answers EROFS for every user). Returns
+    the folder that was checked."""
+    path = Path(path).expanduser().absolute()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotWritableError(f"{what} {path} cannot be created: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = "" if probe == path else f" ({probe}, where it would be created, is not)"
+        raise NotWritableError(f"{what} {path} is not writable{where}: read-only filesystem or no permission")
+    return probe
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

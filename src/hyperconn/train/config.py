@@ -58,7 +58,7 @@ class TrainSettings:
     out_dir: str | None = None  # default: runs/<preset>-<kind>-n<streams>-s<seed>
     device: str = "auto"  # "auto": cuda:<local rank> if available, else cpu
     fsdp: bool = False  # under torchrun: FSDP2 (fully_shard) instead of DDP
-    progress: bool = True
+    progress: bool = True  # a tqdm bar when stderr is a terminal, else one line per log_interval
     threads: int | None = None  # torch.set_num_threads for this process (None: leave torch's default)
     # "hf:<dir>": start from a local Hugging Face checkpoint converted by hyperconn.hf (model.connection
     # picks the kind; the preset's model shape is unused) with the checkpoint's own tokenizer

@@ -33,7 +33,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..fileio import TEMP_MARK, atomic_write_text, remove_temps, temp_name
+from ..fileio import TEMP_MARK, NotWritableError, atomic_write_text, check_writable, remove_temps, temp_name
 from .config import TrainConfig
 
 CONFIG = "config.yaml"
@@ -66,11 +66,17 @@ def check_target(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not (run_dir / CONFIG).is_file():
             raise FileNotFoundError(f"nothing to resume: {run_dir / CONFIG} does not exist")
+        try:
+            check_writable(run_dir, "run directory")
+        except NotWritableError as err:
+            raise NotWritableError(f"cannot resume: {err}") from None
         return
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not overwrite:
         raise FileExistsError(
             f"run directory {run_dir} already exists; pass --resume to continue it or --overwrite to replace it"
         )
+    # a new run is created beside run_dir (publish_new renames into place): its parent must be writable
+    check_writable(run_dir.parent if run_dir.exists() else run_dir, "run directory (train.out_dir)")
 
 
 def publish_new(run_dir: Path, cfg: TrainConfig) -> list[Path]:

@@ -33,7 +33,7 @@ import torch
 
 from .._optional import require
 from ..data import PreparedData
-from ..fileio import remove_temps
+from ..fileio import check_writable, remove_temps
 from . import distributed as D
 from .build import build_model, prepare_run_data
 from .checkpoint import check_weights, load_weights, newest_valid, remove_stale, save_checkpoint, set_rng_state
@@ -63,6 +63,8 @@ class Trainer:
         self.cfg, self.resume, self.overwrite = cfg, resume, overwrite
         self.run_dir = cfg.run_dir
         check_target(self.run_dir, resume, overwrite)  # before anything is built or written
+        if cfg.data.rank0_builds_cache:
+            check_writable(cfg.data.cache_dir, "data.cache_dir")
         self.info = D.setup(cfg.train.device)
         try:
             self._build()
@@ -80,6 +82,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.raw_model, t.lr, (t.beta1, t.beta2), t.weight_decay, t.eps)
         self.precision = resolve_precision(t.precision, info.device)
         self.step = 0
+        self.elapsed_before = 0.0  # seconds the run had trained before this process (resume)
         self.last_checkpoint: Path | None = None
         self.skipped: list[tuple[Path, str]] = []
         if self.resume:
@@ -122,6 +125,7 @@ class Trainer:
         set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.last_checkpoint = ckpt
+        self.elapsed_before = _elapsed_until(self.run_dir, self.step)
         if self.changes:
             for key, effect in self.changes.items():
                 _say(main, f"resume: {key} changed: {effect}")
@@ -305,8 +309,11 @@ class Trainer:
     def fit(self) -> Path:
         t, info = self.cfg.train, self.info
         tqdm = require("tqdm.auto", "hyperconn train").tqdm
-        start_time = time.perf_counter()
-        bar = tqdm(total=t.steps, initial=self.step, disable=not (info.is_main and t.progress),
+        start_time = time.perf_counter() - self.elapsed_before  # elapsed_s continues across resumes
+        # the bar on a terminal; elsewhere (nohup, SLURM, a pipe) one line per log interval instead
+        show = info.is_main and t.progress
+        bar_on = show and sys.stderr.isatty()
+        bar = tqdm(total=t.steps, initial=self.step, disable=not bar_on,
                    desc=self.run_dir.name, unit="step", dynamic_ncols=True)  # fmt: skip
         window_time, window_steps = 0.0, 0
         final = None  # (ValResult, bpb) of the whole-split evaluation at the last step
@@ -336,6 +343,8 @@ class Trainer:
                                 "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s,
                                 "peak_mem_mb": peak_memory_mb(info.device), "elapsed_s": elapsed,
                             })  # fmt: skip
+                            if show and not bar_on:
+                                _progress_line(self.step, t.steps, loss, lr, tok_s, elapsed)
                             window_time, window_steps = 0.0, 0
                         if self.step % t.eval_interval == 0 or self.step == t.steps:
                             last = self.step == t.steps
@@ -398,6 +407,21 @@ def _check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> Non
                 f"the optimizer state of parameter {index} has shape {tuple(avg.shape)}, "
                 f"the model's is {tuple(params[index].shape)}"
             )
+
+
+def _progress_line(step: int, steps: int, loss: float, lr: float, tok_s: float, elapsed: float) -> None:
+    """The off-terminal progress report: one flushed line on stderr."""
+    line = f"step {step}/{steps}  loss {loss:.4f}  lr {lr:.3g}  tok/s {tok_s:,.0f}  elapsed {elapsed:.1f}s"
+    print(line, file=sys.stderr, flush=True)
+
+
+def _elapsed_until(run_dir: Path, step: int) -> float:
+    """The largest ``elapsed_s`` that ``metrics.csv`` recorded up to ``step`` (0 when none)."""
+    try:
+        rows = read_metrics(run_dir)
+    except (OSError, ValueError):
+        return 0.0
+    return max((r["elapsed_s"] for r in rows if r["step"] <= step and r["elapsed_s"] is not None), default=0.0)
 
 
 def _say(main: bool, message: str) -> None:
