@@ -126,28 +126,32 @@ def test_subsystem_table_lists_exactly_what_each_module_registers():
 
 
 def test_version_and_help_import_no_subsystem_and_no_torch():
-    """``--version`` and ``--help`` answer from the table in cli.py: no subsystem module is imported.
-    (Run in a fresh interpreter with a bare ``hyperconn`` package, so the package's own imports do
-    not count.)"""
+    """``--version`` and ``--help`` answer from the table in cli.py, and ``import hyperconn`` loads
+    its public names lazily: in a fresh interpreter neither torch nor any subsystem is imported."""
     import subprocess
     import sys
-    from pathlib import Path
 
-    import hyperconn
-
-    src = str(Path(hyperconn.__file__).parent)
     code = (
-        "import sys, types; pkg = types.ModuleType('hyperconn'); pkg.__path__ = [sys.argv[2]]; "
-        "sys.modules['hyperconn'] = pkg\n"
+        "import sys\n"
         "from hyperconn.cli import main\n"
         "try:\n    main([sys.argv[1]])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
         "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'hyperconn.')))\n"
         "assert loaded == ['hyperconn.cli'], loaded"
     )
     for flag in ("--version", "--help"):
-        done = subprocess.run([sys.executable, "-c", code, flag, src], capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-c", code, flag], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         assert "hyperconn" in done.stdout
+
+
+def test_the_package_loads_its_public_names_on_first_use():
+    import hyperconn
+    from hyperconn import connections
+
+    assert hyperconn.make_connection is connections.make_connection
+    assert set(hyperconn.__all__) <= set(dir(hyperconn))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = hyperconn.nope
 
 
 def test_init_tour_prints_numbers_and_the_old_name_still_works(capsys):

@@ -1,14 +1,14 @@
-"""hyperconn (formerly shc): Spectral-Sphere-Constrained Hyper-Connections and the hyper-connection family."""
+"""hyperconn (formerly shc): Spectral-Sphere-Constrained Hyper-Connections and the hyper-connection family.
 
-from .connections import (
-    HyperConnection,
-    Mixing,
-    available_connections,
-    connection_parameter_count,
-    expand_streams,
-    make_connection,
-    reduce_streams,
-)
+The public names (``make_connection``, ``HyperConnection``, ...) live in :mod:`hyperconn.connections`
+and are loaded on first use (PEP 562), so ``import hyperconn`` alone, and with it
+``hyperconn --version`` / ``--help``, does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 try:  # the installed distribution's version (pyproject.toml), one source of truth
     from importlib.metadata import PackageNotFoundError, version
@@ -26,3 +26,26 @@ __all__ = [
     "make_connection",
     "reduce_streams",
 ]
+
+if TYPE_CHECKING:
+    from .connections import (
+        HyperConnection,
+        Mixing,
+        available_connections,
+        connection_parameter_count,
+        expand_streams,
+        make_connection,
+        reduce_streams,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        value = getattr(importlib.import_module(".connections", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
