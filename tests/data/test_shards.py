@@ -232,3 +232,51 @@ def test_shard_files_are_mapped_lazily_and_at_most_max_open(tmp_path):
     assert np.array_equal(st[idx], whole[idx])  # every file, through a cache of two maps
     assert st.open_maps == 2
     assert np.array_equal(np.asarray(st), whole)
+
+
+def _prepare_argv(source, out, tmp_path, *extra):
+    return ["data", "prepare", "--source", source, "--out", out, "--cache-dir", tmp_path / "cache", "--quiet", *extra]
+
+
+@pytest.mark.parametrize("layout", ["file", "folder"])
+def test_prepare_of_an_empty_source_is_refused_and_writes_nothing(cli, tmp_path, layout):
+    if layout == "file":
+        source = tmp_path / "src" / "empty.txt"
+        source.parent.mkdir()
+        source.write_text("")
+    else:
+        source = tmp_path / "src"
+        source.mkdir()
+        for name in ("a.txt", "b.txt"):
+            (source / name).write_text("")
+    out = tmp_path / "out"
+    cli.refused(_prepare_argv(source, out, tmp_path), r"the (train|val) split of the prepared shards is empty", [tmp_path])
+    assert not out.exists()
+
+
+def test_a_failed_prepare_leaves_nothing_and_the_corrected_rerun_succeeds(cli, tmp_path, text_folder):
+    bad = text_folder / "zz.txt"  # read last (files are taken in path order), after shards were written
+    bad.write_bytes(b"caf\xe9\n" * 50)
+    out = tmp_path / "out"
+    argv = _prepare_argv(text_folder, out, tmp_path, "--shard-chars", 400)
+    cli.refused(argv, r"zz.txt: not UTF-8 text", [tmp_path])
+    assert not out.exists()
+    bad.write_text("café\n" * 50, encoding="utf-8")
+    rc, _, err = cli.run(argv)
+    assert rc == 0, err
+    index = json.loads((out / INDEX).read_text())
+    assert index["val_bytes"] > 0 and len(index["shards"]) > 2
+
+
+def test_a_plan_without_a_finished_shard_is_replaced(tmp_path, text_folder):
+    out = tmp_path / "sh"
+    out.mkdir()
+    (out / "plan.json").write_text(json.dumps({"format": 1, "shard_chars": 7, "source": "elsewhere"}))
+    (out / "shard-00000.train.bin").write_bytes(b"\0\0")  # an unfinished shard of that plan (no record)
+    index = prepare_shards(_cfg(tmp_path, source=str(text_folder)), out, shard_chars=400)
+    assert json.loads((out / "plan.json").read_text())["shard_chars"] == 400
+    _, train, _ = open_shards(out, verify=True)
+    assert len(train) == index["train_tokens"]
+    # a plan with a finished shard is still protected
+    with pytest.raises(ValueError, match="other settings.*shard_chars"):
+        prepare_shards(_cfg(tmp_path, source=str(text_folder)), out, shard_chars=500)

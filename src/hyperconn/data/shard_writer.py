@@ -4,7 +4,11 @@ The parent process reads the source's documents in order and cuts them into chun
 ``shard_chars`` characters; worker processes (``spawn``) tokenise the chunks and publish one shard
 each; the parent takes the results back in order, so the output does not depend on ``workers``.
 A shard whose record is present (and whose files have the recorded sizes) is skipped, so a rerun
-after a crash redoes only the unfinished shards. With ``max_tokens`` the parent stops reading
+after a crash redoes only the unfinished shards. Nothing is written before the source's first two
+chunks have been read, so a source that fits in one chunk with an empty split (an empty file, say)
+is refused with ``out_dir`` untouched; a prepare that still ends with an empty split removes what it
+wrote; and a directory whose plan has no finished shard yet (a prepare that failed early) takes
+the new plan instead of refusing it. With ``max_tokens`` the parent stops reading
 after the first shard that brings the training tokens to the budget; the index then records
 ``train_tokens = max_tokens`` (readers use exactly that many).
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import itertools
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -77,13 +82,21 @@ def prepare_shards(
         "dtype": dtype.name,
         "shard_chars": shard_chars,
     }
-    _claim(out, plan)
+    pieces = chunk_documents(source.documents(), shard_chars, text=lambda doc: doc[1])
+    head = list(itertools.islice(pieces, 2))
+    if len(head) < 2:  # the whole source has been read: refuse an empty split before writing anything
+        docs = head[0] if head else []
+        for split in SPLITS:
+            if not any(text for s, text in docs if s == split):
+                raise ValueError(_empty_split(source.description, split))
+    created = not out.exists()
+    fresh = _claim(out, plan)  # no finished shard before this run: a data error removes what it wrote
     if isinstance(tok, BPETokenizer):
         atomic_write_bytes(out / BPE_COPY, tok.path.read_bytes())
 
     chunks = (
         _Chunk(i, {s: [t for split, t in docs if split == s] for s in SPLITS})
-        for i, docs in enumerate(chunk_documents(source.documents(), shard_chars, text=lambda doc: doc[1]))
+        for i, docs in enumerate(itertools.chain(head, pieces))
     )
     records, train_total = [], 0
     results = _write_all(chunks, out, tokenizer_spec(tok), dtype.str, workers)
@@ -95,17 +108,18 @@ def prepare_shards(
                 progress(record)
             if max_tokens is not None and train_total >= max_tokens:
                 break
+        _remove_shards_after(out, len(records))
+        totals = {f"{s}_{k}": sum(r[s][k] for r in records) for s in SPLITS for k in ("tokens", "bytes", "documents")}
+        for split in SPLITS:
+            if totals[f"{split}_bytes"] == 0:  # (its tokens would be the eos of empty documents)
+                raise ValueError(_empty_split(source.description, split))
+    except ValueError:  # the source's content (not a crash): rerunning the same plan would fail again
+        results.close()
+        if fresh:
+            _abandon(out, created)
+        raise
     finally:
-        results.close()  # stops the workers; shards written past the budget are removed below
-    _remove_shards_after(out, len(records))
-
-    totals = {f"{s}_{k}": sum(r[s][k] for r in records) for s in SPLITS for k in ("tokens", "bytes", "documents")}
-    for split in SPLITS:
-        if totals[f"{split}_tokens"] == 0:
-            raise ValueError(
-                f"{source.description}: the {split} split of the prepared shards is empty; "
-                "use more text, a larger --max-tokens or another val_fraction"
-            )
+        results.close()  # stops the workers; shards written past the budget were removed above
     index = {
         **plan,
         **totals,
@@ -118,14 +132,38 @@ def prepare_shards(
     return index
 
 
-def _claim(out: Path, plan: dict) -> None:
-    """Create ``out`` or check that it holds shards of the same plan; drop crash leftovers."""
+def _empty_split(description: str, split: str) -> str:
+    return (
+        f"{description}: the {split} split of the prepared shards is empty (no text); "
+        "use more text, a larger --max-tokens or another val_fraction"
+    )
+
+
+def _has_finished_shard(out: Path) -> bool:
+    return any(out.glob("shard-*.json"))
+
+
+def _abandon(out: Path, created: bool) -> None:
+    """Remove what a prepare that cannot succeed wrote (its plan, shards, BPE copy); ``out`` too if
+    this prepare created it."""
+    for path in [*out.glob("shard-*"), out / PLAN, out / BPE_COPY]:
+        path.unlink(missing_ok=True)
+    remove_temps(out)
+    if created and not any(out.iterdir()):
+        out.rmdir()
+
+
+def _claim(out: Path, plan: dict) -> bool:
+    """Create ``out`` or check that it holds shards of the same plan (a plan without a finished
+    shard is replaced); drop crash leftovers. True if ``out`` holds no finished shard."""
     out.mkdir(parents=True, exist_ok=True)
     plan_path = out / PLAN
     if plan_path.is_file():
         old = json.loads(plan_path.read_text())
         diffs = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
-        if diffs:
+        if diffs and not _has_finished_shard(out):
+            _remove_shards_after(out, 0)  # unfinished shard files of the abandoned plan
+        elif diffs:
             raise ValueError(
                 f"{out} holds shards prepared with other settings ({', '.join(diffs)} differ); "
                 "use another --out or delete that directory"
@@ -138,6 +176,7 @@ def _claim(out: Path, plan: dict) -> None:
     (out / INDEX).unlink(missing_ok=True)
     fsync_dir(out)
     atomic_write_text(plan_path, json.dumps(plan, indent=1, sort_keys=True) + "\n")
+    return not _has_finished_shard(out)
 
 
 def _finished_record(out: Path, i: int, itemsize: int) -> dict | None:
