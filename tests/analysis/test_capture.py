@@ -119,8 +119,49 @@ def test_language_model_capture_in_depth_order():
         f"blocks.{i}.{part}_conn" for i in range(cfg.n_layers) for part in ("attn", "mlp")
     ]
     assert [layer.layer_index for layer in result.layers] == [0, 0, 1, 1, 2, 2]
+    # the first and last connections are built without H_res (skip_inert): no H_res statistics
+    assert [layer.mixes_streams for layer in result.layers] == [False, True, True, True, True, False]
     # sHC: sums 1 and spectral norm 1 at every layer and along the whole composite
-    for layer in result.layers:
+    for layer in result.layers[1:-1]:
         assert layer.max["spectral_norm"] == pytest.approx(1.0, abs=1e-5)
         assert layer.max["row_sum_error"] < 1e-5
     assert max(result.composite.spectral_norm_max) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_skipped_connections_have_no_h_res_statistics_and_count_as_identity():
+    from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig
+
+    def build(skip: bool) -> LanguageModel:
+        cfg = ModelConfig(
+            vocab_size=32, dim=16, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=8, mlp_dim=32, max_seq_len=16,
+            connection=ConnectionConfig(kind="shc", streams=4, skip_inert=skip),
+        )  # fmt: skip
+        torch.manual_seed(0)
+        return LanguageModel(cfg).double()
+
+    full, bare = build(False), build(True)
+    perturb(full)
+    params = dict(full.named_parameters())
+    with torch.no_grad():  # shared parameters: the skipped connections' pre/post columns
+        for name, p in bare.named_parameters():
+            p.copy_(params[name][tuple(slice(0, s) for s in p.shape)])
+    data = [torch.randint(0, 32, (2, 6))]
+    got, ref = capture_statistics(bare, data), capture_statistics(full, data)
+    for i in (0, 3):
+        layer = got.layers[i]
+        assert not layer.mixes_streams and layer.mean_res is None and layer.subdominant_singular_values is None
+        assert set(layer.mean) == set(layer.max) == set(ref.layers[i].mean)
+        assert all(v is None for v in (*layer.mean.values(), *layer.max.values()))
+        assert layer.tokens == 12
+        assert layer.pre_mean == pytest.approx(ref.layers[i].pre_mean, abs=1e-12)
+        assert layer.post_mean == pytest.approx(ref.layers[i].post_mean, abs=1e-12)
+    for i in (1, 2):
+        assert got.layers[i].mixes_streams and got.layers[i].mean == pytest.approx(ref.layers[i].mean, abs=1e-10)
+    # the composite: the full model's matrices with I in place of the skipped ones
+    with MixingRecorder(full) as rec, torch.no_grad():
+        full(data[0])
+        res = [c.res for c in rec.pop()]
+    eye = torch.eye(4, dtype=torch.float64).expand_as(res[0])
+    prefixes = torch.stack(dg.prefix_composites([eye, res[1], res[2], eye]), dim=1)
+    assert got.composite.forward_gain_max == pytest.approx(dg.forward_gain(prefixes).amax(0).tolist(), abs=1e-10)
+    assert got.composite.spectral_norm_mean == pytest.approx(dg.spectral_norm(prefixes).mean(0).tolist(), abs=1e-10)

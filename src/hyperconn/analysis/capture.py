@@ -6,6 +6,12 @@ The calls are recorded by :class:`hyperconn.diagnostics.MixingRecorder` (forward
 :func:`capture_statistics` runs batches through a model and returns one :class:`LayerStats`
 per connection call, in the order the connections were applied (depth order), plus the
 statistics of the depth composite (:class:`CompositeStats`).
+
+A connection built without ``H_res`` (``conn.mixes_streams`` False: the inert first / last
+connection the model skips) has no learned mixing matrix: its ``H_res`` statistics are ``None``
+(``LayerStats.mixes_streams`` False), not those of the identity; its ``H_pre`` / ``H_post``
+statistics are reported as usual, and the depth composite uses ``H_res = I`` for it, the
+operator it applies.
 """
 
 from __future__ import annotations
@@ -65,7 +71,10 @@ class _Running:
 
 @dataclass
 class LayerStats:
-    """Diagnostics of one connection, averaged over captured tokens (``max_*`` = worst token)."""
+    """Diagnostics of one connection, averaged over captured tokens (``max_*`` = worst token).
+
+    ``mixes_streams`` False: the connection has no ``H_res`` (skipped as inert); then every value
+    in ``mean`` and ``max``, ``subdominant_singular_values`` and ``mean_res`` are ``None``."""
 
     index: int
     name: str
@@ -73,16 +82,17 @@ class LayerStats:
     layer_index: int
     num_streams: int
     tokens: int
-    mean: dict[str, float]  # SCALAR_METRICS, mean over tokens
-    max: dict[str, float]  # SCALAR_METRICS, max over tokens
-    subdominant_singular_values: list[float]  # mean over tokens, descending
-    mean_res: list[list[float]]  # mean H_res
+    mean: dict[str, float | None]  # SCALAR_METRICS, mean over tokens
+    max: dict[str, float | None]  # SCALAR_METRICS, max over tokens
+    subdominant_singular_values: list[float] | None  # mean over tokens, descending
+    mean_res: list[list[float]] | None  # mean H_res
     pre_mean: list[float]
     pre_std: list[float]
     post_mean: list[float]
     post_std: list[float]
     sinkhorn_iters: int | None = None
     sinkhorn_error_curve: list[float] | None = None  # k = 1..50, mHC only
+    mixes_streams: bool = True
 
 
 @dataclass
@@ -118,10 +128,11 @@ class _LayerAccumulator:
         self.sinkhorn_batches = 0
 
     def add(self, call: Call) -> None:
-        for key, fn in SCALAR_METRICS.items():
-            self.scalars[key].add(fn(call.res))
-        self.subdominant.add(dg.subdominant_singular_values(call.res))
-        self.res.add(call.res)
+        if self.conn.mixes_streams:
+            for key, fn in SCALAR_METRICS.items():
+                self.scalars[key].add(fn(call.res))
+            self.subdominant.add(dg.subdominant_singular_values(call.res))
+            self.res.add(call.res)
         self.pre.add(call.pre)
         self.post.add(call.post)
         if call.logits is not None:
@@ -132,23 +143,25 @@ class _LayerAccumulator:
     def result(self) -> LayerStats:
         conn = self.conn
         curve = None if self.sinkhorn_sum is None else (self.sinkhorn_sum / self.sinkhorn_batches).tolist()
+        mixes = conn.mixes_streams
         return LayerStats(
             index=self.index,
             name=self.name,
             kind=conn.kind,
             layer_index=conn.layer_index,
             num_streams=conn.num_streams,
-            tokens=self.res.count,
-            mean={k: float(r.mean()) for k, r in self.scalars.items()},
-            max={k: float(r.max) for k, r in self.scalars.items()},
-            subdominant_singular_values=self.subdominant.mean().tolist(),
-            mean_res=self.res.mean().tolist(),
+            tokens=self.pre.count,
+            mean={k: float(r.mean()) if mixes else None for k, r in self.scalars.items()},
+            max={k: float(r.max) if mixes else None for k, r in self.scalars.items()},
+            subdominant_singular_values=self.subdominant.mean().tolist() if mixes else None,
+            mean_res=self.res.mean().tolist() if mixes else None,
             pre_mean=self.pre.mean().tolist(),
             pre_std=self.pre.std().tolist(),
             post_mean=self.post.mean().tolist(),
             post_std=self.post.std().tolist(),
             sinkhorn_iters=getattr(conn, "sinkhorn_iters", None) if conn.kind == "mhc" else None,
             sinkhorn_error_curve=curve,
+            mixes_streams=mixes,
         )
 
 

@@ -57,11 +57,15 @@ def layer_summary(result: CaptureResult) -> dict[str, dict[str, float]]:
     """Layer-averaged and worst-layer value of every scalar diagnostic, plus the final composite.
 
     ``worst`` is the max over layers of the per-layer mean, except for the spectral norm and the
-    sum errors, where it is the max over layers of the per-token max.
+    sum errors, where it is the max over layers of the per-token max. Only connections that learn
+    an ``H_res`` count (a connection built without one, skipped as inert, is listed under
+    ``skipped``); the composite covers every connection (``H_res = I`` for a skipped one).
     """
-    layers = result.layers
-    keys = list(layers[0].mean)
-    out: dict[str, dict[str, float]] = {"mean": {}, "worst": {}}
+    layers = [layer for layer in result.layers if layer.mixes_streams]
+    keys = list(result.layers[0].mean)
+    out: dict = {"mean": {}, "worst": {}, "skipped": [la.name for la in result.layers if not la.mixes_streams]}
+    if not layers:
+        keys = []
     for key in keys:
         per_layer_mean = [layer.mean[key] for layer in layers]
         out["mean"][key] = float(np.mean(per_layer_mean))
@@ -95,6 +99,10 @@ def analysis_markdown(result: CaptureResult, title: str, info: dict[str, Any]) -
     rows = []
     for layer in result.layers:
         m, mx = layer.mean, layer.max
+        if not layer.mixes_streams:
+            rows.append([layer.index, layer.name, "no H_res (inert, skipped)", *["-"] * 8,
+                         " ".join(fmt(v, 2) for v in layer.pre_mean), " ".join(fmt(v, 2) for v in layer.post_mean)])
+            continue
         rows.append(
             [
                 layer.index,
@@ -154,20 +162,27 @@ def analysis_markdown(result: CaptureResult, title: str, info: dict[str, Any]) -
     return "\n".join(lines)
 
 
+def _value(x: float | None) -> float:
+    """A per-layer value for a plot: NaN (a gap) for a connection without ``H_res``."""
+    return float("nan") if x is None else x
+
+
 def write_analysis(result: CaptureResult, out_dir: Path, title: str, info: dict[str, Any]) -> dict:
     """Write ``analysis.json``, ``analysis.md`` and the plots into ``out_dir``; return the JSON data."""
     out_dir = Path(out_dir)
     layers = result.layers
-    picks = sorted({0, len(layers) // 2, len(layers) - 1})
-    plots.heatmaps(
-        [(f"#{i} {layers[i].name}", np.array(layers[i].mean_res)) for i in picks],
-        out_dir / "h_res_heatmaps.png",
-        f"{title}: mean H_res",
-    )
+    learned = [i for i, la in enumerate(layers) if la.mixes_streams]
+    picks = sorted({learned[0], learned[len(learned) // 2], learned[-1]}) if learned else []
+    if picks:  # none when every connection was skipped (a one-layer model)
+        plots.heatmaps(
+            [(f"#{i} {layers[i].name}", np.array(layers[i].mean_res)) for i in picks],
+            out_dir / "h_res_heatmaps.png",
+            f"{title}: mean H_res",
+        )
     plots.per_layer(
         {
-            "identity distance ‖H−I‖_F": {title: [la.mean["identity_distance"] for la in layers]},
-            "negative mass": {title: [la.mean["negative_mass"] for la in layers]},
+            "identity distance ‖H−I‖_F": {title: [_value(la.mean["identity_distance"]) for la in layers]},
+            "negative mass": {title: [_value(la.mean["negative_mass"]) for la in layers]},
         },
         out_dir / "per_layer.png",
     )

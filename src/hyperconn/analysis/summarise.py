@@ -206,8 +206,12 @@ def _diagnostics(analyses: list[dict]) -> dict:
     if "sinkhorn_error_curve" in summ[0]:
         entry["sinkhorn_error_curve"] = np.mean([s["sinkhorn_error_curve"] for s in summ], 0).tolist()
         entry["sinkhorn_iters"] = summ[0]["sinkhorn_iters"]
-    per_layer = {key: np.mean([[la["mean"][key] for la in a["layers"]] for a in analyses], 0).tolist()
-                 for key in ("identity_distance", "negative_mass")}  # fmt: skip
+    # a connection without H_res (skipped as inert) has None: NaN in the per-layer curves
+    per_layer = {
+        key: np.mean([[math.nan if la["mean"][key] is None else la["mean"][key] for la in a["layers"]]
+                      for a in analyses], 0).tolist()
+        for key in ("identity_distance", "negative_mass")
+    }
     for key, reduce in (("forward_gain_max", np.max), ("backward_gain_max", np.max), ("spectral_norm_mean", np.mean)):
         per_layer[f"composite_{key}"] = reduce([a["composite"][key] for a in analyses], 0).tolist()
     entry["per_layer"] = per_layer
