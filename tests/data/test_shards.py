@@ -250,7 +250,9 @@ def test_prepare_of_an_empty_source_is_refused_and_writes_nothing(cli, tmp_path,
         for name in ("a.txt", "b.txt"):
             (source / name).write_text("")
     out = tmp_path / "out"
-    cli.refused(_prepare_argv(source, out, tmp_path), r"the (train|val) split of the prepared shards is empty", [tmp_path])
+    cli.refused(
+        _prepare_argv(source, out, tmp_path), r"the (train|val) split of the prepared shards is empty", [tmp_path]
+    )
     assert not out.exists()
 
 

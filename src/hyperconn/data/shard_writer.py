@@ -16,8 +16,8 @@ after the first shard that brings the training tokens to the budget; the index t
 from __future__ import annotations
 
 import hashlib
-import json
 import itertools
+import json
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
