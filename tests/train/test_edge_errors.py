@@ -83,3 +83,14 @@ def test_a_saved_config_without_skip_inert_loads_with_the_old_behaviour(make_cfg
     (tmp_path / "new.yaml").write_text(cfg.to_yaml())
     assert load_config(tmp_path / "new.yaml") == cfg
     assert TrainConfig.from_dict(old).model.connection.skip_inert is True  # a partial NEW config: today's default
+
+
+def test_a_resume_with_another_tokenizer_is_refused_as_a_changed_setting(cli, train_argv, tmp_path, cache_dir):
+    rc, _, err = cli.run([*train_argv, "--set", "train.steps=2", "--set", "train.checkpoint_interval=2"])
+    assert rc == 0, err
+    resume = [*train_argv, "--set", "train.steps=2", "--resume", "--set", "data.tokenizer=bpe"]
+    cli.refused(
+        resume,
+        r"cannot resume .*: the config differs from its config.yaml in data.tokenizer; a resume may change only",
+        watch=[tmp_path, cache_dir],
+    )

@@ -76,8 +76,8 @@ class Trainer:
         cfg, info, t = self.cfg, self.info, self.cfg.train
         if t.threads is not None:
             torch.set_num_threads(t.threads)
+        self.changes = self._resume_changes() if self.resume else {}
         self.data: PreparedData = prepare_run_data(cfg, info)  # fills cfg.model.vocab_size
-        self.changes = resume_changes(load_config(self.run_dir / CONFIG), cfg, self.run_dir) if self.resume else {}
         self.raw_model, self.model = build_model(cfg, info)
         self.optimizer = build_optimizer(self.raw_model, t.lr, (t.beta1, t.beta2), t.weight_decay, t.eps)
         self.precision = resolve_precision(t.precision, info.device)
@@ -100,6 +100,15 @@ class Trainer:
             self._publish()
 
     # --- resume -------------------------------------------------------------------------------
+    def _resume_changes(self) -> dict[str, str]:
+        """The allowed changes against the run's saved config, checked before the data is prepared
+        (so another tokenizer is refused as a changed data.tokenizer, not by its vocabulary size);
+        an unset model.vocab_size takes the saved one (the tokenizer's, filled in when the run started)."""
+        saved = load_config(self.run_dir / CONFIG)
+        if self.cfg.model.vocab_size is None:
+            self.cfg.model.vocab_size = saved.model.vocab_size
+        return resume_changes(saved, self.cfg, self.run_dir)
+
     def _restore(self) -> None:
         ckpt, weights, state, self.skipped = newest_valid(self.run_dir, self._check_checkpoint)
         main = self.info.is_main
