@@ -112,22 +112,32 @@ def test_expand_and_reduce_streams():
     assert x.shape == (2, 3, 4, DIM)
     torch.testing.assert_close(x[..., 2, :], h)
     torch.testing.assert_close(hyperconn.reduce_streams(x), 4 * h)
-    with pytest.raises(ValueError, match="num_streams must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="num_streams must be an integer >= 1, got 0"):
         hyperconn.expand_streams(h, 0)
+    with pytest.raises(ValueError, match=r"reduce_streams needs streams of shape \(\.\.\., n, C\), got a 1-D tensor"):
+        hyperconn.reduce_streams(torch.randn(DIM))
 
 
 @pytest.mark.parametrize(
     "args,options,message",
     [
         (("bogus", 4, DIM), {}, r"unknown connection kind 'bogus'; choose one of residual, hc, mhc, mhc_lite"),
-        (("shc", 0, DIM), {}, r"num_streams must be >= 1, got 0"),
+        (("shc", 0, DIM), {}, r"shc: num_streams must be an integer >= 2, got 0"),
         (("residual", 2, DIM), {}, r"residual: num_streams must be 1, got 2"),
-        (("shc", 1, DIM), {}, r"shc: num_streams must be >= 2, got 1"),
+        (("shc", 1, DIM), {}, r"shc: num_streams must be an integer >= 2, got 1 \(one stream: use kind 'residual'\)"),
+        (("hc", 1, DIM), {}, r"hc: num_streams must be an integer >= 2, got 1"),
+        (("mhc", 1, DIM), {}, r"mhc: num_streams must be an integer >= 2, got 1"),
+        (("shc", 4.0, 16), {}, r"shc: num_streams must be an integer >= 2, got 4.0"),
+        (("shc", "4", 16), {}, r"shc: num_streams must be an integer >= 2, got '4'"),
+        (("kromhc", "4", 16), {}, r"kromhc: num_streams must be an integer >= 2, got '4'"),
+        (("shc", 4, 16.0), {}, r"shc: dim must be an integer >= 1, got 16.0"),
+        (("shc", 4, 16), {"sigma_bias": "x"}, r"shc: sigma_bias must be a finite number, got 'x'"),
+        (("mhc", 4, 16), {"eps": "1e-6"}, r"mhc: eps must be a finite number > 0, got '1e-6'"),
         (("kromhc", 6, DIM), {}, r"kromhc: num_streams must be a power of two >= 2, got 6"),
         (("mhc_lite", 9, DIM), {}, r"mhc_lite: num_streams must be <= 8 .* got 9"),
         (("mhc", 4, DIM), {"sinkhorn_iters": 0}, r"sinkhorn_iters must be an integer >= 1, got 0"),
         (("shc", 4, DIM), {"sinkhorn_iters": 5}, r"shc: unknown option\(s\) sinkhorn_iters; allowed: .*sigma_bias"),
-        (("shc", 4, 0), {}, r"dim must be >= 1, got 0"),
+        (("shc", 4, 0), {}, r"dim must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_construction_raises_clear_value_error(args, options, message):
@@ -144,3 +154,16 @@ def test_bad_stream_shape_raises(kind):
             conn(bad, lambda u: u)
         with pytest.raises(ValueError, match="streams must have shape"):
             conn.mixing(bad)
+
+
+@pytest.mark.parametrize("kind", hyperconn.available_connections())
+def test_bad_stream_values_and_branches_raise_clear_value_errors(kind):
+    n = 1 if kind == "residual" else 4
+    conn = hyperconn.make_connection(kind, n, DIM)
+    with pytest.raises(ValueError, match=rf"{kind}: streams must be a floating-point tensor, got dtype torch.int64"):
+        conn(torch.ones(3, n, DIM, dtype=torch.long), lambda u: u)
+    with pytest.raises(ValueError, match=rf"{kind}: streams hold zero tokens \(shape \(0, {n}, {DIM}\)\)"):
+        conn(torch.randn(0, n, DIM), lambda u: u)
+    branch_message = rf"{kind}: the branch must return one tensor of shape \(\.\.\., {DIM}\), got tuple"
+    with pytest.raises(ValueError, match=branch_message):
+        conn(torch.randn(3, n, DIM), lambda u: (u, None))

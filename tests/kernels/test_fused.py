@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import hyperconn
+import hyperconn.connections
 from hyperconn import kernels
 
 C = 40  # not a multiple of the 32-wide feature blocks set in conftest

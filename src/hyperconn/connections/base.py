@@ -42,15 +42,44 @@ class Mixing(NamedTuple):
     post: torch.Tensor
 
 
+def check_int(name: str, value: object, minimum: int) -> int:
+    """``value`` as an integer ``>= minimum`` (a bool, float or string is refused)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_positive_number(name: str, value: object) -> float:
+    """``value`` as a finite real number ``> 0`` (a bool or string is refused)."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_num_streams(kind: str, num_streams: object) -> int:
+    """One rule for every kind: ``residual`` has exactly one stream; every hyper-connection kind
+    needs at least two (with one stream there is nothing to mix: that is ``residual``)."""
+    if kind == "residual":
+        if num_streams != 1 or isinstance(num_streams, bool) or not isinstance(num_streams, int):
+            raise ValueError(f"residual: num_streams must be 1, got {num_streams!r}")
+        return 1
+    if not isinstance(num_streams, int) or isinstance(num_streams, bool) or num_streams < 2:
+        raise ValueError(
+            f"{kind}: num_streams must be an integer >= 2, got {num_streams!r} (one stream: use kind 'residual')"
+        )
+    return num_streams
+
+
 def expand_streams(h: torch.Tensor, num_streams: int) -> torch.Tensor:
     """``(..., C) -> (..., n, C)``: every stream a copy of ``h``."""
-    if num_streams < 1:
-        raise ValueError(f"num_streams must be >= 1, got {num_streams}")
+    check_int("num_streams", num_streams, 1)
     return h.unsqueeze(-2).expand(*h.shape[:-1], num_streams, h.shape[-1]).contiguous()
 
 
 def reduce_streams(x: torch.Tensor) -> torch.Tensor:
     """``(..., n, C) -> (..., C)``: the sum over streams."""
+    if x.dim() < 2:
+        raise ValueError(f"reduce_streams needs streams of shape (..., n, C), got a {x.dim()}-D tensor")
     return x.sum(dim=-2)
 
 
@@ -107,12 +136,9 @@ class HyperConnection(nn.Module):
         mix_streams: bool = True,
     ) -> None:
         super().__init__()
-        if num_streams < 1:
-            raise ValueError(f"num_streams must be >= 1, got {num_streams}")
-        if dim < 1:
-            raise ValueError(f"dim must be >= 1, got {dim}")
-        if layer_index < 0:
-            raise ValueError(f"layer_index must be >= 0, got {layer_index}")
+        check_num_streams(self.kind, num_streams)
+        check_int(f"{self.kind}: dim", dim, 1)
+        check_int(f"{self.kind}: layer_index", layer_index, 0)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.num_streams = num_streams
@@ -146,6 +172,10 @@ class HyperConnection(nn.Module):
                 f"{self.kind}: streams must have shape (..., n, dim) = (..., {expected[0]}, {expected[1]}), "
                 f"got {tuple(streams.shape)}"
             )
+        if not streams.dtype.is_floating_point:
+            raise ValueError(f"{self.kind}: streams must be a floating-point tensor, got dtype {streams.dtype}")
+        if streams.numel() == 0:
+            raise ValueError(f"{self.kind}: streams hold zero tokens (shape {tuple(streams.shape)})")
 
     def mixing(self, streams: torch.Tensor) -> Mixing:
         raise NotImplementedError
@@ -271,7 +301,12 @@ class HyperConnection(nn.Module):
 
     def forward(self, streams: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         u, mixed, h_post = self.width(streams)
-        return self.depth(mixed, h_post, branch(u))
+        out = branch(u)
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(
+                f"{self.kind}: the branch must return one tensor of shape (..., {self.dim}), got {type(out).__name__}"
+            )
+        return self.depth(mixed, h_post, out)
 
 
 def _pm_one_bias(num_streams: int, layer_index: int) -> torch.Tensor:
@@ -311,8 +346,7 @@ class CoefficientConnection(HyperConnection):
         mix_streams: bool = True,
     ) -> None:
         super().__init__(num_streams, dim, layer_index, recompute, backend, mix_streams)
-        if not eps > 0:
-            raise ValueError(f"{self.kind}: eps must be > 0, got {eps}")
+        eps = check_positive_number(f"{self.kind}: eps", eps)
         n = num_streams
         self.eps = eps
         self.group_sizes = (n, n, *self.res_groups()) if self.mixes_streams else (n, n)

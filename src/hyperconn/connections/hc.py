@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import HyperConnection, Mixing, _float32_region, compute_dtype
+from .base import HyperConnection, Mixing, _float32_region, check_positive_number, compute_dtype
 from .ops import project_rms
 
 
@@ -35,8 +35,7 @@ class HC(HyperConnection):
         backend: str = "auto",
     ) -> None:
         super().__init__(num_streams, dim, layer_index, recompute, backend)
-        if not eps > 0:
-            raise ValueError(f"hc: eps must be > 0, got {eps}")
+        eps = check_positive_number("hc: eps", eps)
         n = num_streams
         self.eps = eps
         self.norm_weight = nn.Parameter(torch.empty(dim))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..linalg import batched_kron
-from .base import CoefficientConnection, check_res_init, compute_dtype
+from .base import CoefficientConnection, check_num_streams, check_res_init, compute_dtype
 
 SECOND_BIAS = -8.0
 
@@ -37,6 +37,7 @@ class KromHC(CoefficientConnection):
         mix_streams: bool = True,
         res_init: str = "identity",
     ) -> None:
+        check_num_streams(self.kind, num_streams)
         if _log2_exact(num_streams) is None:
             raise ValueError(f"kromhc: num_streams must be a power of two >= 2, got {num_streams}")
         self.num_factors = _log2_exact(num_streams)

@@ -14,7 +14,7 @@ import math
 import torch
 
 from ..linalg import permutation_matrices
-from .base import CoefficientConnection, check_res_init
+from .base import CoefficientConnection, check_num_streams, check_res_init
 from .constants import constant
 
 MAX_STREAMS = 8
@@ -37,6 +37,7 @@ class MHCLite(CoefficientConnection):
         mix_streams: bool = True,
         res_init: str = "identity",
     ) -> None:
+        check_num_streams(self.kind, num_streams)
         if num_streams > MAX_STREAMS:
             raise ValueError(
                 f"mhc_lite: num_streams must be <= {MAX_STREAMS} (n! coefficients per token), "

@@ -6,7 +6,7 @@ import inspect
 
 import torch
 
-from .base import HyperConnection
+from .base import HyperConnection, check_num_streams
 from .hc import HC
 from .kromhc import KromHC
 from .mhc import MHC
@@ -61,8 +61,7 @@ def make_connection(
     ``"triton"``; see :mod:`hyperconn.kernels`).
     """
     cls = connection_class(kind)
-    if num_streams < 1:
-        raise ValueError(f"num_streams must be >= 1, got {num_streams}")
+    check_num_streams(kind, num_streams)
     allowed = connection_options(kind)
     unknown = sorted(set(options) - set(allowed))
     if unknown:

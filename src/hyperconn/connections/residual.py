@@ -19,8 +19,6 @@ class Residual(HyperConnection):
     def __init__(
         self, num_streams: int, dim: int, layer_index: int = 0, recompute: bool = False, backend: str = "auto"
     ) -> None:
-        if num_streams != 1:
-            raise ValueError(f"residual: num_streams must be 1, got {num_streams}")
         super().__init__(num_streams, dim, layer_index, recompute=False, backend=backend)
 
     def mixing(self, streams: torch.Tensor) -> Mixing:

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..kernels.interface import KernelRoute
 from ..linalg import cayley_from_params, cayley_quadratic_map, helmert_basis
-from .base import CoefficientConnection, compute_dtype
+from .base import CoefficientConnection, check_num_streams, compute_dtype
 from .constants import centre_matrix, constant
 
 DEFAULT_SIGMA_BIAS = 4.0
@@ -54,10 +54,10 @@ class SHC(CoefficientConnection):
         backend: str = "auto",
         mix_streams: bool = True,
     ) -> None:
-        if num_streams < 2:
-            raise ValueError(f"shc: num_streams must be >= 2, got {num_streams}")
-        if not -1e3 < sigma_bias < 1e3:  # also refuses NaN
-            raise ValueError(f"shc: sigma_bias must be a finite number, got {sigma_bias}")
+        check_num_streams("shc", num_streams)
+        real = isinstance(sigma_bias, int | float) and not isinstance(sigma_bias, bool)
+        if not real or not -1e3 < sigma_bias < 1e3:  # also refuses NaN
+            raise ValueError(f"shc: sigma_bias must be a finite number, got {sigma_bias!r}")
         self.sigma_bias = float(sigma_bias)
         self.rank = num_streams - 1  # m
         self.num_angles = self.rank * (self.rank - 1) // 2  # k
