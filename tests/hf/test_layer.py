@@ -68,3 +68,40 @@ def test_single_layer_model_expands_and_reduces_in_one_layer():
     (layer,) = model.model.layers
     assert layer.expand_input and layer.reduce_output
     torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("kind", "streams"), [("shc", 4), ("mhc", 2)])
+def test_output_hidden_states_are_the_reduced_streams_of_every_layer(kind, streams):
+    """``num_hidden_layers + 1`` states of shape (B, T, C): the embeddings, each layer's streams
+    reduced as the readout reduces them (checked against hooks on the layers), the last one normed."""
+    model = hyperconn.hf.convert(tiny_model("qwen3"), kind, streams)
+    perturb_connections(model)
+    layers = model.model.layers
+    outputs = []
+    handles = [layer.register_forward_hook(lambda m, a, out: outputs.append(out)) for layer in layers]
+    ids = token_batch(batch=2, length=5)
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+    for h in handles:
+        h.remove()
+    states = out.hidden_states
+    assert len(states) == len(layers) + 1
+    assert all(s.shape == (2, 5, 32) for s in states)
+    torch.testing.assert_close(states[0], model.get_input_embeddings()(ids))
+    for state, raw in zip(states[1:-1], outputs[:-1], strict=True):
+        torch.testing.assert_close(state, raw.unflatten(-1, (streams, 32)).mean(dim=-2))
+    torch.testing.assert_close(states[-1], model.model.norm(outputs[-1]))
+    torch.testing.assert_close(states[-1], out.hidden_states[-1])
+    with torch.no_grad():
+        assert model(ids).hidden_states is None  # nothing collected unless asked
+
+
+def test_output_hidden_states_at_init_match_the_unconverted_model():
+    original = tiny_model("llama")
+    with torch.no_grad():
+        expected = original(token_batch(batch=1, length=6), output_hidden_states=True).hidden_states
+        model = hyperconn.hf.convert(original, "shc", 4)
+        got = model(token_batch(batch=1, length=6), output_hidden_states=True).hidden_states
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)

@@ -14,6 +14,13 @@ before the model's final norm. The call signature is the HF layer's: ``hidden_st
 keywords (mask, positions, cache, rotary embeddings, ...), all handed to ``self_attn`` as the
 original layer does, so the KV cache, ``generate`` and gradient checkpointing
 (``GradientCheckpointingLayer``) work unchanged.
+
+``output_hidden_states=True``: HF records the outputs of its own decoder-layer class, which these
+layers are not, so each layer records itself into HF's collector: the first layer its input
+``(B, T, C)`` (the embeddings), every layer its output with the streams reduced to ``(B, T, C)``
+the way the last layer reduces them for the readout (``stream_reduction``: the mean over the ``n``
+streams, or their sum). The model then replaces the last entry by the normed ``last_hidden_state``,
+as for the unconverted model: ``num_hidden_layers + 1`` states in all, each ``(B, T, C)``.
 """
 
 from __future__ import annotations
@@ -32,6 +39,10 @@ MIN_TRANSFORMERS = "4.54"
 if _version.Version(_transformers.__version__) < _version.Version(MIN_TRANSFORMERS):
     raise ImportError(f"hyperconn.hf needs transformers >= {MIN_TRANSFORMERS}, found {_transformers.__version__}")
 _modeling_layers = require("transformers.modeling_layers", "hyperconn.hf")
+try:  # the collector HF's ``capture_outputs`` fills while ``output_hidden_states`` is requested
+    from transformers.utils.output_capturing import _active_collector as _hf_collector
+except ImportError:  # older releases collect inside the model's own loop
+    _hf_collector = None
 
 STREAM_REDUCTIONS = ("mean", "sum")
 # attributes HF model code reads from decoder layers in some families (kept on the wrapper)
@@ -101,8 +112,16 @@ class HyperDecoderLayer(_modeling_layers.GradientCheckpointingLayer):
 
         streams = self.attn_conn(streams, attention)
         streams = self.mlp_conn(streams, lambda u: self.mlp(self.post_attention_layernorm(u)))
-        if not self.reduce_output:
-            return streams.flatten(-2)
-        if self.stream_reduction == "mean":
-            return streams.mean(dim=-2)
-        return reduce_streams(streams)
+        reduced = streams.mean(dim=-2) if self.stream_reduction == "mean" else reduce_streams(streams)
+        self._record_hidden_state(hidden_states, reduced)
+        return reduced if self.reduce_output else streams.flatten(-2)
+
+    def _record_hidden_state(self, layer_input: torch.Tensor, reduced: torch.Tensor) -> None:
+        """Append this layer's ``(B, T, C)`` state to HF's ``hidden_states`` collector (the first layer
+        its input first), honouring a selection of indices; nothing when none is being collected."""
+        collected = _hf_collector.get() if _hf_collector is not None else None
+        if not collected or "hidden_states" not in collected:
+            return
+        states, selection = collected["hidden_states"], collected.get("_hidden_states_layers")
+        for state in ([layer_input] if self.expand_input and not states else []) + [reduced]:
+            states.append(state if selection is None or len(states) in selection else None)
