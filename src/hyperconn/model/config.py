@@ -90,11 +90,17 @@ class ConnectionConfig:
         return first, last
 
 
+STREAM_DTYPES = ("float32", "bfloat16")
+
+
 @dataclass
 class ModelConfig:
     """Shape of the decoder-only transformer (Qwen3 style).
 
     ``vocab_size=None`` takes the tokenizer's vocabulary size when the trainer builds the model.
+    ``stream_dtype``: the dtype the ``n`` streams are kept in between sublayers, ``"float32"``
+    (default) or ``"bfloat16"`` (half the bytes per pass over the streams; every connection's
+    coefficient math still runs in float32, the DeepSeek-V4 recipe).
     """
 
     vocab_size: int | None = None
@@ -108,6 +114,7 @@ class ModelConfig:
     rope_base: float = 10000.0
     norm_eps: float = 1e-6
     tie_embeddings: bool = False
+    stream_dtype: str = "float32"
     connection: ConnectionConfig = field(default_factory=ConnectionConfig)
 
     def __post_init__(self) -> None:
@@ -128,6 +135,8 @@ class ModelConfig:
             )
         if self.head_dim % 2:
             raise ValueError(f"model.head_dim must be even for RoPE, got {self.head_dim}")
+        if self.stream_dtype not in STREAM_DTYPES:
+            raise ValueError(f"model.stream_dtype must be one of {', '.join(STREAM_DTYPES)}, got {self.stream_dtype!r}")
         if not self.rope_base > 0:
             raise ValueError(f"model.rope_base must be > 0, got {self.rope_base!r}")
         self.connection.validate()

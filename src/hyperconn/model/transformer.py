@@ -7,6 +7,9 @@ Wiring (docs/design.md, "The model")::
                   x = mlp_conn_l(x,  u -> MLP(Norm(u)))
     logits = head(Norm(readout(x)))                         sum over the streams, or sum_j w_j x_j
 
+``model.stream_dtype="bfloat16"`` keeps ``x`` in bf16 between sublayers (cast once after expand,
+back to the parameters' dtype after readout); the connections' coefficient math stays float32.
+
 The ends are ``model.connection.expand`` / ``readout`` (:mod:`hyperconn.model.ends`). With
 ``skip_inert`` the first and/or last connection is built without ``H_res`` where it provably has
 no effect (:meth:`ConnectionConfig.inert_ends`). Connections are called as modules
@@ -51,8 +54,19 @@ class Block(nn.Module):
     def forward(
         self, x: torch.Tensor, rope: RotaryEmbedding, start: int = 0, cache: LayerKVCache | None = None
     ) -> torch.Tensor:
-        x = self.attn_conn(x, lambda u: self.attn(self.attn_norm(u), rope, start, cache))
-        return self.mlp_conn(x, lambda u: self.mlp(self.mlp_norm(u)))
+        x = self.attn_conn(x, lambda u: self.attn(_branch_input(self.attn_norm, u), rope, start, cache))
+        return self.mlp_conn(x, lambda u: self.mlp(_branch_input(self.mlp_norm, u)))
+
+
+def _branch_input(norm: RMSNorm, u: torch.Tensor) -> torch.Tensor:
+    """``Norm(u)`` in the parameters' dtype when autocast is off: with bf16 streams
+    (``model.stream_dtype``) ``u`` is bf16, and an fp32 sublayer needs fp32 input (under autocast
+    the sublayer's GEMMs cast it themselves)."""
+    h = norm(u)
+    weight = norm.weight
+    if weight is not None and h.dtype != weight.dtype and not torch.is_autocast_enabled(h.device.type):
+        h = h.to(weight.dtype)
+    return h
 
 
 class LanguageModel(nn.Module):
@@ -65,6 +79,7 @@ class LanguageModel(nn.Module):
             raise ValueError("model.vocab_size is unset: take it from the tokenizer before building the model")
         self.cfg = cfg
         self.num_streams = cfg.connection.streams
+        self.stream_dtype = None if cfg.stream_dtype == "float32" else getattr(torch, cfg.stream_dtype)
         conn = cfg.connection
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.expand = make_expand(conn.expand, self.num_streams, cfg.dim)
@@ -115,9 +130,14 @@ class LanguageModel(nn.Module):
         if start + T > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {start + T} tokens is longer than model.max_seq_len={self.cfg.max_seq_len}")
         x = self.expand(self.embed(idx))
+        if self.stream_dtype is not None:
+            x = x.to(self.stream_dtype)  # the streams between sublayers (model.stream_dtype)
         for i, block in enumerate(self.blocks):
             x = block(x, self.rope, start, None if cache is None else cache[i])
-        return self.head(self.norm(self.readout(x)))
+        y = self.readout(x)
+        if y.dtype != self.norm.weight.dtype:
+            y = y.to(self.norm.weight.dtype)
+        return self.head(self.norm(y))
 
     def new_cache(self, batch: int, dtype: torch.dtype | None = None) -> KVCache:
         cfg = self.cfg
@@ -161,4 +181,3 @@ class LanguageModel(nn.Module):
             pos += 1
         self.train(was_training)
         return out
-
