@@ -77,6 +77,8 @@ def register(subparsers) -> None:
         p.add_argument("--precision", choices=("bf16", "fp32"), default=precision)
         p.add_argument("--new-tokens", type=int, default=64)
         p.add_argument("--compile", action="store_true", help="torch.compile the model (step only)")
+        p.add_argument("--stream-dtype", choices=("float32", "bfloat16"), default="float32",
+                       help="model.stream_dtype of every contender but residual")
         p.set_defaults(func=func)
 
     p = sub.add_parser("call", help="one connection call on one token, no grad: microseconds and ATen ops")
@@ -134,6 +136,7 @@ def _model_cfg(args) -> ModelBenchConfig:
     cfg = ModelBenchConfig(
         presets=args.presets, kinds=args.kinds, streams=args.streams, batch_size=args.batch_size,
         seq_len=args.seq_len, precision=args.precision, compiled=args.compile, new_tokens=args.new_tokens,
+        stream_dtype=args.stream_dtype,
     )
     if args.smoke:
         cfg.presets, cfg.shrink, cfg.batch_size, cfg.seq_len = ("tiny",), (32, 1), 1, 16

@@ -21,7 +21,7 @@ import torch
 from ..connections import available_connections
 from ..model import ConnectionConfig, LanguageModel, get_preset
 from ..train.optim import build_optimizer
-from ..train.trainer import lm_loss
+from ..train.loss import lm_loss
 from .call import count_aten_ops
 from .floor import measure_copy_bandwidth, measure_gemm_rate, model_step_cost, projection_shape
 from .timing import interleaved_medians
@@ -38,6 +38,7 @@ class ModelBenchConfig:
     seq_len: int | None = None  # None: the preset's max_seq_len
     vocab_size: int = 2048
     precision: str = "bf16"
+    stream_dtype: str = "float32"  # model.stream_dtype of every contender but residual
     compiled: bool = False
     repeats: int = 5
     warmup: int = 1
@@ -69,6 +70,8 @@ def build_model(cfg: ModelBenchConfig, preset: str, kind: str) -> LanguageModel:
         model_cfg.dim, model_cfg.n_layers, model_cfg.mlp_dim = dim, layers, 3 * dim
         model_cfg.n_heads, model_cfg.n_kv_heads = heads, 1
     model_cfg.connection = ConnectionConfig(kind=kind, streams=1 if kind == "residual" else cfg.streams)
+    if kind != "residual":
+        model_cfg.stream_dtype = cfg.stream_dtype
     torch.manual_seed(cfg.seed)
     return LanguageModel(model_cfg)
 
@@ -146,7 +149,8 @@ def step_floor_columns(cfg: ModelBenchConfig, preset: str, kind: str, copy_bytes
     tokens = cfg.batch_size * _seq_len(cfg, model)
     conns = model.connections()
     gemm = measure_gemm_rate(projection_shape(conns[0], tokens)) if kind != "residual" else float("inf")
-    cost = model_step_cost(model, tokens, 4, copy_bytes_per_s, gemm)
+    elem_bytes = torch.finfo(model.stream_dtype or torch.float32).bits // 8
+    cost = model_step_cost(model, tokens, elem_bytes, copy_bytes_per_s, gemm)
     return dict(
         extra_gflop=cost.extra.flops / 1e9, extra_mib=cost.extra.bytes / 2**20, floor_ms=cost.floor_s * 1e3,
         gemm_gflop_s=gemm / 1e9 if kind != "residual" else None, skipped=cost.skipped,
