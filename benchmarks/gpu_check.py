@@ -47,6 +47,7 @@ import torch
 import hyperconn
 from hyperconn import kernels
 from hyperconn.kernels import fused_width
+from hyperconn.train.step import train_step
 
 STREAMS = 4
 # sizes; --smoke shrinks them to run on CPU under TRITON_INTERPRET=1 (a check of this script only)
@@ -321,14 +322,10 @@ def _train_step_ms(kind, streams, layers, batch, seq, reps, fused: bool):
         calls["width"] += 1
         return original(*a, **k)
 
+    batch_xy = [(idx[:, :-1], idx[:, 1:])]
+
     def step():
-        with torch.autocast(dev, dtype=torch.bfloat16):
-            logits = model(idx[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), idx[:, 1:].flatten())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(model, opt, batch_xy, precision="bf16", grad_clip=1.0)
 
     ctx = backend(model, "triton" if fused else "torch")
     kernels.width = counting_width

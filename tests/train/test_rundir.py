@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 
+import hyperconn.train.step as step_mod
 import hyperconn.train.trainer as trainer_mod
 from hyperconn.train import read_metrics, train
 from hyperconn.train.checkpoint import STATE, list_checkpoints
@@ -52,8 +53,8 @@ def test_a_failing_overwrite_leaves_the_old_run_byte_identical(make_cfg, old_run
 
 def test_an_overwrite_that_fails_at_its_first_step_leaves_the_old_run(make_cfg, old_run, monkeypatch):
     run, before = old_run
-    original = trainer_mod.lm_loss
-    monkeypatch.setattr(trainer_mod, "lm_loss", lambda m, x, y: original(m, x, y) * float("nan"))
+    original = step_mod.lm_loss
+    monkeypatch.setattr(step_mod, "lm_loss", lambda m, x, y: original(m, x, y) * float("nan"))
     with pytest.raises(trainer_mod.NonFiniteLossError, match="at step 0"):
         train(make_cfg("train.steps=6"), overwrite=True)
     assert snapshot(run) == before

@@ -67,10 +67,10 @@ def test_every_step_is_recorded_and_summarised_in_done(make_cfg):
 
 
 def test_steps_csv_survives_an_interrupt_and_resume(make_cfg, monkeypatch):
-    import hyperconn.train.trainer as trainer_mod
+    import hyperconn.train.step as step_mod
 
     full = train(make_cfg(name="full"))
-    original = trainer_mod.lm_loss
+    original = step_mod.lm_loss
     calls = {"n": 0}
 
     def interrupt_at_6(model, x, y):
@@ -81,7 +81,7 @@ def test_steps_csv_survives_an_interrupt_and_resume(make_cfg, monkeypatch):
         return original(model, x, y)
 
     with monkeypatch.context() as m:
-        m.setattr(trainer_mod, "lm_loss", interrupt_at_6)
+        m.setattr(step_mod, "lm_loss", interrupt_at_6)
         with pytest.raises(KeyboardInterrupt):
             train(make_cfg(name="cut"))
     cut = make_cfg(name="cut").run_dir

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import hyperconn.train.trainer as trainer_mod
+import hyperconn.train.step as step_mod
 from hyperconn.train import NonFiniteLossError, Trainer, evaluate, is_finished, load_run, read_metrics, train
 from hyperconn.train.checkpoint import list_checkpoints
 from hyperconn.train.metrics import COLUMNS
@@ -17,7 +17,7 @@ from hyperconn.train.metrics import COLUMNS
 
 def patch_loss(monkeypatch, at_call: int, action):
     """Make the ``at_call``-th (1-based) training loss call (and later ones) do ``action(loss)``."""
-    original = trainer_mod.lm_loss
+    original = step_mod.lm_loss
     calls = {"n": 0}
 
     def loss_fn(model, x, y):
@@ -28,7 +28,7 @@ def patch_loss(monkeypatch, at_call: int, action):
                 return action(loss)
         return loss
 
-    monkeypatch.setattr(trainer_mod, "lm_loss", loss_fn)
+    monkeypatch.setattr(step_mod, "lm_loss", loss_fn)
 
 
 def train_losses(run_dir):
@@ -136,7 +136,7 @@ def test_grad_accumulation_averages_the_micro_batches(make_cfg):
         model = trainer.raw_model
         device = trainer.info.device
         batches = [[t.to(device) for t in trainer.batcher.batch(0, micro)] for micro in range(2)]
-        losses = [trainer_mod.lm_loss(model, x, y) for x, y in batches]
+        losses = [step_mod.lm_loss(model, x, y) for x, y in batches]
         expected_loss = sum(losses) / 2
         expected_grads = torch.autograd.grad(expected_loss, list(model.parameters()))
         trainer.optimizer.step = lambda: None  # keep the gradients for inspection

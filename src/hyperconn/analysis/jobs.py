@@ -107,8 +107,7 @@ def measure_throughput(groups: dict[str, Path], rounds: int) -> dict:
     steps (forward, loss, backward, optimiser) on one random batch of the run's shape.
     """
     from ..bench.timing import interleaved_medians
-    from ..train.loss import lm_loss
-    from ..train.precision import autocast
+    from ..train.step import train_step
 
     contenders, shapes, threads = {}, {}, None
     for group, run_dir in groups.items():
@@ -119,11 +118,7 @@ def measure_throughput(groups: dict[str, Path], rounds: int) -> dict:
 
         def call(model=model, opt=opt, x=x, y=y, precision=cfg.train.precision) -> None:
             for _ in range(BENCH_STEPS):
-                with autocast("cpu", precision):
-                    loss = lm_loss(model, x, y)
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+                train_step(model, opt, [(x, y)], precision=precision)
 
         contenders[group] = call
     if threads is not None:
@@ -134,8 +129,11 @@ def measure_throughput(groups: dict[str, Path], rounds: int) -> dict:
         "steps_per_call": BENCH_STEPS,
         "threads": torch.get_num_threads(),
         "groups": {
-            g: {**t, "batch": list(shapes[g]),
-                "tokens_per_s": BENCH_STEPS * shapes[g][0] * shapes[g][1] / (t["median_ms"] / 1e3)}
+            g: {
+                **t,
+                "batch": list(shapes[g]),
+                "tokens_per_s": BENCH_STEPS * shapes[g][0] * shapes[g][1] / (t["median_ms"] / 1e3),
+            }
             for g, t in timed.items()
         },  # fmt: skip
     }

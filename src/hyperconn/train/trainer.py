@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -40,13 +39,13 @@ from .checkpoint import check_weights, load_weights, newest_valid, remove_stale,
 from .config import TrainConfig, load_config
 from .evaluation import ValResult, bits_per_byte, evaluate_loss
 from .interrupt import InterruptGuard
-from .loss import lm_loss
 from .metrics import STEPS, MetricsLog, peak_memory_mb, read_metrics
 from .optim import build_optimizer, lr_at
-from .precision import autocast, resolve_precision
+from .precision import resolve_precision
 from .provenance import record_resume, record_start
 from .rundir import CONFIG, DONE, check_target, publish_new, resume_changes, write_config, write_done
 from .stability import stability
+from .step import apply_update, backward_step
 
 __all__ = ["NonFiniteLossError", "Trainer", "train"]
 
@@ -256,20 +255,14 @@ class Trainer:
         lr = lr_at(self.step, t.lr, t.min_lr, t.warmup_steps, t.steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        total = torch.zeros((), device=device)
+        micro_batches = []
         for micro in range(t.grad_accum):
             x, y = self.batcher.batch(self.step, micro)
-            x, y = x.to(device), y.to(device)
-            last = micro == t.grad_accum - 1
-            sync = nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
-            with sync:
-                with autocast(device, self.precision):
-                    loss = lm_loss(self.forward_model, x, y) / t.grad_accum
-                loss.backward()
-            total += loss.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), t.grad_clip)
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
+            micro_batches.append((x.to(device), y.to(device)))
+        total, grad_norm = backward_step(
+            self.forward_model, micro_batches, precision=self.precision, grad_clip=t.grad_clip,
+            parameters=self.raw_model.parameters(), grad_sync=self.model,
+        )  # fmt: skip
         loss_value = D.all_reduce_sum(total, self.info).item() / self.info.world_size
         grad_value = float(grad_norm)
         if not (math.isfinite(loss_value) and math.isfinite(grad_value)):
@@ -283,8 +276,7 @@ class Trainer:
         return loss_value, grad_value, lr
 
     def _apply_update(self) -> None:
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        apply_update(self.optimizer)
         self.step += 1
 
     def evaluate(self, final: bool = False) -> tuple[ValResult, float, dict]:
