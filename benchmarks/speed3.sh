@@ -10,6 +10,11 @@ OUT=${OUT:-benchmarks/results/speed3}
 mkdir -p "$OUT"
 lscpu | grep "Model name"
 export OMP_NUM_THREADS=1
+# bf16 autocast GEMMs are only fast with avx512_bf16 / amx_bf16; without them a bf16 GEMM runs
+# tens of times slower than fp32 on CPU and the bf16 rows measure that, not the connections
+if ! grep -qE "avx512_bf16|amx_bf16" /proc/cpuinfo; then
+    echo "note: this CPU has neither avx512_bf16 nor amx_bf16: bf16 steps are emulated and slow"
+fi
 
 # 1. the step, residual vs mhc vs shc, small and tiny, fp32 and bf16 autocast
 for precision in fp32 bf16; do

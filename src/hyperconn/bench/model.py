@@ -20,8 +20,8 @@ import torch
 
 from ..connections import available_connections
 from ..model import ConnectionConfig, LanguageModel, get_preset
-from ..train.optim import build_optimizer
 from ..train.loss import lm_loss
+from ..train.optim import build_optimizer
 from .call import count_aten_ops
 from .floor import measure_copy_bandwidth, measure_gemm_rate, model_step_cost, projection_shape
 from .timing import interleaved_medians
