@@ -128,7 +128,7 @@ class _LayerAccumulator:
         self.sinkhorn_batches = 0
 
     def add(self, call: Call) -> None:
-        if self.conn.mixes_streams:
+        if getattr(self.conn, "mixes_streams", True):
             for key, fn in SCALAR_METRICS.items():
                 self.scalars[key].add(fn(call.res))
             self.subdominant.add(dg.subdominant_singular_values(call.res))
@@ -143,7 +143,7 @@ class _LayerAccumulator:
     def result(self) -> LayerStats:
         conn = self.conn
         curve = None if self.sinkhorn_sum is None else (self.sinkhorn_sum / self.sinkhorn_batches).tolist()
-        mixes = conn.mixes_streams
+        mixes = getattr(conn, "mixes_streams", True)  # a foreign connection (DeepSeek-V4) always mixes
         return LayerStats(
             index=self.index,
             name=self.name,
