@@ -10,7 +10,7 @@ name without the seed is the run's *group*, what the report aggregates over seed
 A study comes from flags (``hyperconn compare --axis shc:model.connection.options.sigma_bias=1.0,2.0``)
 or a YAML study spec (``hyperconn compare --study spec.yaml``, keys as :meth:`CompareConfig.from_dict`).
 
-Run reuse (issue 11): a run directory that already holds a config is reused only if its resolved
+Run reuse: a run directory that already holds a config is reused only if its resolved
 config equals what this invocation asks for, after filling defaults for keys added since it was
 written and ignoring :data:`IGNORED_KEYS` (settings that change logging, progress, threads, device
 or compilation, not the result); otherwise the comparison is refused before anything is trained,

@@ -46,7 +46,7 @@ class TrainSettings:
     eps: float = 1e-8  # AdamW's epsilon
     grad_clip: float = 1.0  # max global gradient norm (> 0)
     # "bf16": autocast to bfloat16; "fp32": no autocast; "auto": bf16 on CUDA, fp32 on CPU (CPUs
-    # without native bf16 matmul run it slower: 2.4x on the 2-core dev machine, tiny preset)
+    # without native bf16 matmul emulate it and run it slower; docs/performance.md has the numbers)
     precision: str = "auto"
     compile: bool = False
     seed: int = 0
