@@ -45,6 +45,10 @@ from pathlib import Path
 
 from hyperconn.fileio import atomic_write_bytes
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling sdist_check
+import sdist_check  # noqa: E402
+from sdist_check import SourceMismatch, sha256_file  # noqa: E402,F401
+
 PACKAGE, VERSION = "networkx", "3.4.2"
 LICENCE = "BSD-3-Clause"
 CORPUS_FILE = "pycode.jsonl.xz"
@@ -60,34 +64,14 @@ BUNDLED_DIR = ROOT / "src" / "hyperconn" / "data" / "corpus"
 DEFAULT_OUT = ROOT / "build" / "corpus"
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-class SourceMismatch(ValueError):
-    """The sdist is not the one the corpus is built from (its SHA-256 differs)."""
-
-
 def verify_sdist(sdist: str | os.PathLike, expected: str) -> str:
     """SHA-256 of ``sdist``; :class:`SourceMismatch` if it is not ``expected``."""
-    got = sha256_file(sdist)
-    if got != expected:
-        raise SourceMismatch(
-            f"{sdist}: SHA-256 {got} is not the expected {expected} of {SDIST_NAME}; refusing to build"
-        )
-    return got
+    return sdist_check.verify_sdist(sdist, expected, SDIST_NAME)
 
 
 def check_out(out: str | os.PathLike, replace_bundled: bool) -> Path:
     """``out`` as a path; ValueError if it is the bundled corpus folder and ``replace_bundled`` is off."""
-    out = Path(out)
-    if not replace_bundled and out.resolve() == BUNDLED_DIR.resolve():
-        raise ValueError(f"--out {out} is the bundled corpus folder; pass --replace-bundled to overwrite it")
-    return out
+    return sdist_check.check_out(out, replace_bundled, BUNDLED_DIR)
 
 
 def normalise(raw: bytes) -> str:
