@@ -44,9 +44,9 @@ def test_train_eval_generate(tmp_path, args, capsys):
         "train",
         "--preset",
         "demo",
-        "--connection",
+        "--kind",
         "shc",
-        "--streams",
+        "--num-streams",
         "2",
         "--steps",
         "3",
@@ -93,10 +93,11 @@ def test_train_eval_generate(tmp_path, args, capsys):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--connection", "nope"], "unknown connection kind 'nope'"),
-        (["--streams", "0"], "streams must be"),
+        (["--kind", "nope"], "unknown connection kind 'nope'"),
+        (["--num-streams", "0"], "shc: num_streams must be an integer >= 2, got 0"),
         (["--preset", "huge"], "unknown preset"),
-        (["--connection", "residual", "--streams", "3"], "streams=1"),
+        (["--kind", "residual", "--num-streams", "3"], "residual: num_streams must be 1, got 3"),
+        (["--set", "model.connection.num_streams=x"], "shc: num_streams must be an integer >= 2, got 'x'"),
     ],
 )
 def test_bad_flags_fail_with_exit_code_2_and_write_nothing(tmp_path, args, capsys, flags, message):
@@ -155,12 +156,12 @@ def test_the_package_loads_its_public_names_on_first_use():
 
 
 def test_init_tour_prints_numbers_and_the_old_name_still_works(capsys):
-    assert main(["init-tour", "--streams", "2"]) == 0
+    assert main(["init-tour", "--num-streams", "2"]) == 0
     out = capsys.readouterr().out
     assert "grad_fn" not in out and "tensor(" not in out
     assert "== residual (n=1)" in out and "== shc (n=2)" in out
     assert "||H_res - I||_F = 0.0000" in out  # hc starts at the identity
-    assert main(["demo", "--streams", "2"]) == 0
+    assert main(["demo", "--num-streams", "2"]) == 0
     captured = capsys.readouterr()
     assert "now `hyperconn init-tour`" in captured.err and captured.out == out
 
@@ -178,7 +179,7 @@ def test_a_subsystem_without_its_extra_names_the_extra(tmp_path, monkeypatch, ca
     assert main(["train", "--preset", "demo", "--out", str(tmp_path / "run")]) == 2
     assert "pip install 'hyperconn[train]'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
-    assert main(["init-tour", "--streams", "2"]) == 0
+    assert main(["init-tour", "--num-streams", "2"]) == 0
 
 
 def test_version(capsys):

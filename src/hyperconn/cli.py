@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 # (module with a register(subparsers) function, {command: one-line help}). The names and help are
 # listed here so that `hyperconn --help` and `--version` answer without importing any subsystem (or
@@ -30,7 +31,7 @@ SUBSYSTEMS: tuple[tuple[str, dict[str, str]], ...] = (
         "hyperconn.analysis.commands",
         {
             "analyze": "diagnostics of a trained run's mixing matrices (analysis.json, analysis.md, plots)",
-            "compare": "train every run of a study (methods x streams x axis values x seeds), analyse each, "
+            "compare": "train every run of a study (kinds x num_streams x axis values x seeds), analyse each, "
             "write report.md + summary.json",
         },
     ),
@@ -95,6 +96,32 @@ def main(argv: list[str] | None = None) -> int:
                     subparsers.add_parser(name, help=text, add_help=False)
         parser.parse_args(argv)  # prints and exits
         parser.error(f"{argv[0]!r} needs its subcommand's arguments")  # not reached: every name has a module
+    with warnings.catch_warnings():  # restores the warning filters and printer when the command ends
+        _renamed_as_lines(argv[0])
+        return _run(module, argv, parser, subparsers)
+
+
+def _renamed_as_lines(command: str) -> None:
+    """Print each :class:`hyperconn.vocabulary.RenamedWarning` (an old flag or config key) as one
+    line, ``hyperconn COMMAND: warning: --connection is deprecated; use --kind``, once per command;
+    other warnings print as Python prints them. Call inside ``warnings.catch_warnings()``."""
+    from .vocabulary import RenamedWarning
+
+    seen: set[str] = set()
+    show = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, RenamedWarning):
+            return show(message, category, filename, lineno, file, line)
+        if str(message) not in seen:
+            seen.add(str(message))
+            print(f"hyperconn {command}: warning: {message}", file=sys.stderr)
+
+    warnings.simplefilter("always", RenamedWarning)
+    warnings.showwarning = showwarning
+
+
+def _run(module: str, argv: list[str], parser, subparsers) -> int:
     # imported here, not at the top: each subsystem owns its commands, and only the one asked for is loaded
     try:
         register = importlib.import_module(module).register

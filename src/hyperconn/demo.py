@@ -26,13 +26,12 @@ def _row(values) -> str:
 
 
 def tour(num_streams: int = 4, dim: int = 16, seed: int = 0) -> str:
-    """The tour's text: every kind's initial ``H_pre``, ``H_post``, ``H_res`` for one seeded input."""
+    """The tour's text: every kind's initial ``H_pre``, ``H_post``, ``H_res`` for one seeded input
+    (``num_streams`` >= 2 for every kind but residual, which has 1; each kind's constructor checks it)."""
     import torch
 
     from .connections import available_connections, make_connection
 
-    if isinstance(num_streams, bool) or not isinstance(num_streams, int) or num_streams < 2:
-        raise ValueError(f"--streams must be an integer >= 2 (residual always has 1), got {num_streams!r}")
     gen = torch.Generator().manual_seed(seed)
     lines = [INTRO, ""]
     for kind in available_connections():
@@ -60,16 +59,19 @@ def _run(args) -> int:
 
     if args.command == DEPRECATED_NAME:
         print("hyperconn demo: note: the command is now `hyperconn init-tour` (demo will be removed)", file=sys.stderr)
-    print(tour(args.streams))
+    print(tour(args.num_streams))
     return 0
 
 
 def register(subparsers) -> None:
+    from .vocabulary import add_renamed_flag
+
     p = subparsers.add_parser(
         "init-tour",
         aliases=[DEPRECATED_NAME],
         help="print every kind's initial mixing matrices (H_pre, H_post, H_res) as numbers",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("--streams", type=int, default=4, help="n, the number of streams (>= 2)")
+    p.add_argument("--num-streams", type=int, default=4, help="n, the number of streams (>= 2)")
+    add_renamed_flag(p, "--streams", type=int)
     p.set_defaults(func=_run)

@@ -126,7 +126,7 @@ def test_a_subclass_of_a_supported_class_is_refused():
     ("args", "options", "match"),
     [
         (("nope", 4), {}, "unknown connection kind 'nope'"),
-        (("shc", 0), {}, "num_streams must be an integer >= 1, got 0"),
+        (("shc", 0), {}, "shc: num_streams must be an integer >= 2, got 0"),
         (("shc", 1), {}, "shc: num_streams must be an integer >= 2, got 1"),
         (("hc", 1), {}, "hc: num_streams must be an integer >= 2, got 1"),
         (("shc", 4), {"sigma_bias": "x"}, "shc: sigma_bias must be a finite number, got 'x'"),

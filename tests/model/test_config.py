@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from hyperconn import available_connections
 from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig, available_presets, get_preset
 
 
-def test_streams_default_to_the_kind():
-    assert ConnectionConfig("residual").streams == 1
-    assert ConnectionConfig("shc").streams == 4
+def test_num_streams_default_to_the_kind():
+    assert ConnectionConfig("residual").num_streams == 1
+    assert ConnectionConfig("shc").num_streams == 4
 
 
 @pytest.mark.parametrize(
@@ -20,14 +22,19 @@ def test_streams_default_to_the_kind():
             ConnectionConfig("nope", 4),
             "unknown connection kind 'nope'; choose one of " + ", ".join(available_connections()),
         ),
-        (ConnectionConfig("shc", 0), "streams must be an integer >= 1, got 0"),
-        (ConnectionConfig("residual", 4), "needs streams=1, got 4"),
+        (ConnectionConfig("shc", 0), "shc: num_streams must be an integer >= 2, got 0"),
+        (
+            ConnectionConfig("shc", 1),
+            "shc: num_streams must be an integer >= 2, got 1 (one stream: use kind 'residual')",
+        ),
+        (ConnectionConfig("residual", 4), "residual: num_streams must be 1, got 4"),
+        (ConnectionConfig("shc", 4, [1]), "connection options must be a mapping, got [1]"),
         (ConnectionConfig("kromhc", 3), "kromhc"),
         (ConnectionConfig("shc", 4, {"sinkhorn_iters": 3}), "unknown option"),
     ],
 )
 def test_bad_connection_is_refused(conn, match):
-    with pytest.raises(ValueError, match=match.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError, match=re.escape(match)):
         conn.validate()
 
 

@@ -30,9 +30,9 @@ def test_preset_file_flags_overrides_precedence(tmp_path):
 def test_yaml_style_floats_and_kind_defaults():
     cfg = build_config("demo", overrides=["train.lr=1e-3", "train.min_lr=0"])
     assert cfg.train.lr == 1e-3 and isinstance(cfg.train.min_lr, float)
-    assert build_config("demo", connection="residual").model.connection.streams == 1
-    assert build_config("demo", connection="mhc").model.connection.streams == 4
-    assert build_config("demo", connection="hc", streams=2).model.connection.streams == 2
+    assert build_config("demo", kind="residual").model.connection.num_streams == 1
+    assert build_config("demo", kind="mhc").model.connection.num_streams == 4
+    assert build_config("demo", kind="hc", num_streams=2).model.connection.num_streams == 2
 
 
 def test_an_old_config_without_new_keys_loads_with_defaults():
@@ -43,7 +43,7 @@ def test_an_old_config_without_new_keys_loads_with_defaults():
 
 
 def test_round_trip_through_yaml():
-    cfg = build_config("tiny", connection="mhc", overrides=["model.connection.options.sinkhorn_iters=5"])
+    cfg = build_config("tiny", kind="mhc", overrides=["model.connection.options.sinkhorn_iters=5"])
     assert TrainConfig.from_dict(yaml.safe_load(cfg.to_yaml())) == cfg
 
 
@@ -51,9 +51,9 @@ def test_round_trip_through_yaml():
     ("kwargs", "error", "match"),
     [
         ({"preset": "huge"}, ValueError, "unknown preset 'huge'"),
-        ({"connection": "foo"}, ValueError, "unknown connection kind 'foo'; choose one of residual"),
-        ({"streams": 0}, ValueError, "streams must be an integer >= 1"),
-        ({"connection": "residual", "streams": 4}, ValueError, "needs streams=1"),
+        ({"kind": "foo"}, ValueError, "unknown connection kind 'foo'; choose one of residual"),
+        ({"num_streams": 0}, ValueError, r"shc: num_streams must be an integer >= 2, got 0"),
+        ({"kind": "residual", "num_streams": 4}, ValueError, "residual: num_streams must be 1, got 4"),
         ({"overrides": ["train.seq_len=999"]}, ValueError, "longer than the model supports"),
         ({"overrides": ["data.source=/no/such/file.txt"]}, FileNotFoundError, "no such file"),
         ({"overrides": ["train.precision=fp16"]}, ValueError, "precision must be one of"),

@@ -8,7 +8,7 @@ from pathlib import Path
 from .analyze import DEFAULT_BATCHES
 from .analyze_hf import DEFAULT_TOKENS
 
-DEFAULT_METHODS = "residual,hc,mhc,mhc_lite,kromhc,shc"
+DEFAULT_KINDS = "residual,hc,mhc,mhc_lite,kromhc,shc"
 
 
 def _analyze(args) -> int:
@@ -42,11 +42,13 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in text.split(",") if m.strip())
 
 
-def _streams(text: str) -> tuple[int, ...]:
+def _num_streams(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(n) for n in _csv(text))
     except ValueError:
-        raise ValueError(f"--streams must be integers separated by commas (e.g. 4 or 2,4,8), got {text!r}") from None
+        raise ValueError(
+            f"--num-streams must be integers separated by commas (e.g. 4 or 2,4,8), got {text!r}"
+        ) from None
 
 
 def study_from_args(args):
@@ -64,11 +66,11 @@ def study_from_args(args):
             "hyperconn compare needs --preset (or --study FILE, or --report-only --out DIR of a comparison)"
         )
     else:
-        cfg = CompareConfig(preset=args.preset, methods=_csv(DEFAULT_METHODS))
+        cfg = CompareConfig(preset=args.preset, kinds=_csv(DEFAULT_KINDS))
     if args.preset is not None:
         cfg.preset = args.preset
-    for name, value in (("methods", args.methods and _csv(args.methods)), ("streams", args.streams and
-                        _streams(args.streams)), ("seeds", args.seeds), ("steps", args.steps),
+    for name, value in (("kinds", args.kinds and _csv(args.kinds)), ("num_streams", args.num_streams and
+                        _num_streams(args.num_streams)), ("seeds", args.seeds), ("steps", args.steps),
                         ("analyze_batches", args.batches), ("bench_rounds", args.bench_rounds)):  # fmt: skip
         if value is not None:
             setattr(cfg, name, value)
@@ -91,6 +93,8 @@ def _compare(args) -> int:
 
 
 def register(subparsers) -> None:
+    from ..vocabulary import add_renamed_flag
+
     p = subparsers.add_parser(
         "analyze",
         help="diagnostics of a trained run's mixing matrices (analysis.json, analysis.md, plots)",
@@ -109,25 +113,27 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "compare",
-        help="train every run of a study (methods x streams x axis values x seeds), analyse each, "
+        help="train every run of a study (kinds x num_streams x axis values x seeds), analyse each, "
         "write report.md + summary.json",
-        description="Runs are named <method>-n<streams>[-<axis><value>...]-s<seed>. A finished run is reused only "
+        description="Runs are named <kind>-n<num_streams>[-<axis><value>...]-s<seed>. A finished run is reused only "
         "if its resolved config equals what is asked (logging/progress/threads/device/compile settings "
         "aside); otherwise nothing trains and the differing keys are named.",
     )
     p.add_argument("--preset", default=None)
     p.add_argument("--study", default=None, metavar="FILE",
-                   help="YAML study spec: preset, methods, streams, seeds, steps, out, set, axes, batches, "
+                   help="YAML study spec: preset, kinds, num_streams, seeds, steps, out, set, axes, batches, "
                    "bench_rounds (flags given as well override it)")
-    p.add_argument("--methods", default=None, help=f"comma-separated kinds (default {DEFAULT_METHODS})")
-    p.add_argument("--streams", default=None, help="n for every method but residual (n = 1); a list (2,4,8) "
+    p.add_argument("--kinds", default=None, help=f"comma-separated connection kinds (default {DEFAULT_KINDS})")
+    p.add_argument("--num-streams", default=None, help="n for every kind but residual (n = 1); a list (2,4,8) "
                    "makes n an axis (default 4)")
+    add_renamed_flag(p, "--methods")
+    add_renamed_flag(p, "--streams")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..K-1 per group (default 1)")
     p.add_argument("--out", default=None, help="folder for the runs and the report")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="trainer config override applied to every run (repeatable)")
-    p.add_argument("--axis", action="append", default=[], metavar="[METHODS:]SECTION.KEY=V1,V2",
+    p.add_argument("--axis", action="append", default=[], metavar="[KINDS:]SECTION.KEY=V1,V2",
                    help="sweep a setting, e.g. shc:model.connection.options.sigma_bias=1.0,2.0 or "
                    "train.lr_scale=0.5,1,2 (scales lr and min_lr); repeatable, runs take every combination")
     p.add_argument("--batches", type=int, default=None, help=f"validation batches per analysis ({DEFAULT_BATCHES})")

@@ -6,7 +6,7 @@
 Layout of ``out``::
 
     out/study.json                       the study as asked (re-render with --report-only)
-    out/<group>-s<seed>/                 one run per method x streams x axis values x seed (the
+    out/<group>-s<seed>/                 one run per kind x num_streams x axis values x seed (the
                                          trainer's layout, plus analysis.json/.md and plots)
     out/throughput.json, out/memory.json the probes, per group
     out/summary.json, out/report.md, out/*.png
@@ -39,14 +39,14 @@ STUDY_FILE = "study.json"
 
 def compare_command(cfg: CompareConfig) -> str:
     parts = [
-        "hyperconn compare", f"--preset {cfg.preset}", f"--methods {','.join(cfg.methods)}",
-        f"--streams {','.join(map(str, cfg.streams))}", f"--seeds {cfg.seeds}", f"--out {cfg.out}",
+        "hyperconn compare", f"--preset {cfg.preset}", f"--kinds {','.join(cfg.kinds)}",
+        f"--num-streams {','.join(map(str, cfg.num_streams))}", f"--seeds {cfg.seeds}", f"--out {cfg.out}",
     ]  # fmt: skip
     if cfg.steps is not None:
         parts.append(f"--steps {cfg.steps}")
     parts += [f"--set {o}" for o in cfg.overrides]
     for axis in cfg.axes:
-        scope = f"{','.join(axis.methods)}:" if axis.methods else ""
+        scope = f"{','.join(axis.kinds)}:" if axis.kinds else ""
         parts.append(f"--axis {scope}{axis.key}={','.join(yaml_scalar(v) for v in axis.values)}")
     parts.append(f"--bench-rounds {cfg.bench_rounds}")
     return " ".join(parts)

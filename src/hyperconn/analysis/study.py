@@ -1,11 +1,14 @@
-"""What a comparison asks for: the study (methods, streams, seeds, per-run axes) and its runs.
+"""What a comparison asks for: the study (kinds, num_streams, seeds, per-run axes) and its runs.
 
-A study trains every method x streams x axis value x seed. An *axis* sweeps one trainer setting
+A study trains every kind x num_streams x axis value x seed. An *axis* sweeps one trainer setting
 (any ``section.key`` of the resolved config, e.g. ``model.connection.options.sigma_bias``,
 ``model.n_layers``, ``train.lr``, or ``train.lr_scale``, which multiplies the preset's ``train.lr``
-and ``train.min_lr``), optionally for some methods only. Every axis value is part of the run
-directory's name, ``<method>-n<streams>[-<axis><value>...]-s<seed>`` (e.g. ``shc-n4-sb2.0-s0``); the
-name without the seed is the run's *group*, what the report aggregates over seeds.
+and ``train.min_lr``), optionally for some kinds only. Every axis value is part of the run
+directory's name, ``<kind>-n<num_streams>[-<axis><value>...]-s<seed>`` (e.g. ``shc-n4-sb2.0-s0``);
+the name without the seed is the run's *group*, what the report aggregates over seeds.
+
+The study's old key names (``methods``, ``streams``; ``methods`` of an axis) are still read, with a
+warning (:mod:`hyperconn.vocabulary`), so a ``study.json`` written before the rename re-renders.
 
 A study comes from flags (``hyperconn compare --axis shc:model.connection.options.sigma_bias=1.0,2.0``)
 or a YAML study spec (``hyperconn compare --study spec.yaml``, keys as :meth:`CompareConfig.from_dict`).
@@ -21,10 +24,12 @@ from __future__ import annotations
 
 import itertools
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..connections import available_connections, connection_option_defaults
+from ..vocabulary import rename_keys, warn_renamed
 from .analyze import DEFAULT_BATCHES
 
 LR_SCALE = "train.lr_scale"
@@ -37,7 +42,9 @@ AXIS_NAMES = {
     LR_SCALE: "lrx",
     "train.steps": "steps",
 }
-RESERVED_KEYS = ("model.connection.kind", "model.connection.streams", "train.seed", "train.out_dir")
+RESERVED_KEYS = (
+    "model.connection.kind", "model.connection.num_streams", "model.connection.streams", "train.seed", "train.out_dir"
+)  # fmt: skip
 IGNORED_KEYS = frozenset({
     "train.out_dir", "train.progress", "train.threads", "train.device", "train.compile",
     "train.log_interval", "train.checkpoint_interval", "train.keep_checkpoints", "data.cache_dir",
@@ -65,27 +72,43 @@ def yaml_scalar(value) -> str:
     return str(value)
 
 
-@dataclass(frozen=True)
+def _old_attribute(cls: str, old: str, new: str) -> None:
+    warnings.warn(f"{cls}.{old} is deprecated; use {new}", DeprecationWarning, 3)
+
+
+@dataclass(frozen=True, init=False)
 class Axis:
-    """One swept setting: ``key`` takes each of ``values`` for the runs of ``methods`` (all if empty)."""
+    """One swept setting: ``key`` takes each of ``values`` for the runs of ``kinds`` (all if empty)."""
 
     key: str
     values: tuple
     name: str = ""  # in run directory names; default AXIS_NAMES or the key's last component
-    methods: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+
+    def __init__(self, key: str, values: tuple, name: str = "", kinds: tuple[str, ...] = (), *, methods=None) -> None:
+        if methods is not None:  # the old name of kinds
+            warnings.warn("Axis(methods=) is deprecated; use kinds=", DeprecationWarning, 2)
+            kinds = tuple(methods)
+        for field_name, value in (("key", key), ("values", values), ("name", name), ("kinds", kinds)):
+            object.__setattr__(self, field_name, value)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        _old_attribute("Axis", "methods", "kinds")
+        return self.kinds
 
     @property
     def label(self) -> str:
         return self.name or AXIS_NAMES.get(self.key, self.key.rsplit(".", 1)[-1])
 
-    def applies_to(self, method: str) -> bool:
-        return not self.methods or method in self.methods
+    def applies_to(self, kind: str) -> bool:
+        return not self.kinds or kind in self.kinds
 
     def validate(self, kinds: tuple[str, ...]) -> None:
         if not isinstance(self.key, str) or self.key.count(".") < 1:
             raise ValueError(f"axis key {self.key!r} must be a dotted config path such as train.lr")
         if self.key in RESERVED_KEYS:
-            raise ValueError(f"axis key {self.key} is set by compare itself (methods, --streams, --seeds, --out)")
+            raise ValueError(f"axis key {self.key} is set by compare itself (--kinds, --num-streams, --seeds, --out)")
         if not self.values:
             raise ValueError(f"axis {self.key}: give at least one value")
         texts = [value_text(v) for v in self.values]
@@ -93,38 +116,48 @@ class Axis:
             raise ValueError(f"axis {self.key}: values {list(self.values)} repeat (as run names: {texts})")
         if not _NAME.match(self.label) or self.label in ("n", "s"):
             raise ValueError(f"axis {self.key}: name {self.label!r} must be letters/underscores, not 'n' or 's'")
-        bad = [m for m in self.methods if m not in kinds]
+        bad = [m for m in self.kinds if m not in kinds]
         if bad:
-            raise ValueError(f"axis {self.key}: method(s) {', '.join(bad)} are not in this study ({', '.join(kinds)})")
+            raise ValueError(f"axis {self.key}: kind(s) {', '.join(bad)} are not in this study ({', '.join(kinds)})")
 
     def to_dict(self) -> dict:
-        return {"key": self.key, "values": list(self.values), "name": self.name, "methods": list(self.methods)}
+        return {"key": self.key, "values": list(self.values), "name": self.name, "kinds": list(self.kinds)}
 
 
 def parse_axis(text: str) -> Axis:
-    """``[method,method:]section.key=v1,v2,...`` (values read as YAML scalars) -> :class:`Axis`."""
+    """``[kind,kind:]section.key=v1,v2,...`` (values read as YAML scalars) -> :class:`Axis`."""
     import yaml
 
     head, sep, raw = text.partition("=")
     if not sep or not raw.strip():
-        raise ValueError(f"axis {text!r} must look like [methods:]section.key=v1,v2 (e.g. shc:train.lr=1e-3,3e-3)")
-    methods, _, key = head.rpartition(":")
+        raise ValueError(f"axis {text!r} must look like [kinds:]section.key=v1,v2 (e.g. shc:train.lr=1e-3,3e-3)")
+    kinds, _, key = head.rpartition(":")
     values = tuple(yaml.safe_load(v.strip()) for v in raw.split(",") if v.strip())
-    return Axis(key.strip(), values, methods=tuple(m.strip() for m in methods.split(",") if m.strip()))
+    return Axis(key.strip(), values, kinds=tuple(m.strip() for m in kinds.split(",") if m.strip()))
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of the study: method, streams, this run's axis settings ``(label, key, value)``, seed."""
+    """One run of the study: kind, num_streams, this run's axis settings ``(label, key, value)``, seed."""
 
-    method: str
-    streams: int
+    kind: str
+    num_streams: int
     settings: tuple[tuple[str, str, object], ...]
     seed: int
 
     @property
+    def method(self) -> str:
+        _old_attribute("RunSpec", "method", "kind")
+        return self.kind
+
+    @property
+    def streams(self) -> int:
+        _old_attribute("RunSpec", "streams", "num_streams")
+        return self.num_streams
+
+    @property
     def group(self) -> str:
-        return f"{self.method}-n{self.streams}" + "".join(f"-{lab}{value_text(v)}" for lab, _, v in self.settings)
+        return f"{self.kind}-n{self.num_streams}" + "".join(f"-{lab}{value_text(v)}" for lab, _, v in self.settings)
 
     @property
     def name(self) -> str:
@@ -135,11 +168,15 @@ class RunSpec:
         return {label: value for label, _, value in self.settings}
 
 
-@dataclass
+@dataclass(init=False)
 class CompareConfig:
+    """A study: every kind of ``kinds`` x ``num_streams`` (an int or a list) x axis values x seed.
+    ``methods=`` and ``streams=``, the old names of ``kinds`` and ``num_streams``, are still
+    accepted (``DeprecationWarning``)."""
+
     preset: str
-    methods: tuple[str, ...]
-    streams: int | tuple[int, ...] = 4
+    kinds: tuple[str, ...]
+    num_streams: int | tuple[int, ...] = 4
     seeds: int = 1
     out: Path = Path("runs/compare")
     steps: int | None = None
@@ -148,22 +185,64 @@ class CompareConfig:
     analyze_batches: int = DEFAULT_BATCHES
     bench_rounds: int = 5  # interleaved throughput rounds after training (0: skip)
 
+    def __init__(
+        self,
+        preset: str,
+        kinds: tuple[str, ...] | None = None,
+        num_streams: int | tuple[int, ...] | None = None,
+        seeds: int = 1,
+        out: Path = Path("runs/compare"),
+        steps: int | None = None,
+        overrides: tuple[str, ...] = (),
+        axes: tuple[Axis, ...] = (),
+        analyze_batches: int = DEFAULT_BATCHES,
+        bench_rounds: int = 5,
+        *,
+        methods: tuple[str, ...] | None = None,
+        streams: int | tuple[int, ...] | None = None,
+    ) -> None:
+        for old, new, value, given in (("methods", "kinds", methods, kinds), ("streams", "num_streams", streams,
+                                                                             num_streams)):  # fmt: skip
+            if value is not None:
+                warnings.warn(f"CompareConfig({old}=) is deprecated; use {new}=", DeprecationWarning, 2)
+                if given is not None:
+                    raise ValueError(f"CompareConfig: give {new} alone, not also {old} (its old name)")
+        kinds = methods if kinds is None else kinds
+        if kinds is None:
+            raise ValueError("CompareConfig needs kinds (the connection kinds to compare)")
+        self.preset, self.kinds = preset, kinds
+        self.num_streams = next((n for n in (num_streams, streams) if n is not None), 4)
+        self.seeds, self.out, self.steps, self.overrides, self.axes = seeds, out, steps, overrides, axes
+        self.analyze_batches, self.bench_rounds = analyze_batches, bench_rounds
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        _old_attribute("CompareConfig", "methods", "kinds")
+        return self.kinds
+
+    @property
+    def streams(self) -> tuple[int, ...]:
+        _old_attribute("CompareConfig", "streams", "num_streams")
+        return self.num_streams
+
     def validate(self) -> CompareConfig:
         kinds = available_connections()
-        self.methods = tuple(self.methods)
-        if not self.methods:
-            raise ValueError("methods: give at least one connection kind")
-        bad = [m for m in self.methods if m not in kinds]
+        self.kinds = tuple(self.kinds)
+        if not self.kinds:
+            raise ValueError("kinds: give at least one connection kind")
+        bad = [m for m in self.kinds if m not in kinds]
         if bad:
-            raise ValueError(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(kinds)}")
-        if len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"methods must not repeat, got {','.join(self.methods)}")
-        streams = (self.streams,) if isinstance(self.streams, int) else tuple(self.streams)
-        if not streams or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in streams):
-            raise ValueError(f"streams must be integers >= 1, got {self.streams!r}")
+            raise ValueError(f"unknown connection kind(s) {', '.join(bad)}; choose from {', '.join(kinds)}")
+        if len(set(self.kinds)) != len(self.kinds):
+            raise ValueError(f"kinds must not repeat, got {','.join(self.kinds)}")
+        # each num_streams is checked where it is used, by the connection's constructor (through the
+        # run's config); here only what compare itself needs: a non-empty list without repeats
+        streams = (self.num_streams,) if isinstance(self.num_streams, int) else tuple(self.num_streams)
+        if not streams:
+            raise ValueError(f"num_streams: give at least one, got {self.num_streams!r}")
         if len(set(streams)) != len(streams):
-            raise ValueError(f"streams must not repeat, got {self.streams!r}")
-        self.streams = streams
+            raise ValueError(f"num_streams must not repeat, got {self.num_streams!r}")
+        self.num_streams = streams
         for name in ("seeds", "analyze_batches"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -175,7 +254,7 @@ class CompareConfig:
         self.overrides = tuple(self.overrides)
         self.axes = tuple(self.axes)
         for axis in self.axes:
-            axis.validate(self.methods)
+            axis.validate(self.kinds)
         labels = [a.label for a in self.axes]
         if len(set(labels)) != len(labels) or len({a.key for a in self.axes}) != len(self.axes):
             raise ValueError(f"axes must have distinct keys and names, got {labels}")
@@ -186,51 +265,60 @@ class CompareConfig:
         """Every run, seed by seed (so a first result for every group exists early)."""
         specs = []
         for seed in range(self.seeds):
-            for method in self.methods:
-                axes = [a for a in self.axes if a.applies_to(method)]
-                for n in (1,) if method == "residual" else self.streams:
+            for kind in self.kinds:
+                axes = [a for a in self.axes if a.applies_to(kind)]
+                for n in (1,) if kind == "residual" else self.num_streams:
                     for values in itertools.product(*(a.values for a in axes)):
                         settings = tuple((a.label, a.key, v) for a, v in zip(axes, values, strict=True))
-                        specs.append(RunSpec(method, n, settings, seed))
+                        specs.append(RunSpec(kind, n, settings, seed))
         return specs
 
     def run_dir(self, spec: RunSpec) -> Path:
         return self.out / spec.name
 
     def to_dict(self) -> dict:
+        """The study in the new words, plus ``methods`` and ``streams`` (the same lists under their
+        old names) for readers of the layout written before the rename."""
         return {
-            "preset": self.preset, "methods": list(self.methods), "streams": list(self.streams),
+            "preset": self.preset, "kinds": list(self.kinds), "num_streams": list(self.num_streams),
             "seeds": self.seeds, "out": str(self.out), "steps": self.steps, "set": list(self.overrides),
             "axes": [a.to_dict() for a in self.axes], "batches": self.analyze_batches,
-            "bench_rounds": self.bench_rounds,
+            "bench_rounds": self.bench_rounds, **{old: list(value) for old, value in (
+                ("methods", self.kinds), ("streams", self.num_streams))},
         }  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict) -> CompareConfig:
-        """A study spec: ``preset``, ``methods`` (list or comma string), ``streams`` (int or list),
+        """A study spec: ``preset``, ``kinds`` (list or comma string), ``num_streams`` (int or list),
         ``seeds``, ``out``, ``steps``, ``set`` (list of ``section.key=value``), ``axes`` (list of
-        ``{key, values, name?, methods?}``), ``batches``, ``bench_rounds``."""
-        allowed = {"preset", "methods", "streams", "seeds", "out", "steps", "set", "axes", "batches", "bench_rounds"}
+        ``{key, values, name?, kinds?}``), ``batches``, ``bench_rounds``. The old names ``methods``
+        and ``streams`` (and an axis's ``methods``) are read with a warning, or silently where they
+        repeat the new key's value (as :meth:`to_dict` writes them)."""
+        allowed = {"preset", "kinds", "num_streams", "seeds", "out", "steps", "set", "axes", "batches",
+                   "bench_rounds"}  # fmt: skip
         if not isinstance(data, dict):
             raise ValueError(f"a study spec must be a mapping, got {type(data).__name__}")
+        data = _study_renamed(data)
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ValueError(f"unknown study key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-        if "preset" not in data or "methods" not in data:
-            raise ValueError("a study spec needs 'preset' and 'methods'")
-        methods = data["methods"]
-        methods = tuple(m.strip() for m in methods.split(",")) if isinstance(methods, str) else tuple(methods)
+        if "preset" not in data or "kinds" not in data:
+            raise ValueError("a study spec needs 'preset' and 'kinds'")
+        kinds = data["kinds"]
+        kinds = tuple(m.strip() for m in kinds.split(",")) if isinstance(kinds, str) else tuple(kinds)
         axes = []
         for item in data.get("axes") or []:
+            if isinstance(item, dict):
+                item = _axis_renamed(item)
             if not isinstance(item, dict) or not {"key", "values"} <= set(item) or set(item) - {
-                "key", "values", "name", "methods"}:
-                raise ValueError(f"each axis must be a mapping with key, values[, name, methods], got {item!r}")
+                "key", "values", "name", "kinds"}:
+                raise ValueError(f"each axis must be a mapping with key, values[, name, kinds], got {item!r}")
             axes.append(Axis(item["key"], tuple(item["values"]), item.get("name") or "",
-                             tuple(item.get("methods") or ())))
-        streams = data.get("streams", 4)
+                             tuple(item.get("kinds") or ())))
+        streams = data.get("num_streams", 4)
         return cls(
-            preset=data["preset"], methods=methods,
-            streams=tuple(streams) if isinstance(streams, list) else streams,
+            preset=data["preset"], kinds=kinds,
+            num_streams=tuple(streams) if isinstance(streams, list) else streams,
             seeds=data.get("seeds", 1), out=Path(data.get("out", "runs/compare")), steps=data.get("steps"),
             overrides=tuple(data.get("set") or ()), axes=tuple(axes),
             analyze_batches=data.get("batches", DEFAULT_BATCHES), bench_rounds=data.get("bench_rounds", 5),
@@ -247,13 +335,38 @@ class CompareConfig:
         return cls.from_dict(yaml.safe_load(path.read_text()) or {})
 
 
+def _as_list(value) -> list:
+    if isinstance(value, str):
+        return [m.strip() for m in value.split(",")]
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _study_renamed(data: dict) -> dict:
+    """``methods``/``streams`` read as ``kinds``/``num_streams``: dropped where they repeat the new
+    key (what :meth:`CompareConfig.to_dict` writes), else renamed with a warning."""
+    data = dict(data)
+    for old, new in (("methods", "kinds"), ("streams", "num_streams")):
+        if old in data and new in data and _as_list(data[old]) == _as_list(data[new]):
+            del data[old]
+    return rename_keys(data, "study", "the study")
+
+
+def _axis_renamed(item: dict) -> dict:
+    if "methods" not in item:
+        return item
+    if "kinds" in item:
+        raise ValueError(f"an axis takes kinds alone, not also methods (its old name), got {item!r}")
+    warn_renamed("an axis's methods (in the study)", "kinds")
+    return {("kinds" if k == "methods" else k): v for k, v in item.items()}
+
+
 def train_config(cfg: CompareConfig, spec: RunSpec):
     """The resolved trainer config of one run (``--set`` overrides, then the run's axis values)."""
     from ..train.config import build_config
 
     def build(extra: list[str]):
         return build_config(
-            preset=cfg.preset, overrides=[*cfg.overrides, *extra], connection=spec.method, streams=spec.streams,
+            preset=cfg.preset, overrides=[*cfg.overrides, *extra], kind=spec.kind, num_streams=spec.num_streams,
             steps=cfg.steps, seed=spec.seed, out=str(cfg.run_dir(spec)),
         )  # fmt: skip
 

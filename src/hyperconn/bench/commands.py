@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..connections import available_connections
+from ..vocabulary import add_renamed_flag
 from .call import CallBenchConfig, run_call_bench
 from .call import config_dict as call_config_dict
 from .layer import LayerBenchConfig, add_ratios, run_layer_bench
@@ -43,7 +44,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="torch intra-op threads (default 1: steadier on a shared CPU)")
     p.add_argument("--repeats", type=int, help="interleaved rounds (median over them)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, 2 rounds, eager: checks that it runs")
-    p.add_argument("--kinds", type=_csv(str), default=available_connections())
+    p.add_argument("--kinds", type=_csv(str), default=available_connections(),
+                   help="comma-separated connection kinds (default: all)")
 
 
 def register(subparsers) -> None:
@@ -52,7 +54,8 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("layer", help="one connection, forward+backward, every kind vs references")
     _common(p)
-    p.add_argument("--streams", type=_csv(int), default=(2, 4, 8))
+    p.add_argument("--num-streams", type=_csv(int), default=(2, 4, 8), help="comma-separated n (default 2,4,8)")
+    add_renamed_flag(p, "--streams", type=_csv(int))
     p.add_argument("--dims", type=_csv(int), default=(256, 1024))
     p.add_argument("--dtypes", type=_csv(str), default=("fp32", "bf16"))
     p.add_argument("--modes", type=_csv(str), default=("eager", "compiled"))
@@ -71,7 +74,8 @@ def register(subparsers) -> None:
         p = sub.add_parser(name, help=helptext)
         _common(p)
         p.add_argument("--presets", type=_csv(str), default=("tiny", "small") if name == "step" else ("tiny",))
-        p.add_argument("--streams", type=int, default=4)
+        p.add_argument("--num-streams", type=int, default=4, help="n of every kind but residual (default 4)")
+        add_renamed_flag(p, "--streams", type=int)
         p.add_argument("--batch-size", type=int, default=4)
         p.add_argument("--seq-len", type=int, help="default: the preset's max_seq_len")
         p.add_argument("--precision", choices=("bf16", "fp32"), default=precision)
@@ -83,7 +87,8 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("call", help="one connection call on one token, no grad: microseconds and ATen ops")
     _common(p)
-    p.add_argument("--streams", type=int, default=4)
+    p.add_argument("--num-streams", type=int, default=4, help="n of every kind but residual (default 4)")
+    add_renamed_flag(p, "--streams", type=int)
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--calls", type=int, default=200, help="calls per timed round")
     p.set_defaults(func=_call)
@@ -119,7 +124,7 @@ def _finish(args, name: str, rows: list[dict], columns: list[str], config: dict)
 def _layer(args) -> int:
     _setup(args)
     cfg = LayerBenchConfig(
-        kinds=args.kinds, streams=args.streams, dims=args.dims, dtypes=args.dtypes, modes=args.modes,
+        kinds=args.kinds, streams=args.num_streams, dims=args.dims, dtypes=args.dtypes, modes=args.modes,
         tokens=args.tokens, recompute=args.recompute, package=not args.no_package, naive=not args.no_naive,
         floor=args.floor != "none", floor_compiled=args.floor == "compiled",
     )
@@ -134,7 +139,7 @@ def _layer(args) -> int:
 
 def _model_cfg(args) -> ModelBenchConfig:
     cfg = ModelBenchConfig(
-        presets=args.presets, kinds=args.kinds, streams=args.streams, batch_size=args.batch_size,
+        presets=args.presets, kinds=args.kinds, streams=args.num_streams, batch_size=args.batch_size,
         seq_len=args.seq_len, precision=args.precision, compiled=args.compile, new_tokens=args.new_tokens,
         stream_dtype=args.stream_dtype,
     )
@@ -160,7 +165,7 @@ def _decode(args) -> int:
 
 def _call(args) -> int:
     _setup(args)
-    cfg = CallBenchConfig(kinds=args.kinds, streams=args.streams, dim=args.dim, calls=args.calls)
+    cfg = CallBenchConfig(kinds=args.kinds, streams=args.num_streams, dim=args.dim, calls=args.calls)
     if args.smoke:
         cfg.dim, cfg.calls, cfg.repeats, cfg.warmup = 16, 3, 2, 0
     if args.repeats:

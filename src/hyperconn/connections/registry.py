@@ -6,7 +6,7 @@ import inspect
 
 import torch
 
-from .base import HyperConnection, check_num_streams
+from .base import HyperConnection
 from .hc import HC
 from .kromhc import KromHC
 from .mhc import MHC
@@ -60,8 +60,7 @@ def make_connection(
     activations, a no-op for residual), ``backend`` (all: ``"auto"`` (default), ``"torch"`` or
     ``"triton"``; see :mod:`hyperconn.kernels`).
     """
-    cls = connection_class(kind)
-    check_num_streams(kind, num_streams)
+    cls = connection_class(kind)  # num_streams is checked by the class's constructor
     allowed = connection_options(kind)
     unknown = sorted(set(options) - set(allowed))
     if unknown:

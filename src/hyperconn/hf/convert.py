@@ -13,11 +13,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
-from ..connections import HyperConnection, connection_class, make_connection
+from ..connections import HyperConnection, make_connection
 from ..diagnostics.deepseek_v4 import is_deepseek_v4
+from ..model.config import ConnectionConfig, check_connection, connection_validated
 from .init import preservation_error, preserve_function_
 from .layer import HyperDecoderLayer
 
@@ -54,8 +54,12 @@ _PRESERVATION_TOLERANCE = 1e-5
 class ConversionConfig:
     """What ``convert`` did: the connection ``kind``, ``num_streams``, its ``options`` and ``init``.
 
-    ``init="preserve"`` (function-preserving, mean over streams) or ``"paper"`` (the connections'
-    own from-scratch init, sum over streams)."""
+    ``(kind, num_streams, options)`` is the triple of :class:`hyperconn.model.ConnectionConfig`,
+    checked by the same function (:func:`hyperconn.model.config.check_connection`);
+    :meth:`of` makes one from a ``ConnectionConfig``. ``init="preserve"`` (function-preserving,
+    mean over streams) or ``"paper"`` (the connections' own from-scratch init, sum over streams).
+    The JSON layout (``to_dict``: kind, num_streams, init, options, version) is the one every
+    earlier release wrote and read."""
 
     kind: str = "shc"
     num_streams: int = 4
@@ -63,14 +67,30 @@ class ConversionConfig:
     options: dict[str, Any] = field(default_factory=dict)
     version: int = CONFIG_VERSION
 
+    @classmethod
+    def of(cls, connection: ConnectionConfig, init: str = "preserve") -> ConversionConfig:
+        """The conversion to ``connection``'s kind, stream count and options (a ``connection``
+        already validated and unchanged since is not checked again)."""
+        spec = cls(connection.kind, connection.num_streams, init, dict(connection.options))
+        return spec._check(triple=False) if connection_validated(connection) else spec
+
+    @property
+    def connection(self) -> ConnectionConfig:
+        """The triple as a :class:`hyperconn.model.ConnectionConfig`."""
+        return ConnectionConfig(self.kind, self.num_streams, dict(self.options))
+
     @property
     def stream_reduction(self) -> str:
         return "mean" if self.init == "preserve" else "sum"
 
     def validate(self) -> ConversionConfig:
-        connection_class(self.kind)  # raises on an unknown kind, listing the known ones
-        if not isinstance(self.num_streams, int) or isinstance(self.num_streams, bool) or self.num_streams < 1:
-            raise ValueError(f"num_streams must be an integer >= 1, got {self.num_streams!r}")
+        """Check once: a second call on an unchanged config returns at once."""
+        if getattr(self, "_validated", None) == repr(self.to_dict()):
+            return self
+        return self._check(triple=True)
+
+    def _check(self, triple: bool) -> ConversionConfig:
+        snapshot = repr(self.to_dict())
         if self.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.version != CONFIG_VERSION:
@@ -81,9 +101,9 @@ class ConversionConfig:
             json.dumps(self.options)
         except TypeError as err:
             raise ValueError(f"connection options must be JSON values (they go into config.json): {err}") from err
-        # builds one connection on the meta device: unknown options and bad values fail here
-        with torch.device("meta"):
-            make_connection(self.kind, self.num_streams, 1, 0, **self.options)
+        if triple:
+            check_connection(self.kind, self.num_streams, self.options)
+        object.__setattr__(self, "_validated", snapshot)  # frozen: the fields, not this note, are fixed
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,13 +111,15 @@ class ConversionConfig:
 
     @classmethod
     def from_dict(cls, entry: dict[str, Any]) -> ConversionConfig:
+        """The entry as written to ``config.json`` (also under the legacy key ``shc``); checked by
+        :meth:`validate` where it is applied (:func:`apply_conversion`)."""
         if not isinstance(entry, dict):
             raise ValueError(f"config entry {CONFIG_KEY!r} must be a mapping, got {type(entry).__name__}")
         known = {"kind", "num_streams", "init", "options", "version"}
         unknown = sorted(set(entry) - known)
         if unknown:
             raise ValueError(f"config entry {CONFIG_KEY!r}: unknown field(s) {', '.join(unknown)}")
-        return cls(**entry).validate()
+        return cls(**entry)
 
 
 def check_supported(model: nn.Module) -> None:

@@ -51,7 +51,9 @@ _CARRIED_ATTRIBUTES = ("attention_type", "layer_idx")
 
 class HyperDecoderLayer(_modeling_layers.GradientCheckpointingLayer):
     """One decoder layer of a converted model. ``expand_input``: the first layer (its input is
-    ``(B, T, C)``); ``reduce_output``: the last layer (returns ``(B, T, C)``)."""
+    ``(B, T, C)``); ``reduce_output``: the last layer (returns ``(B, T, C)``). ``attn_conn`` and
+    ``mlp_conn`` share ``num_streams`` and ``dim``: :func:`hyperconn.hf.convert.apply_conversion`
+    builds both from one validated :class:`~hyperconn.hf.ConversionConfig`."""
 
     def __init__(
         self,
@@ -66,8 +68,6 @@ class HyperDecoderLayer(_modeling_layers.GradientCheckpointingLayer):
         super().__init__()
         if stream_reduction not in STREAM_REDUCTIONS:
             raise ValueError(f"stream_reduction must be one of {STREAM_REDUCTIONS}, got {stream_reduction!r}")
-        if attn_conn.num_streams != mlp_conn.num_streams or attn_conn.dim != mlp_conn.dim:
-            raise ValueError("the attention and MLP connections must share num_streams and dim")
         self.input_layernorm = layer.input_layernorm
         self.self_attn = layer.self_attn
         self.post_attention_layernorm = layer.post_attention_layernorm

@@ -89,7 +89,7 @@ def load(path: str | os.PathLike, **from_pretrained_kwargs) -> nn.Module:
             f"{path}: config.json has no {CONFIG_KEY!r} entry, so this is not a converted model; load it with "
             "AutoModelForCausalLM.from_pretrained and call hyperconn.hf.convert"
         )
-    spec = ConversionConfig.from_dict(entry)
+    spec = ConversionConfig.from_dict(entry).validate()  # before the weights load; apply_conversion reuses it
     for key in LEGACY_CONFIG_KEYS:  # the next save_pretrained writes the current key alone
         if hasattr(config, key):
             delattr(config, key)

@@ -1,54 +1,95 @@
 """Model configuration: the transformer's shape and the hyper-connection that wires it.
 
 Both dataclasses are validated at the edge (``validate()``): a bad value raises ``ValueError``
-naming the value and what is allowed, before anything is built or written.
+naming the value and what is allowed, before anything is built or written. ``validate()`` checks
+once: it remembers what it checked and returns at once while the config is unchanged, so the
+config, the trainer and the model may each call it on the way config -> model at the cost of one
+check.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 
-from ..connections import available_connections, connection_class, connection_options, connection_parameter_count
+from ..connections import connection_class, connection_options, connection_parameter_count
 from .ends import EXPAND_MODES, READOUT_MODES
 
 
-@dataclass
+def check_connection(kind: str, num_streams: int, options: dict) -> None:
+    """The connection triple ``(kind, num_streams, options)`` is buildable: one connection is built
+    on the meta device (nothing allocated), so the kind's own constructor checks are the only ones
+    (an unknown kind; ``num_streams`` 1 for residual, an integer >= 2 otherwise, a power of two for
+    kromhc, <= 8 for mhc_lite; unknown options and bad option values). Shared by
+    :class:`ConnectionConfig` and :class:`hyperconn.hf.ConversionConfig`."""
+    if not isinstance(options, dict):
+        raise ValueError(f"connection options must be a mapping, got {options!r}")
+    connection_parameter_count(kind, num_streams, 8, **options)
+
+
+def _snapshot(config, *leave_out: str) -> str:
+    """What :meth:`validate` checked, compared on the next call (``repr`` tells ``True`` from ``1``)."""
+    return repr({k: v for k, v in asdict(config).items() if k not in leave_out})
+
+
+def connection_validated(config: ConnectionConfig) -> bool:
+    """Whether ``config.validate()`` passed and the config has not changed since."""
+    return getattr(config, "_validated", None) == _snapshot(config)
+
+
+@dataclass(init=False)
 class ConnectionConfig:
-    """Which hyper-connection wraps every sublayer: ``kind``, ``streams`` (n) and its ``options``;
+    """Which hyper-connection wraps every sublayer: ``kind``, ``num_streams`` (n) and its ``options``;
     how the streams are made and read out; whether provably inert ``H_res`` are skipped.
 
-    ``streams=None`` means the kind's natural default: 1 for ``residual``, 4 otherwise.
+    ``num_streams=None`` means the kind's natural default: 1 for ``residual``, 4 otherwise
+    (``streams=``, its old name, is still accepted with a ``DeprecationWarning``).
     ``expand``: ``"copy"`` (every stream a copy of the embedding) or ``"learned"``
     (``x_i = g_i h + b_i``); ``readout``: ``"sum"`` or ``"learned"`` (``y = sum_j w_j x_j``); both
-    learned ends need ``streams >= 2`` (:mod:`hyperconn.model.ends`). ``skip_inert``: build the
+    learned ends need ``num_streams >= 2`` (:mod:`hyperconn.model.ends`). ``skip_inert``: build the
     first connection without ``H_res`` when ``expand="copy"`` and the kind's columns sum to 1
     exactly, and the last one when ``readout="sum"`` and its rows do (:meth:`inert_ends`).
     """
 
     kind: str = "shc"
-    streams: int | None = None
+    num_streams: int | None = None
     options: dict = field(default_factory=dict)
     expand: str = "copy"
     readout: str = "sum"
     skip_inert: bool = True
 
-    def __post_init__(self) -> None:
-        if self.streams is None:
-            self.streams = 1 if self.kind == "residual" else 4
+    def __init__(
+        self,
+        kind: str = "shc",
+        num_streams: int | None = None,
+        options: dict | None = None,
+        expand: str = "copy",
+        readout: str = "sum",
+        skip_inert: bool = True,
+        *,
+        streams: int | None = None,
+    ) -> None:
+        if streams is not None:
+            warnings.warn("ConnectionConfig(streams=) is deprecated; use num_streams=", DeprecationWarning, 2)
+            if num_streams is not None:
+                raise ValueError("ConnectionConfig: give num_streams alone, not also streams (its old name)")
+            num_streams = streams
+        if num_streams is None:
+            num_streams = 1 if kind == "residual" else 4
+        self.kind, self.num_streams, self.options = kind, num_streams, {} if options is None else options
+        self.expand, self.readout, self.skip_inert = expand, readout, skip_inert
+
+    @property
+    def streams(self) -> int:
+        """The old name of :attr:`num_streams`."""
+        warnings.warn("ConnectionConfig.streams is deprecated; use num_streams", DeprecationWarning, 2)
+        return self.num_streams
 
     def validate(self) -> ConnectionConfig:
-        kinds = available_connections()
-        if self.kind not in kinds:
-            raise ValueError(f"unknown connection kind {self.kind!r}; choose one of {', '.join(kinds)}")
-        if not isinstance(self.streams, int) or isinstance(self.streams, bool) or self.streams < 1:
-            raise ValueError(f"connection streams must be an integer >= 1, got {self.streams!r}")
-        if self.kind == "residual" and self.streams != 1:
-            raise ValueError(
-                f"connection kind 'residual' is the plain transformer and needs streams=1, got {self.streams}"
-            )
-        if not isinstance(self.options, dict):
-            raise ValueError(f"connection options must be a mapping, got {self.options!r}")
-        if "mix_streams" in self.options:
+        """Check once: a second call on an unchanged config returns at once."""
+        if connection_validated(self):
+            return self
+        if isinstance(self.options, dict) and "mix_streams" in self.options:
             raise ValueError(
                 "model.connection.options.mix_streams is set per connection by the model; "
                 "use model.connection.skip_inert (true or false) instead"
@@ -60,16 +101,15 @@ class ConnectionConfig:
                 f"model.connection.readout must be one of {', '.join(READOUT_MODES)}, got {self.readout!r}"
             )
         for name, value, plain in (("expand", self.expand, "copy"), ("readout", self.readout, "sum")):
-            if value != plain and self.streams < 2:
+            if value != plain and isinstance(self.num_streams, int) and self.num_streams < 2:
                 raise ValueError(
-                    f"model.connection.{name}={value!r} needs a multi-stream connection (streams >= 2); "
-                    f"{self.kind} with streams={self.streams} has one stream: use {name}={plain!r}"
+                    f"model.connection.{name}={value!r} needs a multi-stream connection (num_streams >= 2); "
+                    f"{self.kind} with num_streams={self.num_streams} has one stream: use {name}={plain!r}"
                 )
         if not isinstance(self.skip_inert, bool):
             raise ValueError(f"model.connection.skip_inert must be true or false, got {self.skip_inert!r}")
-        # Build one connection on the meta device: the kind's own checks (n a power of two for
-        # kromhc, n <= 8 for mhc_lite, unknown options, ...) fire here, at the edge.
-        connection_parameter_count(self.kind, self.streams, 8, **self.options)
+        check_connection(self.kind, self.num_streams, self.options)
+        self._validated = _snapshot(self)
         return self
 
     def inert_ends(self) -> tuple[bool, bool]:
@@ -82,7 +122,7 @@ class ConnectionConfig:
         through its row sums. Where those sums are 1 exactly for the kind (declared by the class:
         ``res_columns_sum_to_one``, ``res_rows_sum_to_one``), that ``H_res`` equals ``I`` in effect
         and gets zero gradient, so it is skipped (``skip_inert``)."""
-        if not self.skip_inert or self.streams < 2 or "mix_streams" not in connection_options(self.kind):
+        if not self.skip_inert or self.num_streams < 2 or "mix_streams" not in connection_options(self.kind):
             return False, False
         cls = connection_class(self.kind)
         first = self.expand == "copy" and cls.res_columns_sum_to_one
@@ -122,13 +162,18 @@ class ModelConfig:
             self.connection = ConnectionConfig(**self.connection)
 
     def validate(self) -> ModelConfig:
+        """Check once: a second call on an unchanged config returns at once (the connection is
+        checked by :meth:`ConnectionConfig.validate`, itself once)."""
+        if self.vocab_size is not None and (not isinstance(self.vocab_size, int) or self.vocab_size < 1):
+            raise ValueError(f"model.vocab_size must be an integer >= 1 or null, got {self.vocab_size!r}")
+        snapshot = _snapshot(self, "vocab_size")  # the trainer fills vocab_size in between calls
+        if getattr(self, "_validated", None) == snapshot:
+            return self
         positive = ("dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "mlp_dim", "max_seq_len")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"model.{name} must be an integer >= 1, got {value!r}")
-        if self.vocab_size is not None and (not isinstance(self.vocab_size, int) or self.vocab_size < 1):
-            raise ValueError(f"model.vocab_size must be an integer >= 1 or null, got {self.vocab_size!r}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(
                 f"model.n_heads ({self.n_heads}) must be a multiple of model.n_kv_heads ({self.n_kv_heads})"
@@ -140,6 +185,7 @@ class ModelConfig:
         if not self.rope_base > 0:
             raise ValueError(f"model.rope_base must be > 0, got {self.rope_base!r}")
         self.connection.validate()
+        self._validated = snapshot
         return self
 
     def to_dict(self) -> dict:

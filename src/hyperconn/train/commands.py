@@ -11,6 +11,7 @@ from pathlib import Path
 def register(subparsers) -> None:
     from ..connections import available_connections
     from ..model import available_presets
+    from ..vocabulary import add_renamed_flag
 
     p = subparsers.add_parser(
         "train",
@@ -22,15 +23,17 @@ def register(subparsers) -> None:
         "quote a string that would read as a number (--set 'train.out_dir=\"123\"').",
     )
     p.add_argument("--preset", choices=None, help=f"model + training preset: {', '.join(available_presets())}")
-    p.add_argument("--connection", help=f"connection kind: {', '.join(available_connections())}")
-    p.add_argument("--streams", type=int, help="number of residual streams n (residual: 1)")
+    p.add_argument("--kind", help=f"connection kind: {', '.join(available_connections())}")
+    p.add_argument("--num-streams", type=int, help="number of residual streams n (residual: 1)")
+    add_renamed_flag(p, "--connection")
+    add_renamed_flag(p, "--streams", type=int)
     p.add_argument("--steps", type=int, help="optimiser steps")
     p.add_argument("--seed", type=int, help="seed of the initialisation and the batches")
-    p.add_argument("--out", help="run directory (default runs/<preset>-<kind>-n<streams>-s<seed>)")
+    p.add_argument("--out", help="run directory (default runs/<preset>-<kind>-n<num_streams>-s<seed>)")
     p.add_argument(
         "--init-from",
         metavar="hf:DIR",
-        help="continue training a local Hugging Face checkpoint, converted to --connection with its own tokenizer",
+        help="continue training a local Hugging Face checkpoint, converted to --kind with its own tokenizer",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -69,8 +72,8 @@ def _train(args) -> int:
     from .trainer import NonFiniteLossError, train
 
     flags = dict(
-        connection=args.connection,
-        streams=args.streams,
+        kind=args.kind,
+        num_streams=args.num_streams,
         steps=args.steps,
         seed=args.seed,
         out=args.out,
@@ -80,11 +83,15 @@ def _train(args) -> int:
     def resolve(base=None):
         return build_config(args.preset, args.config, args.overrides, base=base, **flags)
 
-    run_dir = Path(args.out) if args.out else resolve().run_dir
+    cfg = None if args.out else resolve()  # resolved (and validated) once when it names the run directory
+    run_dir = Path(args.out) if args.out else cfg.run_dir
     # on resume, continue from the run's own config (the preset's defaults need not validate with the
     # flags given now, e.g. --steps below the preset's warm-up); flags and overrides still apply on top
     saved = run_dir / CONFIG
-    cfg = resolve(read_saved_config(saved)) if args.resume and saved.is_file() else resolve()
+    if args.resume and saved.is_file():
+        cfg = resolve(read_saved_config(saved))
+    elif cfg is None:
+        cfg = resolve()
     try:
         run_dir = train(cfg, resume=args.resume, overwrite=args.overwrite)
     except NonFiniteLossError as err:

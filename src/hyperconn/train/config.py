@@ -1,11 +1,11 @@
 """``TrainConfig``: preset + YAML file + command-line overrides, resolved and validated at the edge.
 
 Precedence (later wins): the preset's model shape and training defaults, the YAML file, the named
-flags (``--connection``, ``--streams``, ...), then ``--set section.key=value`` overrides. The YAML
+flags (``--kind``, ``--num-streams``, ...), then ``--set section.key=value`` overrides. The YAML
 layout mirrors the dataclasses::
 
     preset: demo
-    model: {dim: 128, ..., connection: {kind: shc, streams: 4, options: {sigma_bias: 4.0}}}
+    model: {dim: 128, ..., connection: {kind: shc, num_streams: 4, options: {sigma_bias: 4.0}}}
     data:  {source: shakespeare, tokenizer: byte, ...}
     train: {steps: 300, lr: 3.0e-3, ...}
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,10 +23,13 @@ from .._optional import require
 from ..data import DataConfig
 from ..data.config import BUILTIN_TOKENIZERS, LOCAL_PREFIX, tokenizer_path
 from ..model import ConnectionConfig, ModelConfig, get_preset
+from ..vocabulary import RENAMED_KEYS, rename_keys, renamed_path
 from . import yaml12
 from .precision import PRECISIONS
 
 yaml = require("yaml", "hyperconn train")
+
+RENAMED_API_FLAGS = {"connection": "kind", "streams": "num_streams"}  # build_config's old keywords: old -> new
 
 
 @dataclass
@@ -55,7 +59,7 @@ class TrainSettings:
     log_interval: int = 10
     checkpoint_interval: int = 100
     keep_checkpoints: int = 2
-    out_dir: str | None = None  # default: runs/<preset>-<kind>-n<streams>-s<seed>
+    out_dir: str | None = None  # default: runs/<preset>-<kind>-n<num_streams>-s<seed>
     device: str = "auto"  # "auto": cuda:<local rank> if available, else cpu
     fsdp: bool = False  # under torchrun: FSDP2 (fully_shard) instead of DDP
     progress: bool = True  # a tqdm bar when stderr is a terminal, else one line per log_interval
@@ -121,6 +125,11 @@ class TrainConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
 
     def validate(self) -> TrainConfig:
+        """Check once: a second call on an unchanged config returns at once (``build_config``
+        validates, and the trainer and the model it builds call this again)."""
+        snapshot = repr(self.to_dict())
+        if getattr(self, "_validated", None) == snapshot:
+            return self
         get_preset(self.preset)
         _check_options(self.model.connection)
         self.model.validate()
@@ -143,6 +152,7 @@ class TrainConfig:
                 f"train.seq_len={self.train.seq_len} is longer than the model supports "
                 f"(model.max_seq_len={self.model.max_seq_len})"
             )
+        self._validated = snapshot
         return self
 
     @property
@@ -150,7 +160,7 @@ class TrainConfig:
         if self.train.out_dir:
             return Path(self.train.out_dir)
         conn = self.model.connection
-        return Path("runs") / f"{self.preset}-{conn.kind}-n{conn.streams}-s{self.train.seed}"
+        return Path("runs") / f"{self.preset}-{conn.kind}-n{conn.num_streams}-s{self.train.seed}"
 
     def to_dict(self) -> dict:
         return {
@@ -165,8 +175,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        """A complete config from a (possibly partial) mapping layered on its preset."""
-        data = copy.deepcopy(data or {})
+        """A complete config from a (possibly partial) mapping layered on its preset (old key
+        names are read, with a warning: :data:`hyperconn.vocabulary.RENAMED_KEYS`)."""
+        data = _renamed(copy.deepcopy(data or {}))
         _reject_unknown("", data, {"preset", "model", "data", "train"})
         for section in ("model", "data", "train"):
             _check_section(section, data.get(section, {}))
@@ -181,8 +192,8 @@ class TrainConfig:
             "train": {**asdict(TrainSettings()), **preset.training},
         }
         conn_given = (data.get("model") or {}).get("connection") or {}
-        if "kind" in conn_given and "streams" not in conn_given:
-            base["model"]["connection"]["streams"] = None  # the new kind's default
+        if "kind" in conn_given and "num_streams" not in conn_given:
+            base["model"]["connection"]["num_streams"] = None  # the new kind's default
         if "kind" in conn_given and conn_given["kind"] != base["model"]["connection"]["kind"]:
             base["model"]["connection"]["options"] = {}
         merged = _merge(base, data)
@@ -209,10 +220,13 @@ def build_config(
 ) -> TrainConfig:
     """Preset < YAML file < named flags < ``section.key=value`` overrides; validated.
 
-    ``flags``: ``connection``, ``streams``, ``steps``, ``seed``, ``out``, ``init_from`` (None = not given).
+    ``flags``: ``kind``, ``num_streams``, ``steps``, ``seed``, ``out``, ``init_from`` (None = not
+    given; ``connection`` and ``streams``, the old names of the first two, warn).
     ``base``: a mapping to start from instead of the bare preset (a run's saved config on resume).
+    Each layer's old key names are read (with a warning) before the layers are merged, so a new
+    key in a later layer overrides an old one in an earlier layer.
     """
-    data: dict = copy.deepcopy(base) if base else {}
+    data: dict = _renamed(copy.deepcopy(base)) if base else {}
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
@@ -220,12 +234,19 @@ def build_config(
         loaded = yaml12.load(path.read_text(), f"config file {path}") or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
-        data = _merge(data, loaded)
+        data = _merge(data, _renamed(loaded, f"config file {path}"))
     if preset is not None:
         data["preset"] = preset
+    for old, new in RENAMED_API_FLAGS.items():
+        if flags.get(old) is not None:
+            if flags.get(new) is not None:
+                raise ValueError(f"build_config: give {new}= alone, not also {old}= (its old name)")
+            warnings.warn(f"build_config({old}=) is deprecated; use {new}=", DeprecationWarning, 2)
+            flags[new] = flags[old]
+        flags.pop(old, None)
     flag_paths = {
-        "connection": "model.connection.kind",
-        "streams": "model.connection.streams",
+        "kind": "model.connection.kind",
+        "num_streams": "model.connection.num_streams",
         "steps": "train.steps",
         "seed": "train.seed",
         "out": "train.out_dir",
@@ -241,7 +262,7 @@ def build_config(
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"override {item!r} must look like section.key=value (e.g. train.lr=1e-3)")
-        _set_path(data, key.strip(), yaml12.load(raw, f"--set {item!r}"))
+        _set_path(data, renamed_path(key.strip()), yaml12.load(raw, f"--set {item!r}"))
     return TrainConfig.from_dict(data).validate()
 
 
@@ -254,7 +275,8 @@ LEGACY_DEFAULTS: dict[str, object] = {
 
 def read_saved_config(path: str | Path) -> dict:
     """The mapping of a run's saved ``config.yaml`` with :data:`LEGACY_DEFAULTS` filled in for
-    keys it lacks (a missing key otherwise takes today's default, which may not match the run)."""
+    keys it lacks (a missing key otherwise takes today's default, which may not match the run) and
+    old key names renamed (``model.connection.streams``, with a warning naming the file)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no config at {path}")
@@ -264,6 +286,7 @@ def read_saved_config(path: str | Path) -> dict:
         raise ValueError(f"{path} is not valid YAML: {yaml12.problem(err)}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping, got {type(data).__name__}")
+    data = _renamed(data, str(path))
     for dotted, value in LEGACY_DEFAULTS.items():
         *sections, key = dotted.split(".")
         node = data
@@ -285,6 +308,15 @@ def load_config(path: str | Path) -> TrainConfig:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def _renamed(data, where: str = "") -> dict:
+    """``data`` with the old keys of ``model.connection`` renamed (a warning each)."""
+    model = data.get("model") if isinstance(data, dict) else None
+    conn = model.get("connection") if isinstance(model, dict) else None
+    if not isinstance(conn, dict) or not set(conn) & set(RENAMED_KEYS["model.connection"]):
+        return data
+    return {**data, "model": {**model, "connection": rename_keys(conn, "model.connection", where)}}
 
 
 def _set_path(data: dict, dotted: str, value) -> None:
