@@ -168,3 +168,26 @@ def test_wrong_hidden_width_between_layers_is_an_error():
     model = hyperconn.hf.convert(tiny_model("llama"), "shc", 4)
     with pytest.raises(ValueError, match=r"n\*C = 4\*32 = 128"):
         model.model.layers[1](torch.zeros(1, 3, 32))
+
+
+def test_the_conversion_is_checked_once_with_the_model_config_check(monkeypatch):
+    """``ConversionConfig`` checks its (kind, num_streams, options) with ``ConnectionConfig``'s own
+    function, once per conversion; one made from a validated ``ConnectionConfig`` is not checked again."""
+    import importlib
+
+    from hyperconn.model import ConnectionConfig
+
+    convert_module = importlib.import_module("hyperconn.hf.convert")  # the package's ``convert`` is the function
+
+    calls = []
+    real = convert_module.check_connection
+    monkeypatch.setattr(convert_module, "check_connection", lambda *a: calls.append(a) or real(*a))
+    hyperconn.hf.convert(tiny_model("llama"), "mhc", 2, sinkhorn_iters=5)
+    assert calls == [("mhc", 2, {"sinkhorn_iters": 5})]
+    spec = hyperconn.hf.ConversionConfig.of(ConnectionConfig("shc", 2, {"sigma_bias": 2.0}).validate())
+    assert spec.to_dict() == {"kind": "shc", "num_streams": 2, "init": "preserve", "options": {"sigma_bias": 2.0},
+                              "version": 1}  # fmt: skip
+    hyperconn.hf.apply_conversion(tiny_model("llama"), spec)
+    assert len(calls) == 1 and spec.connection == ConnectionConfig("shc", 2, {"sigma_bias": 2.0})
+    with pytest.raises(ValueError, match="shc: num_streams must be an integer >= 2, got 1"):
+        hyperconn.hf.ConversionConfig("shc", 1).validate()
