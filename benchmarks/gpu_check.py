@@ -34,10 +34,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -46,6 +44,7 @@ import torch
 
 import hyperconn
 from hyperconn import kernels
+from hyperconn.fileio import atomic_write_text, write_json
 from hyperconn.kernels import fused_width
 from hyperconn.train.step import train_step
 
@@ -466,14 +465,6 @@ def _strip(obj):
     return obj
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON result path (a .md summary is written beside)")
@@ -522,8 +513,8 @@ def main(argv=None) -> int:
         results[name + "_seconds"] = round(time.monotonic() - start, 1)
         if name == "env":
             print("  " + json.dumps(results[name]), flush=True)
-        write_atomic(args.out, json.dumps(results, indent=1, default=str))  # partial results survive a kill
-        write_atomic(args.out.with_suffix(".md"), markdown(results))
+        write_json(args.out, results, indent=1, default=str)  # partial results survive a kill
+        atomic_write_text(args.out.with_suffix(".md"), markdown(results))
     print(f"total {time.monotonic() - args.t0:.0f} s; wrote {args.out} and {args.out.with_suffix('.md')}")
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -110,3 +111,30 @@ def test_a_writer_killed_mid_write_leaves_the_old_file_and_a_removable_temp(tmp_
     assert remove_temps(tmp_path, prefix=".other.bin") == []  # another target's leftovers only
     assert remove_temps(tmp_path, prefix=".big.bin") == leftovers
     assert sorted(p.name for p in tmp_path.iterdir()) == [".keep", "big.bin"]
+
+
+def test_write_json_is_the_dumps_text_published_atomically(tmp_path):
+    data = {"b": [1, 2.5], "a": {"z": None, "y": "é"}}
+    p = fileio.write_json(tmp_path / "sub" / "x.json", data)
+    assert p.read_text(encoding="utf-8") == json.dumps(data, indent=1) + "\n"
+    fileio.write_json(p, data, indent=None, sort_keys=True)
+    assert p.read_bytes() == (json.dumps(data, sort_keys=True) + "\n").encode()
+    fileio.write_json(p, {"path": tmp_path}, default=str)  # ``default`` for values json cannot write
+    assert json.loads(p.read_text()) == {"path": str(tmp_path)}
+    assert [x.name for x in p.parent.iterdir()] == ["x.json"]  # no temporary left
+    with pytest.raises(TypeError):
+        fileio.write_json(p, {"path": tmp_path})
+    assert json.loads(p.read_text()) == {"path": str(tmp_path)}  # the failed write left the old file
+
+
+def test_staging_dir_without_replace_keeps_the_first_published_folder(tmp_path):
+    final = tmp_path / "tokens"
+    with staging_dir(final, replace=False) as first, staging_dir(final, replace=False) as second:
+        (second / "meta.json").write_text("second")
+        (first / "meta.json").write_text("first")
+    # the inner (second) context exits first and publishes; the first writer's folder is dropped
+    assert (final / "meta.json").read_text() == "second"
+    assert [p.name for p in tmp_path.iterdir()] == ["tokens"]
+    with staging_dir(final) as third:  # the default replaces
+        (third / "meta.json").write_text("third")
+    assert (final / "meta.json").read_text() == "third"

@@ -10,18 +10,19 @@ either the old file or the complete new one under the real name, never a partial
 4. ``os.fsync`` the folder, so the rename itself is durable.
 
 ``atomic_path`` is the general form (for writers that want a file name: ``torch.save``,
-``safetensors``, ``savefig``); ``atomic_write_text`` / ``atomic_write_bytes`` are the common
-cases, and ``staging_dir`` / ``publish_dir`` do the same for a whole folder. Temporary names
+``safetensors``, ``savefig``); ``atomic_write_text`` / ``atomic_write_bytes`` / ``write_json`` are
+the common cases, and ``staging_dir`` / ``publish_dir`` do the same for a whole folder. Temporary names
 start with ``.`` and contain :data:`TEMP_MARK`, so :func:`is_temp_name` recognises leftovers of
 a killed writer.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -116,12 +117,27 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     return atomic_write_bytes(path, text.encode(encoding))
 
 
-def publish_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
+def write_json(
+    path: str | os.PathLike,
+    data,
+    indent: int | None = 1,
+    sort_keys: bool = False,
+    default: Callable | None = None,
+) -> Path:
+    """Write ``json.dumps(data, indent=indent, sort_keys=sort_keys, default=default) + "\n"`` to
+    ``path`` atomically and durably (:func:`atomic_write_text`); return ``path``. The same data and
+    arguments give the same bytes."""
+    return atomic_write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys, default=default) + "\n")
+
+
+def publish_dir(tmp: str | os.PathLike, final: str | os.PathLike, replace: bool = True) -> Path:
     """Rename the complete folder ``tmp`` to ``final`` durably (fsync files, folder, parent).
 
-    An existing ``final`` is replaced: it is first renamed to a temporary name (atomic), the new
-    folder renamed into place, and the old one deleted, so ``final`` is never missing its files
-    except for the instant between the two renames."""
+    ``replace=True``: an existing ``final`` is replaced: it is first renamed to a temporary name
+    (atomic), the new folder renamed into place, and the old one deleted, so ``final`` is never
+    missing its files except for the instant between the two renames. ``replace=False``: the first
+    folder published wins: if ``final`` already holds files (a concurrent writer of the same
+    content finished first), ``tmp`` is deleted and ``final`` left as it is."""
     tmp, final = Path(tmp), Path(final)
     if tmp.parent.resolve() != final.parent.resolve():
         raise ValueError(f"publish_dir: {tmp} and {final} must be in the same folder")
@@ -129,6 +145,15 @@ def publish_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
         for name in files:
             fsync_file(Path(root) / name)
         fsync_dir(root)
+    if not replace:
+        try:
+            os.rename(tmp, final)  # fails on a non-empty ``final`` (POSIX): never replaces files
+        except OSError:
+            if not (final.is_dir() and any(final.iterdir())):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+        fsync_dir(final.parent)
+        return final
     old = None
     if final.exists():
         old = temp_name(final)
@@ -141,16 +166,17 @@ def publish_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
 
 
 @contextmanager
-def staging_dir(final: str | os.PathLike) -> Iterator[Path]:
+def staging_dir(final: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
     """Yield an empty temporary folder next to ``final``; on a clean exit publish it as ``final``
-    (:func:`publish_dir`); on an exception delete it and leave ``final`` as it was."""
+    (:func:`publish_dir`, ``replace`` as there); on an exception delete it and leave ``final`` as
+    it was."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(final)
     tmp.mkdir()
     try:
         yield tmp
-        publish_dir(tmp, final)
+        publish_dir(tmp, final, replace=replace)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -2,9 +2,10 @@
 
 ``corpus/<file>.jsonl.xz`` holds one JSON object per document; the manifest records the SHA-256 of
 the source artifact it was built from and of the bundled file, per-document sizes, and the
-documents held out for validation (whole documents). Each corpus module (``shakespeare``,
-``pycode``) declares one :class:`BundledCorpus`; the loading, integrity check and split live here
-once.
+documents held out for validation (whole documents). The corpora are declared here, once:
+:data:`BUNDLED` maps each ``data.source`` name to its :class:`BundledCorpus` (the corpus modules
+``shakespeare`` and ``pycode`` add typed views of their records); the loading, integrity check and
+split live here once.
 """
 
 from __future__ import annotations
@@ -69,3 +70,23 @@ class BundledCorpus:
     def fingerprint_settings(self) -> dict:
         """What identifies the content and the split in token-cache keys."""
         return {"source": self.name, "sha256": self.sha256(), "val": list(self.held_out())}
+
+
+SHAKESPEARE = BundledCorpus(
+    name="shakespeare",
+    description="shakespeare (bundled corpus)",
+    manifest_file="manifest.json",
+    id_field="work",
+    held_out_field="val_works",
+)
+
+PYCODE = BundledCorpus(
+    name="pycode",
+    description="pycode (bundled corpus: NetworkX 3.4.2 Python source)",
+    manifest_file="pycode.manifest.json",
+    id_field="path",
+    held_out_field="val_documents",
+)
+
+# the one list of bundled corpora: ``data.source: <name>`` for each key
+BUNDLED: dict[str, BundledCorpus] = {corpus.name: corpus for corpus in (SHAKESPEARE, PYCODE)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from .bundled import BUNDLED
 from .config import DataConfig
 
 
@@ -14,7 +15,8 @@ def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--source",
         default=d.source,
-        help="'shakespeare', 'pycode', a .txt file or folder, or 'hf:<name or path>' (HF datasets)",
+        help=f"a bundled corpus ({', '.join(sorted(BUNDLED))}), a .txt file or folder, "
+        "or 'hf:<name or path>' (HF datasets)",
     )
     p.add_argument("--tokenizer", default=d.tokenizer, help="'byte', 'bpe' or 'local:<HF tokenizer directory>'")
     p.add_argument("--bpe-vocab-size", type=int, default=d.bpe_vocab_size)

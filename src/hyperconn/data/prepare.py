@@ -22,21 +22,18 @@ compares across tokenizers (the ``eos`` tokens are counted as tokens, their byte
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._optional import require
+from ..fileio import staging_dir, write_json
 from .batching import TokenBatcher
 from .chunks import ENCODE_CHARS, chunk_documents
-from .config import SHARDS_PREFIX, DataConfig, resolve_path, shards_path, tokenizer_path
+from .config import DataConfig, resolve_path, tokenizer_path
 from .shards import BPE_COPY, open_shards, read_index
-from .sources import Source, open_source
+from .sources import ShardsSource, Source, TextSource, digest
 from .streaming import STREAM_PREFETCH, StreamingBatcher, TrainStream, head_documents
 from .tokenizers import BPETokenizer, ByteTokenizer, PretrainedTokenizer, Tokenizer, encode_documents, train_bpe
 
@@ -91,47 +88,50 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def _key(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
+    return digest(obj)[:20]
 
 
 def resolve_tokenizer(cfg: DataConfig, source: Source | None = None) -> Tokenizer:
     """The tokenizer ``cfg`` names; a ``bpe`` is trained on ``source``'s training split into the
-    cache if absent (for a ``shards:`` source it is the copy the shards carry)."""
-    cache = resolve_path(cfg.cache_dir)
+    cache if absent (for a ``shards:`` source it is the copy the shards carry). ``source``: the
+    parsed ``cfg.source`` (parsed here when None)."""
     if cfg.tokenizer == "byte":
         return ByteTokenizer()
-    if cfg.tokenizer == "bpe" and cfg.source.startswith(SHARDS_PREFIX):
-        path = shards_path(cfg.source) / BPE_COPY
+    if cfg.tokenizer != "bpe":
+        return PretrainedTokenizer(tokenizer_path(cfg.tokenizer))
+    source = cfg.parsed_source() if source is None else source
+    if isinstance(source, ShardsSource):
+        path = source.path / BPE_COPY
         if not path.is_file():
             raise ValueError(f"tokenizer='bpe': the shards at {path.parent} were not tokenised with a trained BPE")
         return BPETokenizer(path, name=f"bpe-{cfg.bpe_vocab_size}")
-    if cfg.tokenizer == "bpe":
-        source = open_source(cfg) if source is None else source
-        key = _key({"kind": "bpe", "version": 1, "vocab_size": cfg.bpe_vocab_size, "source": source.fingerprint})
-        path = cache / "tokenizers" / f"bpe-{cfg.bpe_vocab_size}-{key}" / "tokenizer.json"
-        if path.exists():
-            return BPETokenizer(path, name=f"bpe-{cfg.bpe_vocab_size}")
-        return train_bpe(source.train_texts(), cfg.bpe_vocab_size, path)
-    return PretrainedTokenizer(tokenizer_path(cfg.tokenizer))
+    key = _key({"kind": "bpe", "version": 1, "vocab_size": cfg.bpe_vocab_size, "source": source.fingerprint()})
+    path = resolve_path(cfg.cache_dir) / "tokenizers" / f"bpe-{cfg.bpe_vocab_size}-{key}" / "tokenizer.json"
+    if path.exists():
+        return BPETokenizer(path, name=f"bpe-{cfg.bpe_vocab_size}")
+    return train_bpe(source.train_texts(), cfg.bpe_vocab_size, path)
 
 
 def load_tokenizer(cfg: DataConfig) -> Tokenizer:
     """The tokenizer ``prepare_data(cfg)`` uses (a BPE comes from the same cache, trained if absent)."""
-    cfg.validate()
-    return resolve_tokenizer(cfg)
+    return resolve_tokenizer(cfg, cfg.validate())
 
 
 def prepare_data(cfg: DataConfig) -> PreparedData:
-    """Validate ``cfg``, get the tokenizer and the token streams (see the module doc)."""
-    cfg.validate()
-    if cfg.source.startswith(SHARDS_PREFIX):
-        return _shard_data(cfg)
-    source = open_source(cfg)
+    """Validate ``cfg``, get the tokenizer and the token streams (see the module doc): one dispatch
+    on the parsed source and the pipeline."""
+    source = cfg.validate()
+    if isinstance(source, ShardsSource):
+        return _shard_data(cfg, source)
     tok = resolve_tokenizer(cfg, source)
     if cfg.pipeline == "stream":
         return _stream_data(cfg, source, tok)
+    return _cached_data(cfg, source, tok)
+
+
+def _cached_data(cfg: DataConfig, source: TextSource, tok: Tokenizer) -> PreparedData:
     cache = resolve_path(cfg.cache_dir)
-    key = _key({"format": FORMAT_VERSION, "source": source.fingerprint, "tokenizer": tok.fingerprint})
+    key = _key({"format": FORMAT_VERSION, "source": source.fingerprint(), "tokenizer": tok.fingerprint})
     directory = cache / "tokens" / key
     if not (directory / "meta.json").exists():
         _write_tokens(directory, source, tok)
@@ -147,10 +147,10 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     return PreparedData(tok, train, open_split("val"), meta["val_bytes"], meta["train_bytes"], meta)
 
 
-def _shard_data(cfg: DataConfig) -> PreparedData:
-    directory = shards_path(cfg.source)
+def _shard_data(cfg: DataConfig, source: ShardsSource) -> PreparedData:
+    directory = source.path
     index = read_index(directory)
-    tok = resolve_tokenizer(cfg)
+    tok = resolve_tokenizer(cfg, source)
     if tok.fingerprint != index["tokenizer_fingerprint"]:
         raise ValueError(
             f"tokenizer={cfg.tokenizer!r} ({tok.name}, {tok.fingerprint[:12]}) is not the tokenizer the shards at "
@@ -162,13 +162,12 @@ def _shard_data(cfg: DataConfig) -> PreparedData:
     return PreparedData(tok, train, val, index["val_bytes"], index["train_bytes"], info)
 
 
-def _stream_data(cfg: DataConfig, source: Source, tok: Tokenizer) -> PreparedData:
-    val_texts = (text for split, text in source.documents() if split == "val")
-    val, val_bytes, val_docs = head_documents(val_texts, tok, cfg.stream_val_tokens)
+def _stream_data(cfg: DataConfig, source: TextSource, tok: Tokenizer) -> PreparedData:
+    val, val_bytes, val_docs = head_documents(source.texts("val"), tok, cfg.stream_val_tokens)
     if val_bytes == 0:
         raise ValueError(f"{source.description}: the validation split is empty; use another val_fraction")
     stream = TrainStream(
-        documents=lambda: (text for split, text in source.documents() if split == "train"),
+        documents=source.train_texts,
         description=source.description,
         max_tokens=cfg.max_tokens,
         shuffle_windows=cfg.stream_shuffle_windows,
@@ -187,16 +186,15 @@ def _stream_data(cfg: DataConfig, source: Source, tok: Tokenizer) -> PreparedDat
     return PreparedData(tok, None, val.astype(token_dtype(tok.vocab_size)), val_bytes, 0, info, stream)
 
 
-def _write_tokens(directory: Path, source: Source, tok: Tokenizer) -> None:
-    """Tokenise all documents into ``directory`` atomically (temp dir + rename)."""
+def _write_tokens(directory: Path, source: TextSource, tok: Tokenizer) -> None:
+    """Tokenise all documents into ``directory``, published whole (``fileio.staging_dir``: a temporary
+    folder renamed into place); if a concurrent writer published it first, its folder is kept."""
     dtype = token_dtype(tok.vocab_size)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
     counts = {f"{s}_{c}": 0 for s in ("train", "val") for c in ("tokens", "bytes", "documents")}
-    try:
+    with staging_dir(directory, replace=False) as tmp:
         files = {s: open(tmp / f"{s}.bin", "wb") for s in ("train", "val")}  # noqa: SIM115 - closed below
         try:
+
             def write(split: str, texts: list[str]) -> None:
                 if not texts:
                     return
@@ -220,7 +218,7 @@ def _write_tokens(directory: Path, source: Source, tok: Tokenizer) -> None:
         meta = {
             "format": FORMAT_VERSION,
             "source": source.description,
-            "source_fingerprint": source.fingerprint,
+            "source_fingerprint": source.fingerprint(),
             "tokenizer": tok.name,
             "tokenizer_fingerprint": tok.fingerprint,
             "vocab_size": tok.vocab_size,
@@ -228,12 +226,4 @@ def _write_tokens(directory: Path, source: Source, tok: Tokenizer) -> None:
             "dtype": dtype.name,
             **counts,
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-        try:
-            tmp.rename(directory)
-        except OSError:
-            if not (directory / "meta.json").exists():  # not a concurrent writer that finished first
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        write_json(tmp / "meta.json", meta, indent=1, sort_keys=True)

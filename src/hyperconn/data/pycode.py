@@ -11,15 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .bundled import BundledCorpus
+from .bundled import PYCODE, BundledCorpus
 
-CORPUS = BundledCorpus(
-    name="pycode",
-    description="pycode (bundled corpus: NetworkX 3.4.2 Python source)",
-    manifest_file="pycode.manifest.json",
-    id_field="path",
-    held_out_field="val_documents",
-)
+CORPUS = PYCODE  # declared in ``bundled.BUNDLED``
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .bundled import BundledCorpus
+from .bundled import SHAKESPEARE, BundledCorpus
 
-CORPUS = BundledCorpus(
-    name="shakespeare",
-    description="shakespeare (bundled corpus)",
-    manifest_file="manifest.json",
-    id_field="work",
-    held_out_field="val_works",
-)
+CORPUS = SHAKESPEARE  # declared in ``bundled.BUNDLED``
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,12 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from .._optional import require
-from ..fileio import atomic_path, atomic_write_bytes, atomic_write_text, fsync_dir, remove_temps
+from ..fileio import atomic_path, atomic_write_bytes, fsync_dir, remove_temps, write_json
 from .chunks import ENCODE_CHARS, chunk_documents
-from .config import SHARDS_PREFIX, DataConfig, resolve_path
+from .config import DataConfig, resolve_path
 from .prepare import resolve_tokenizer, token_dtype
 from .shards import BPE_COPY, INDEX, PLAN, SHARD_FORMAT, SPLITS, record_file, shard_file
-from .sources import open_source
+from .sources import ShardsSource
 from .tokenizers import BPETokenizer, encode_documents, tokenizer_from_spec, tokenizer_spec
 
 np = require("numpy", "hyperconn data prepare")
@@ -62,19 +62,18 @@ def prepare_shards(
     _check_int("shard_chars", shard_chars, 1)
     if max_tokens is not None:
         _check_int("max_tokens", max_tokens, 1)
-    cfg.validate()
-    if cfg.source.startswith(SHARDS_PREFIX):
+    source = cfg.validate()
+    if isinstance(source, ShardsSource):
         raise ValueError(f"source={cfg.source!r}: already shards; prepare reads a text source")
     out = resolve_path(str(out_dir))
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a directory")
-    source = open_source(cfg)
     tok = resolve_tokenizer(cfg, source)
     dtype = token_dtype(tok.vocab_size)
     plan = {
         "format": SHARD_FORMAT,
         "source": source.description,
-        "source_fingerprint": source.fingerprint,
+        "source_fingerprint": source.fingerprint(),
         "tokenizer": tok.name,
         "tokenizer_fingerprint": tok.fingerprint,
         "vocab_size": tok.vocab_size,
@@ -128,7 +127,7 @@ def prepare_shards(
         "train_tokens": min(totals["train_tokens"], max_tokens or totals["train_tokens"]),
         "shards": records,
     }
-    atomic_write_text(out / INDEX, json.dumps(index, indent=1, sort_keys=True) + "\n")
+    write_json(out / INDEX, index, indent=1, sort_keys=True)
     return index
 
 
@@ -175,7 +174,7 @@ def _claim(out: Path, plan: dict) -> bool:
     # removes shards the old index lists, and a kill in between must not leave that index behind
     (out / INDEX).unlink(missing_ok=True)
     fsync_dir(out)
-    atomic_write_text(plan_path, json.dumps(plan, indent=1, sort_keys=True) + "\n")
+    write_json(plan_path, plan, indent=1, sort_keys=True)
     return not _has_finished_shard(out)
 
 
@@ -216,7 +215,7 @@ def write_shard(out: Path, chunk: _Chunk, spec: tuple, dtype: str) -> dict:
             "documents": len(texts),
             "sha256": digest.hexdigest(),
         }
-    atomic_write_text(out / record_file(chunk.index), json.dumps(record, sort_keys=True) + "\n")
+    write_json(out / record_file(chunk.index), record, indent=None, sort_keys=True)
     return record
 
 

@@ -28,12 +28,13 @@ from collections import OrderedDict
 from pathlib import Path
 
 from .._optional import require
+from .sources import SHARD_INDEX
 
 np = require("numpy", "hyperconn.data")
 
 SHARD_FORMAT = 1
 PLAN = "plan.json"
-INDEX = "index.json"
+INDEX = SHARD_INDEX  # written last
 BPE_COPY = "tokenizer.json"
 SPLITS = ("train", "val")
 

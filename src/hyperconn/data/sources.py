@@ -1,60 +1,115 @@
-"""Text sources, each split into training and validation documents.
+"""Data sources: the ``DataConfig.source`` string, parsed once (:func:`parse_source`) into a typed source.
 
-- ``"shakespeare"``: the bundled corpus; validation = the whole works listed in its manifest.
-- a folder: its ``*.txt`` files (recursive, sorted by relative path), one document each; validation =
-  whole files, taken in the order of the SHA-256 of their relative path until they hold at least
-  ``val_fraction`` of the bytes (at least one file, never all of them).
-- a single text file (or a folder with one file): one document; validation = the tail holding
-  ``val_fraction`` of the characters, moved forward to the next line start.
-- ``"hf:<name or path>"``: the ``hf_text_field`` column of split ``hf_split`` (empty texts skipped,
-  at most ``hf_max_documents``); validation = whole documents, document ``k`` (0-based) when
-  ``floor((k+1) f) > floor(k f)`` for ``f = val_fraction``: evenly spread, exactly ``floor(N f)`` of
-  ``N``, decidable while streaming.
+| string | type | documents; validation split (``splits``) |
+|---|---|---|
+| `shakespeare`, `pycode` | `BundledSource` | the bundled corpus (`bundled.BUNDLED`); its held-out documents |
+| a path to a text file | `FileSource` | one document; the tail of `val_fraction` of the characters |
+| a path to a folder | `FolderSource` | its `*.txt` files, one document each (one file: that file); whole files |
+| `hf:<hub name or path>` | `HFSource` | the non-empty texts of `hf_text_field` in `hf_split`; evenly spread documents |
+| `shards:<dir>` | `ShardsSource` | token shards written by `hyperconn data prepare`: already tokenised |
 
-A ``Source`` yields ``(split, text)`` pairs in one pass and carries a fingerprint of its content and
-split settings for cache keys (a hub dataset is identified by its name and settings only).
+Every source is a frozen dataclass with ``validate()`` (ValueError naming the value and what is
+allowed, FileNotFoundError for a missing path), ``fingerprint()`` (the SHA-256 of the canonical JSON,
+sorted keys, of what identifies its content and split settings; it keys the token cache, the BPE
+cache and the shard plan), ``description`` (a human line for logs and metadata) and ``str()``
+(the source string back, paths resolved: ``parse_source(str(s)) == s``). Text sources also have
+``documents()``: ``("train" | "val", text)`` pairs in one pass. The fingerprinted objects are
+
+- bundled: ``{"source": name, "sha256": SHA-256 of the compressed file, "val": held-out ids}``;
+- file: ``{"file": SHA-256 of the bytes, "val_fraction": f}``;
+- folder: ``{"folder": {relative name: SHA-256 of the bytes}, "val_fraction": f}``;
+- hf: ``{"hf": hub name | [[name, size, mtime_ns], ...] of the local files, "config", "split",
+  "field", "max_documents", "val_fraction"}`` (a hub dataset is identified by name and settings);
+- shards: the fingerprint of the source the shards were prepared from (from their index).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from fractions import Fraction
+from functools import cached_property
 from pathlib import Path
 
-from . import pycode, shakespeare
-from .config import HF_PREFIX, DataConfig, resolve_path
+from .bundled import BUNDLED, BundledCorpus
+from .hf_datasets import load_hf_dataset, local_fingerprint
+from .paths import looks_like_path, resolve_path
+from .splits import choose_val_files, is_val_document, split_text_tail
 
-HF_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
-_SAVED_DATASET_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
+HF_PREFIX = "hf:"
+SHARDS_PREFIX = "shards:"  # a directory written by ``hyperconn data prepare``
+SHARD_INDEX = "index.json"  # written last by ``hyperconn data prepare``: marks a finished directory
+
+__all__ = [
+    "HF_PREFIX",
+    "SHARDS_PREFIX",
+    "BundledSource",
+    "FileSource",
+    "FolderSource",
+    "HFSource",
+    "ShardsSource",
+    "Source",
+    "SourceSettings",
+    "TextSource",
+    "choose_val_files",
+    "is_val_document",
+    "open_source",
+    "parse_source",
+    "split_text_tail",
+]
 
 
-@dataclass
-class Source:
-    description: str
-    fingerprint: str
-    documents: Callable[[], Iterator[tuple[str, str]]]  # yields ("train" | "val", text)
-
-    def train_texts(self) -> Iterator[str]:
-        return (text for split, text in self.documents() if split == "train")
-
-
-def open_source(cfg: DataConfig) -> Source:
-    for corpus in (shakespeare.CORPUS, pycode.CORPUS):
-        if cfg.source == corpus.name:
-            return Source(corpus.description, _fingerprint(corpus.fingerprint_settings()), corpus.documents)
-    if cfg.source.startswith(HF_PREFIX):
-        return _huggingface(cfg)
-    path = resolve_path(cfg.source)
-    if path.is_dir():
-        return _folder(path, cfg.val_fraction)
-    return _single_file(path, cfg.val_fraction)
-
-
-def _fingerprint(obj) -> str:
+def digest(obj) -> str:
+    """SHA-256 of the canonical JSON (sorted keys) of ``obj``."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_nonempty(field: str, value, allowed: str = "a non-empty string") -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{field}={value!r}: must be {allowed}")
+
+
+def check_val_fraction(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ValueError(f"val_fraction={value!r}: must be a number strictly between 0 and 1")
+
+
+def check_hf_settings(split, text_field, config, streaming, max_documents) -> None:
+    check_nonempty("hf_split", split)
+    check_nonempty("hf_text_field", text_field)
+    if config is not None:
+        check_nonempty("hf_config", config, "a non-empty string or None")
+    if not isinstance(streaming, bool):
+        raise ValueError(f"hf_streaming={streaming!r}: must be True or False")
+    if max_documents is not None and (not is_int(max_documents) or max_documents < 2):
+        raise ValueError(
+            f"hf_max_documents={max_documents!r}: must be None or an integer >= 2 "
+            "(at least one training and one validation document)"
+        )
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """The split and loading settings a source string does not carry (``DataConfig``'s fields of
+    the same names; ``cache_dir`` holds the HF datasets cache)."""
+
+    val_fraction: float = 0.1
+    hf_split: str = "train"
+    hf_text_field: str = "text"
+    hf_config: str | None = None
+    hf_streaming: bool = False
+    hf_max_documents: int | None = None
+    cache_dir: str = ".cache/hyperconn"
+
+    def validate(self) -> None:
+        check_nonempty("cache_dir", self.cache_dir)
+        check_hf_settings(self.hf_split, self.hf_text_field, self.hf_config, self.hf_streaming, self.hf_max_documents)
+        check_val_fraction(self.val_fraction)
 
 
 def _read_text(path: Path) -> str:
@@ -64,114 +119,188 @@ def _read_text(path: Path) -> str:
         raise ValueError(f"{path}: not UTF-8 text ({err})") from None
 
 
-def split_text_tail(text: str, val_fraction: float) -> tuple[str, str]:
-    """(train, val) of one text: val starts at the first line start at or after
-    ``len(text) * (1 - val_fraction)`` (or at that character if no line starts later)."""
-    cut = int(len(text) * (1.0 - val_fraction))
-    newline = text.find("\n", cut - 1) if cut > 0 else -1
-    if newline >= 0 and newline + 1 < len(text):
-        cut = newline + 1
-    return text[:cut], text[cut:]
+class TextSource:
+    """What the text sources share: ``documents()`` yields ``(split, text)`` in one pass."""
+
+    def documents(self) -> Iterator[tuple[str, str]]:
+        raise NotImplementedError
+
+    def texts(self, split: str) -> Iterator[str]:
+        """The documents of one split (``"train"`` or ``"val"``), in source order."""
+        return (text for s, text in self.documents() if s == split)
+
+    def train_texts(self) -> Iterator[str]:
+        return self.texts("train")
 
 
-def _single_file(path: Path, val_fraction: float) -> Source:
-    def documents():
-        train, val = split_text_tail(_read_text(path), val_fraction)
+@dataclass(frozen=True)
+class BundledSource(TextSource):
+    """A corpus bundled with the package (``bundled.BUNDLED``)."""
+
+    corpus: BundledCorpus
+
+    def __str__(self) -> str:
+        return self.corpus.name
+
+    @property
+    def description(self) -> str:
+        return self.corpus.description
+
+    def validate(self) -> None:
+        manifest = self.corpus.folder() / self.corpus.manifest_file
+        if not manifest.is_file():
+            raise FileNotFoundError(f"source={str(self)!r}: the bundled manifest {manifest} is missing")
+
+    def fingerprint(self) -> str:
+        return digest(self.corpus.fingerprint_settings())
+
+    def documents(self) -> Iterator[tuple[str, str]]:
+        return self.corpus.documents()
+
+
+@dataclass(frozen=True)
+class FileSource(TextSource):
+    """One UTF-8 text file: one training and one validation document (``splits.split_text_tail``)."""
+
+    path: Path
+    val_fraction: float = SourceSettings.val_fraction
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def description(self) -> str:
+        return f"text file {self.path}"
+
+    def validate(self) -> None:
+        check_val_fraction(self.val_fraction)
+        if not self.path.exists():
+            raise FileNotFoundError(f"source={str(self)!r}: no such file or folder ({self.path})")
+        if not self.path.is_file():
+            raise ValueError(f"source={str(self)!r}: not a regular file; use a text file or a folder of *.txt files")
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @cached_property
+    def _fingerprint(self) -> str:  # computed once per source object, like the listing of a folder
+        return digest({"file": hashlib.sha256(self.path.read_bytes()).hexdigest(), "val_fraction": self.val_fraction})
+
+    def documents(self) -> Iterator[tuple[str, str]]:
+        train, val = split_text_tail(_read_text(self.path), self.val_fraction)
         yield "train", train
         yield "val", val
 
-    fp = _fingerprint({"file": hashlib.sha256(path.read_bytes()).hexdigest(), "val_fraction": val_fraction})
-    return Source(f"text file {path}", fp, documents)
 
+@dataclass(frozen=True)
+class FolderSource(TextSource):
+    """The ``*.txt`` files under a folder, one document each; whole files held out
+    (``splits.choose_val_files``). A folder with a single file is that :class:`FileSource`."""
 
-def choose_val_files(sizes: dict[str, int], val_fraction: float) -> set[str]:
-    """Whole files for validation: in the order of SHA-256(name), until >= val_fraction of the bytes
-    (at least one, never all)."""
-    order = sorted(sizes, key=lambda n: hashlib.sha256(n.encode()).hexdigest())
-    target, chosen, total = val_fraction * sum(sizes.values()), set(), 0
-    for name in order[:-1]:
-        chosen.add(name)
-        total += sizes[name]
-        if total >= target:
-            break
-    return chosen
+    path: Path
+    val_fraction: float = SourceSettings.val_fraction
 
+    def __str__(self) -> str:
+        return str(self.path)
 
-def _folder(root: Path, val_fraction: float) -> Source:
-    files = sorted((p for p in root.rglob("*.txt") if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
-    if not files:
-        raise ValueError(f"source={str(root)!r}: the folder holds no *.txt files")
-    if len(files) == 1:
-        return _single_file(files[0], val_fraction)
-    names = [p.relative_to(root).as_posix() for p in files]
-    sizes = {n: p.stat().st_size for n, p in zip(names, files, strict=True)}
-    val = choose_val_files(sizes, val_fraction)
+    def validate(self) -> None:
+        check_val_fraction(self.val_fraction)
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"source={str(self)!r}: no such folder ({self.path})")
+        if not self._files:
+            raise ValueError(f"source={str(self)!r}: the folder {self.path} holds no *.txt files")
 
-    def documents():
-        for name, path in zip(names, files, strict=True):
+    @cached_property
+    def _files(self) -> dict[str, Path]:
+        """Relative name -> path, sorted by name (listed once per source object)."""
+        files = (p for p in self.path.rglob("*.txt") if p.is_file())
+        return dict(sorted((p.relative_to(self.path).as_posix(), p) for p in files))
+
+    @cached_property
+    def _val(self) -> set[str]:
+        return choose_val_files({n: p.stat().st_size for n, p in self._files.items()}, self.val_fraction)
+
+    def _single(self) -> FileSource | None:
+        if not self._files:
+            raise ValueError(f"source={str(self)!r}: the folder holds no *.txt files")
+        return FileSource(next(iter(self._files.values())), self.val_fraction) if len(self._files) == 1 else None
+
+    @property
+    def description(self) -> str:
+        single = self._single()
+        if single is not None:
+            return single.description
+        return f"folder {self.path} ({len(self._files)} files, {len(self._val)} for validation)"
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @cached_property
+    def _fingerprint(self) -> str:
+        single = self._single()
+        if single is not None:
+            return single.fingerprint()
+        digests = {n: hashlib.sha256(p.read_bytes()).hexdigest() for n, p in self._files.items()}
+        return digest({"folder": digests, "val_fraction": self.val_fraction})
+
+    def documents(self) -> Iterator[tuple[str, str]]:
+        single = self._single()
+        if single is not None:
+            yield from single.documents()
+            return
+        val = self._val
+        for name, path in self._files.items():
             yield ("val" if name in val else "train"), _read_text(path)
 
-    digests = {n: hashlib.sha256(p.read_bytes()).hexdigest() for n, p in zip(names, files, strict=True)}
-    fp = _fingerprint({"folder": digests, "val_fraction": val_fraction})
-    return Source(f"folder {root} ({len(files)} files, {len(val)} for validation)", fp, documents)
 
+@dataclass(frozen=True)
+class HFSource(TextSource):
+    """A Hugging Face ``datasets`` dataset (``hf_datasets.load_hf_dataset``): the non-empty texts of
+    column ``text_field``; document ``k`` is held out iff ``splits.is_val_document(k, val_fraction)``."""
 
-def is_val_document(k: int, val_fraction: float) -> bool:
-    """Document k (0-based) is held out iff floor((k+1) f) > floor(k f) (exact rational arithmetic)."""
-    f = Fraction(val_fraction).limit_denominator(1_000_000)
-    return ((k + 1) * f.numerator) // f.denominator > (k * f.numerator) // f.denominator
+    name: str  # a hub name, or a local path as written after ``hf:``
+    split: str = SourceSettings.hf_split
+    text_field: str = SourceSettings.hf_text_field
+    config: str | None = SourceSettings.hf_config
+    streaming: bool = SourceSettings.hf_streaming
+    max_documents: int | None = SourceSettings.hf_max_documents
+    val_fraction: float = SourceSettings.val_fraction
+    cache_dir: str = SourceSettings.cache_dir
 
+    def __str__(self) -> str:
+        return HF_PREFIX + self.name
 
-def _local_fingerprint(path: Path) -> list:
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return [[p.relative_to(path.parent).as_posix(), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    @property
+    def description(self) -> str:
+        return f"HF dataset {self.name!r} (split {self.split!r})"
 
+    @property
+    def local(self) -> Path:
+        return resolve_path(self.name)
 
-def _load_hf_dataset(cfg: DataConfig):
-    import datasets
+    def validate(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"source={str(self)!r}: 'hf:' must be followed by a dataset name or path")
+        if self.name.startswith((".", "/", "~")) and not self.local.exists():
+            raise FileNotFoundError(f"source={str(self)!r}: no local dataset at {self.local}")
+        check_hf_settings(self.split, self.text_field, self.config, self.streaming, self.max_documents)
+        check_val_fraction(self.val_fraction)
 
-    name = cfg.source[len(HF_PREFIX) :]
-    local = resolve_path(name)
-    if not local.exists():
-        try:
-            return datasets.load_dataset(name, cfg.hf_config, split=cfg.hf_split, streaming=cfg.hf_streaming)
-        except FileNotFoundError:
-            raise
-        except OSError as err:  # e.g. the Hub cannot be reached
-            raise ValueError(f"source={cfg.source!r}: cannot load the dataset from the Hub ({err})") from err
-    cache = str(resolve_path(cfg.cache_dir) / "hf_datasets")
-    if local.is_dir() and any((local / m).exists() for m in _SAVED_DATASET_MARKERS):
-        ds = datasets.load_from_disk(str(local))
-        if isinstance(ds, datasets.DatasetDict):
-            if cfg.hf_split not in ds:
-                raise ValueError(f"hf_split={cfg.hf_split!r}: the dataset at {local} has splits {sorted(ds)}")
-            ds = ds[cfg.hf_split]
-        return ds.to_iterable_dataset() if cfg.hf_streaming else ds
-    if local.is_file():
-        builder = HF_FILE_BUILDERS.get(local.suffix.lower())
-        if builder is None:
-            raise ValueError(
-                f"source={cfg.source!r}: cannot read {local.suffix!r} files; use one of {sorted(HF_FILE_BUILDERS)}"
-            )
-        return datasets.load_dataset(
-            builder,
-            data_files={cfg.hf_split: str(local)},
-            split=cfg.hf_split,
-            streaming=cfg.hf_streaming,
-            cache_dir=cache,
-        )
-    return datasets.load_dataset(
-        str(local), cfg.hf_config, split=cfg.hf_split, streaming=cfg.hf_streaming, cache_dir=cache
-    )
+    def fingerprint(self) -> str:
+        local = self.local
+        settings = {
+            "hf": self.name if not local.exists() else local_fingerprint(local),
+            "config": self.config,
+            "split": self.split,
+            "field": self.text_field,
+            "max_documents": self.max_documents,
+            "val_fraction": self.val_fraction,
+        }
+        return digest(settings)
 
-
-def _huggingface(cfg: DataConfig) -> Source:
-    name = cfg.source[len(HF_PREFIX) :]
-    local = resolve_path(name)
-    field = cfg.hf_text_field
-
-    def documents():
-        ds = _load_hf_dataset(cfg)
+    def documents(self) -> Iterator[tuple[str, str]]:
+        ds = load_hf_dataset(self)
+        field = self.text_field
         columns = ds.column_names
         if columns is not None and field not in columns:
             raise ValueError(f"hf_text_field={field!r}: the dataset has columns {sorted(columns)}")
@@ -182,17 +311,88 @@ def _huggingface(cfg: DataConfig) -> Source:
                     raise ValueError(f"hf_text_field={field!r}: expected strings, got {type(text).__name__}")
                 if not text:
                     continue
-                yield ("val" if is_val_document(k, cfg.val_fraction) else "train"), text
+                yield ("val" if is_val_document(k, self.val_fraction) else "train"), text
                 k += 1
-                if cfg.hf_max_documents is not None and k >= cfg.hf_max_documents:
+                if self.max_documents is not None and k >= self.max_documents:
                     return
 
-    settings = {
-        "hf": name if not local.exists() else _local_fingerprint(local),
-        "config": cfg.hf_config,
-        "split": cfg.hf_split,
-        "field": field,
-        "max_documents": cfg.hf_max_documents,
-        "val_fraction": cfg.val_fraction,
-    }
-    return Source(f"HF dataset {name!r} (split {cfg.hf_split!r})", _fingerprint(settings), documents)
+
+@dataclass(frozen=True)
+class ShardsSource:
+    """A shard directory written by ``hyperconn data prepare`` (already tokenised: no documents)."""
+
+    path: Path
+
+    def __str__(self) -> str:
+        return SHARDS_PREFIX + str(self.path)
+
+    @property
+    def description(self) -> str:
+        return f"shards {self.path}"
+
+    @property
+    def index_path(self) -> Path:
+        return self.path / SHARD_INDEX
+
+    def validate(self) -> None:
+        if not self.index_path.is_file():
+            raise FileNotFoundError(
+                f"source={str(self)!r}: {self.index_path} does not exist; write the shards first with "
+                f"`hyperconn data prepare --out {self.path}` (a prepare that did not finish leaves no index)"
+            )
+
+    def fingerprint(self) -> str:
+        """The fingerprint of the text source the shards were prepared from (recorded in the index)."""
+        return json.loads(self.index_path.read_text(encoding="utf-8"))["source_fingerprint"]
+
+
+Source = BundledSource | FileSource | FolderSource | HFSource | ShardsSource
+
+_ALLOWED = (
+    f"use a bundled corpus ({', '.join(repr(n) for n in sorted(BUNDLED))}), a path to a text file or folder, "
+    f"'{HF_PREFIX}<dataset name or path>' or '{SHARDS_PREFIX}<dir>'"
+)
+
+
+def parse_source(text: str, settings: SourceSettings | None = None) -> Source:
+    """The typed source the string ``text`` names (the one place that reads the string's form);
+    ``settings`` supplies what the string does not carry. Checks the form only: ``validate()``
+    checks that what it names exists."""
+    settings = SourceSettings() if settings is None else settings
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"source={text!r}: must be a non-empty string; {_ALLOWED}")
+    if text in BUNDLED:
+        return BundledSource(BUNDLED[text])
+    if text.startswith(HF_PREFIX):
+        name = text[len(HF_PREFIX) :]
+        if not name.strip():
+            raise ValueError(f"source={text!r}: 'hf:' must be followed by a dataset name or path")
+        return HFSource(
+            name,
+            split=settings.hf_split,
+            text_field=settings.hf_text_field,
+            config=settings.hf_config,
+            streaming=settings.hf_streaming,
+            max_documents=settings.hf_max_documents,
+            val_fraction=settings.val_fraction,
+            cache_dir=settings.cache_dir,
+        )
+    if text.startswith(SHARDS_PREFIX):
+        folder = text[len(SHARDS_PREFIX) :]
+        if not folder.strip():
+            raise ValueError(f"source={text!r}: 'shards:' must be followed by the shard directory")
+        return ShardsSource(resolve_path(folder))
+    path = resolve_path(text)
+    if path.is_dir():
+        return FolderSource(path, settings.val_fraction)
+    if path.exists() or looks_like_path(text):
+        return FileSource(path, settings.val_fraction)
+    raise ValueError(f"source={text!r} is not allowed: {_ALLOWED}")
+
+
+def open_source(cfg) -> TextSource:
+    """The text source of a ``DataConfig`` (``cfg.parsed_source()``); a ``shards:`` source is refused."""
+    source = cfg.parsed_source()
+    if isinstance(source, ShardsSource):
+        raise ValueError(f"source={str(source)!r}: already tokenised shards; this needs a text source")
+    return source

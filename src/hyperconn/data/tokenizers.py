@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from .._optional import require
+from ..fileio import atomic_path
 
 np = require("numpy", "hyperconn.data")
 
@@ -103,16 +103,8 @@ def train_bpe(texts: Iterator[str], vocab_size: int, path: str | os.PathLike) ->
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        tok.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tok.save(str(tmp))
     return BPETokenizer(path, name=f"bpe-{vocab_size}")
 
 
