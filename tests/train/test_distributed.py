@@ -1,10 +1,13 @@
 """Two CPU processes (gloo), launched ONCE for the whole module (a spawn per case would dominate
 the time): the trainer under DDP and FSDP2 keeps the ranks identical across a resume; every kind
 trains under DDP at n in {2, 4}; the FSDP build (meta -> shard -> per-rank init) starts from
-exactly the plain build's values while holding only its shard."""
+exactly the plain build's values while holding only its shard; an FSDP model and optimizer state,
+gathered and loaded into a model built from another seed, gives the same parameters and the same
+next step."""
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 from pathlib import Path
@@ -15,10 +18,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from hyperconn.train import TrainConfig, Trainer, build_config, read_metrics
-from hyperconn.train.build import build_model, build_plain, build_sharded
+from hyperconn.train.build import build_model, build_plain
 from hyperconn.train.distributed import DistInfo
 from hyperconn.train.loss import lm_loss
 from hyperconn.train.optim import build_optimizer
+from hyperconn.train.parallel import DataParallel, build_sharded
 
 from .conftest import MICRO
 
@@ -37,9 +41,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tiny_cfg(kind: str, streams: int, fsdp: bool) -> TrainConfig:
+def _tiny_cfg(kind: str, streams: int, fsdp: bool, seed: int = 3) -> TrainConfig:
     model = {**TINY_MODEL, "connection": {"kind": kind, "streams": streams}}
-    train = {"seed": 3, "fsdp": fsdp, "seq_len": 8, "steps": 3, "warmup_steps": 1}
+    train = {"seed": seed, "fsdp": fsdp, "seq_len": 8, "steps": 3, "warmup_steps": 1}
     return TrainConfig.from_dict({"preset": "demo", "model": model, "train": train}).validate()
 
 
@@ -66,29 +70,74 @@ def _trainer_runs(cfgs: dict[str, dict], world: int, results: dict) -> None:
 
 def _every_kind_under_ddp(info: DistInfo, results: dict) -> None:
     for kind, n in DDP_CASES:  # three steps: an unused parameter fails DDP at the second
-        raw, model = build_model(_tiny_cfg(kind, n, fsdp=False), info)
+        raw, model = build_model(_tiny_cfg(kind, n, fsdp=False), DataParallel(info, fsdp=False))
         start = _full_params(raw)
         optimizer = build_optimizer(raw, 1e-2, (0.9, 0.95), 0.1)
         for step in range(3):  # each rank its own batch: equal weights need the gradient all-reduce
-            tokens = torch.randint(0, 32, (2, 9), generator=torch.Generator().manual_seed(10 * step + info.rank))
-            lm_loss(model, tokens[:, :-1], tokens[:, 1:]).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            _step(model, optimizer, 10 * step + info.rank)
         flat = _full_params(raw)
         results[f"ddp {kind} n={n}"] = (_ranks_equal(flat, info.world_size), not torch.equal(flat, start))
 
 
-def _fsdp_builds(info: DistInfo, results: dict) -> None:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+def _step(model, optimizer, seed: int) -> None:
+    tokens = torch.randint(0, 32, (2, 9), generator=torch.Generator().manual_seed(seed))
+    lm_loss(model, tokens[:, :-1], tokens[:, 1:]).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
+
+def _fsdp_builds(info: DistInfo, results: dict) -> None:
+    parallel = DataParallel(info, fsdp=True)
     for kind, n in FSDP_CASES:
         cfg = _tiny_cfg(kind, n, fsdp=True)
         sharded = build_sharded(cfg, info)
-        full = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        full = parallel.model_state(sharded)  # rank 0's: gathered, the checkpoint's keys
         plain = build_plain(cfg, cfg.train.seed).state_dict()
         same = full.keys() == plain.keys() and all(torch.equal(full[k], plain[k]) for k in plain)
+        if info.rank != 0:
+            same = full == {}  # only rank 0 receives the gathered state
         local = sharded.embed.weight.to_local().numel()  # this rank holds half the rows
         results[f"fsdp {kind} n={n}"] = (same, local == plain["embed.weight"].numel() // info.world_size)
+
+
+def _as_read_back(value):
+    """``value`` after ``torch.save`` and ``torch.load(weights_only=True)``, as a checkpoint reads."""
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def _fsdp_state_round_trip(info: DistInfo, results: dict) -> None:
+    """Two steps, the full states gathered (rank 0) and handed to every rank (as each reads the
+    checkpoint), loaded into a sharded model and optimizer built from another seed."""
+    parallel = DataParallel(info, fsdp=True)
+    model = build_sharded(_tiny_cfg("shc", 2, fsdp=True), info)
+    optimizer = build_optimizer(model, 1e-2, (0.9, 0.95), 0.1)
+    for step in range(2):
+        _step(model, optimizer, 10 * step + info.rank)
+    payload = [parallel.model_state(model), parallel.optimizer_state(model, optimizer)]
+    dist.broadcast_object_list(payload, src=0)
+    weights, optim_state = _as_read_back(payload)  # not rank 0's live tensors (its step counters)
+    other = build_sharded(_tiny_cfg("shc", 2, fsdp=True, seed=4), info)
+    other_opt = build_optimizer(other, 1e-2, (0.9, 0.95), 0.1)
+    differed = not torch.equal(_full_params(model), _full_params(other))
+    parallel.check_optimizer_state(other, other_opt, optim_state)  # the gathered state fits
+    parallel.load_model_state(other, weights, "gathered")
+    parallel.load_optimizer_state(other, other_opt, optim_state)
+    same = differed and torch.equal(_full_params(model), _full_params(other))
+    _step(model, optimizer, 50 + info.rank)
+    _step(other, other_opt, 50 + info.rank)
+    results["fsdp state round trip"] = (same, torch.equal(_full_params(model), _full_params(other)))
+    bad = {**optim_state, "state": dict(optim_state["state"])}
+    name = next(iter(bad["state"]))
+    bad["state"][name] = {**bad["state"][name], "exp_avg": torch.zeros(3)}
+    try:
+        parallel.check_optimizer_state(other, other_opt, bad)
+        refused = False
+    except ValueError as err:
+        refused = f"parameter {name!r} has shape (3,)" in str(err)
+    results["fsdp optimizer check"] = (isinstance(name, str), refused)
 
 
 def _worker(rank: int, world: int, port: int, trainer_cfgs: dict, out: str) -> None:
@@ -103,6 +152,7 @@ def _worker(rank: int, world: int, port: int, trainer_cfgs: dict, out: str) -> N
         info = DistInfo(rank, rank, world, torch.device("cpu"))
         _every_kind_under_ddp(info, results)
         _fsdp_builds(info, results)
+        _fsdp_state_round_trip(info, results)
     finally:
         dist.destroy_process_group()
     if rank == 0:
@@ -148,3 +198,15 @@ def test_the_fsdp_build_equals_the_plain_build_and_is_sharded(launched, kind, n)
     same, sharded = launched[1][f"fsdp {kind} n={n}"]
     assert same, "the FSDP-built model's full state differs from the plain build with the same seed"
     assert sharded, "a rank holds more than its shard of the embedding"
+
+
+def test_an_fsdp_state_reloads_to_the_same_parameters_and_next_step(launched):
+    same, same_next = launched[1]["fsdp state round trip"]
+    assert same, "the gathered FSDP state, loaded into a model built from another seed, gives other parameters"
+    assert same_next, "the step after loading differs: the optimizer state did not round-trip"
+
+
+def test_the_fsdp_optimizer_state_is_checked_by_parameter_name(launched):
+    by_name, refused = launched[1]["fsdp optimizer check"]
+    assert by_name, "the gathered FSDP optimizer state is not keyed by parameter name"
+    assert refused, "an FSDP optimizer state with a wrong moment shape was not refused by name"

@@ -1,9 +1,9 @@
-"""Process group setup and model wrapping for multi-process training.
+"""The process group, this rank's device and the few collectives the loop uses.
 
-Under ``torchrun`` (``WORLD_SIZE > 1``) the same script runs data-parallel: DDP by default (gloo
-on CPU, nccl on GPU) or FSDP2 (``fully_shard`` per block, then the root) with ``train.fsdp``.
-Each rank reads its own slice of every batch (``TokenBatcher(rank, world_size)``); only rank 0
-writes files.
+Under ``torchrun`` (``WORLD_SIZE > 1``) the same script runs on every rank: :func:`setup` joins
+the process group (gloo on CPU, nccl on GPU) and returns the rank's :class:`DistInfo`. Each rank
+reads its own slice of every batch (``TokenBatcher(rank, world_size)``); only rank 0 writes
+files. How the model itself is made data-parallel (DDP or FSDP2) is ``parallel``'s concern.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 
 @dataclass
@@ -86,24 +85,8 @@ def teardown(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: nn.Module, info: DistInfo, fsdp: bool) -> nn.Module:
-    """DDP or FSDP2 around ``model`` when distributed; the model itself otherwise."""
-    if not info.distributed:
-        return model
-    if fsdp:
-        from torch.distributed.fsdp import fully_shard
-
-        for block in model.blocks:
-            fully_shard(block)
-        fully_shard(model)
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    ids = [info.device.index] if info.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
-
-
 def all_reduce_sum(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The sum of ``value`` over the ranks (``value`` itself at world size 1)."""
     if info.distributed:
         value = value.clone()
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
@@ -111,5 +94,6 @@ def all_reduce_sum(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait until every rank gets here (nothing at world size 1)."""
     if info.distributed:
         dist.barrier()

@@ -1,8 +1,9 @@
 """The training loop: ``train(cfg)`` runs (or resumes) one run and returns its directory.
 
 The components come from their own modules: the run directory's policy (``rundir``), data and
-model (``build``), checkpoints (``checkpoint``), evaluation (``evaluation``), logging
-(``metrics``). This module owns the loop and its fault handling:
+model (``build``), data parallelism and the state dicts it reads and writes (``parallel``: one
+process, DDP or FSDP2), checkpoints (``checkpoint``), one step (``step``), evaluation
+(``evaluation``), logging (``metrics``). This module owns the loop and its fault handling:
 
 - nothing is written until the first optimiser step is done (``rundir.publish_new``), so a run
   that fails while preparing leaves no trace, and ``--overwrite`` keeps the old run until then;
@@ -35,12 +36,13 @@ from ..data import PreparedData
 from ..fileio import check_writable, remove_temps
 from . import distributed as D
 from .build import build_model, prepare_run_data
-from .checkpoint import check_weights, load_weights, newest_valid, remove_stale, save_checkpoint, set_rng_state
+from .checkpoint import check_weights, newest_valid, remove_stale, save_checkpoint, set_rng_state
 from .config import TrainConfig, load_config
 from .evaluation import ValResult, bits_per_byte, evaluate_loss
 from .interrupt import InterruptGuard
 from .metrics import STEPS, MetricsLog, peak_memory_mb, read_metrics
 from .optim import build_optimizer, lr_at
+from .parallel import DataParallel
 from .precision import resolve_precision
 from .provenance import record_resume, record_start
 from .rundir import CONFIG, DONE, check_target, publish_new, resume_changes, write_config, write_done
@@ -77,7 +79,8 @@ class Trainer:
             torch.set_num_threads(t.threads)
         self.changes = self._resume_changes() if self.resume else {}
         self.data: PreparedData = prepare_run_data(cfg, info)  # fills cfg.model.vocab_size
-        self.raw_model, self.model = build_model(cfg, info)
+        self.parallel = DataParallel(info, t.fsdp)
+        self.raw_model, self.model = build_model(cfg, self.parallel)
         self.optimizer = build_optimizer(self.raw_model, t.lr, (t.beta1, t.beta2), t.weight_decay, t.eps)
         self.precision = resolve_precision(t.precision, info.device)
         self.step = 0
@@ -122,14 +125,8 @@ class Trainer:
             _say(main, f"resume: {self.run_dir} has no checkpoint yet; starting from step 0")
             return
         self._check_compatible(ckpt, state)
-        if self.info.distributed and self.cfg.train.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-            opts = StateDictOptions(full_state_dict=True)
-            set_model_state_dict(self.raw_model, check_weights(self.raw_model, weights, ckpt), options=opts)
-        else:
-            load_weights(self.raw_model, weights, ckpt)
-        self._load_optimizer(state["optimizer"])
+        self.parallel.load_model_state(self.raw_model, weights, ckpt)
+        self.parallel.load_optimizer_state(self.raw_model, self.optimizer, state["optimizer"])
         set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.last_checkpoint = ckpt
@@ -141,8 +138,7 @@ class Trainer:
     def _check_checkpoint(self, weights: dict, state: dict) -> None:
         """Reject (ValueError) a checkpoint that does not fit this model and optimizer."""
         check_weights(self.raw_model, weights)
-        if not (self.info.distributed and self.cfg.train.fsdp):
-            _check_optimizer_state(self.optimizer, state["optimizer"])
+        self.parallel.check_optimizer_state(self.raw_model, self.optimizer, state["optimizer"])
 
     def _check_compatible(self, ckpt: Path, state: dict) -> None:
         """Settings that would change the trajectory: refused, not skipped (every checkpoint has them)."""
@@ -164,15 +160,6 @@ class Trainer:
                 f"cannot resume {self.run_dir}: train.steps={t.steps} is below its checkpoint's step "
                 f"{state['step']} ({ckpt.name})"
             )
-
-    def _load_optimizer(self, optimizer_state: dict) -> None:
-        if self.info.distributed and self.cfg.train.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-            opts = StateDictOptions(full_state_dict=True)
-            set_optimizer_state_dict(self.raw_model, self.optimizer, optimizer_state, options=opts)
-        else:
-            self.optimizer.load_state_dict(optimizer_state)
 
     # --- the run directory --------------------------------------------------------------------
     def _publish(self) -> None:
@@ -217,23 +204,9 @@ class Trainer:
             self._pending.append(("hres", step, hres))
 
     # --- checkpoints --------------------------------------------------------------------------
-    def _state_dicts(self) -> tuple[dict, dict]:
-        if self.info.distributed and self.cfg.train.fsdp:
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions,
-                get_model_state_dict,
-                get_optimizer_state_dict,
-            )
-
-            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            return (
-                get_model_state_dict(self.raw_model, options=opts),
-                get_optimizer_state_dict(self.raw_model, self.optimizer, options=opts),
-            )
-        return self.raw_model.state_dict(), self.optimizer.state_dict()
-
     def save(self) -> None:
-        model_state, optim_state = self._state_dicts()  # collective under FSDP: every rank
+        model_state = self.parallel.model_state(self.raw_model)  # collectives under FSDP: every rank
+        optim_state = self.parallel.optimizer_state(self.raw_model, self.optimizer)
         if self.info.is_main:
             meta = {"precision": self.precision, "world_size": self.info.world_size}
             self.last_checkpoint = save_checkpoint(
@@ -391,23 +364,6 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Pa
         return trainer.fit()
     finally:
         trainer.close()
-
-
-def _check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
-    groups = state.get("param_groups")
-    ours = optimizer.param_groups
-    if not isinstance(groups, list) or [len(g.get("params", ())) for g in groups] != [len(g["params"]) for g in ours]:
-        raise ValueError("the optimizer state does not match the model's parameter groups")
-    params = [p for g in ours for p in g["params"]]
-    for index, entry in (state.get("state") or {}).items():
-        if not isinstance(index, int) or not 0 <= index < len(params):
-            raise ValueError(f"the optimizer state names parameter {index!r}, the model has {len(params)}")
-        avg = entry.get("exp_avg") if isinstance(entry, dict) else None
-        if avg is not None and tuple(avg.shape) != tuple(params[index].shape):
-            raise ValueError(
-                f"the optimizer state of parameter {index} has shape {tuple(avg.shape)}, "
-                f"the model's is {tuple(params[index].shape)}"
-            )
 
 
 def _progress_line(step: int, steps: int, loss: float, lr: float, tok_s: float, elapsed: float) -> None:
