@@ -42,7 +42,7 @@ def _free_port() -> int:
 
 
 def _tiny_cfg(kind: str, streams: int, fsdp: bool, seed: int = 3) -> TrainConfig:
-    model = {**TINY_MODEL, "connection": {"kind": kind, "streams": streams}}
+    model = {**TINY_MODEL, "connection": {"kind": kind, "num_streams": streams}}
     train = {"seed": seed, "fsdp": fsdp, "seq_len": 8, "steps": 3, "warmup_steps": 1}
     return TrainConfig.from_dict({"preset": "demo", "model": model, "train": train}).validate()
 

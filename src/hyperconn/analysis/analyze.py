@@ -49,7 +49,7 @@ def analyze_run(run_dir: str | Path, batches: int = DEFAULT_BATCHES, out: str | 
         "run": str(run_dir),
         "preset": cfg.preset,
         "connection": conn.kind,
-        "streams": conn.streams,
+        "num_streams": conn.num_streams,
         "seed": cfg.train.seed,
         "validation batches": batches,
         "tokens per connection": result.layers[0].tokens,
@@ -62,5 +62,5 @@ def analyze_run(run_dir: str | Path, batches: int = DEFAULT_BATCHES, out: str | 
         **{f"{split} {what}": data.info.get(f"{split}_{what}") for split in ("train", "val")
            for what in ("documents", "bytes", "tokens")},
     }
-    title = f"{conn.kind} (n={conn.streams}, seed {cfg.train.seed})"
+    title = f"{conn.kind} (n={conn.num_streams}, seed {cfg.train.seed})"
     return write_analysis(result, Path(out) if out is not None else run_dir, title, info)

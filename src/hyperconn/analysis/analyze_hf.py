@@ -137,7 +137,8 @@ def analyze_hf(
     if max(ids) >= config.vocab_size:
         raise ValueError(f"the tokenizer gives id {max(ids)} but the model's vocab_size is {config.vocab_size}")
 
-    from .report import write_analysis, write_json  # numpy / matplotlib: the analysis extra
+    from ..fileio import write_json
+    from .report import write_analysis  # numpy / matplotlib: the analysis extra
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -184,7 +185,7 @@ def analyze_hf(
     title = f"DeepSeek-V4 {hf_dir.resolve().name} (mHC, n={config.hc_mult})"
     data = write_analysis(result, out, title, info)
     data["readout"] = readout
-    write_json(out / "analysis.json", data)
+    write_json(out / "analysis.json", data, indent=2)
     md = out / "analysis.md"
     atomic_write_text(md, md.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + readout_markdown(readout))
     return data

@@ -27,9 +27,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..fileio import write_json
 from .commits import check_commits, current_commit
 from .jobs import check_reuse, run_jobs, run_probes
-from .report import fmt, md_table, write_json
+from .report import fmt, md_table
 from .study import CompareConfig, plan, yaml_scalar
 from .summarise import summarise
 
@@ -57,7 +58,7 @@ def write_report(cfg: CompareConfig, jobs, wall_s: float) -> dict:
     from .render import render
 
     summary = summarise(cfg, jobs, wall_s, compare_command(cfg))
-    write_json(cfg.out / "summary.json", summary)
+    write_json(cfg.out / "summary.json", summary, indent=2)
     render(summary, cfg.out)
     return summary
 
@@ -93,7 +94,7 @@ def run_compare(
     check_reuse(jobs)
     check_commits(run_dirs, current_commit(), allow_mixed_commits)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    write_json(cfg.out / STUDY_FILE, cfg.to_dict())
+    write_json(cfg.out / STUDY_FILE, cfg.to_dict(), indent=2)
     last = [time.time()]
 
     def interim() -> None:

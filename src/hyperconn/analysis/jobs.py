@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
+from ..fileio import write_json
 from .analyze import analyze_run
-from .report import write_json
 from .study import Job, config_differences
 
 BENCH_STEPS = 2  # training steps per timed call of the throughput probe
@@ -170,7 +170,7 @@ def run_probes(out: Path, jobs: Sequence[Job], bench_rounds: int, log: Callable[
     groups = probe_runs(jobs)
     if bench_rounds and not _current(out / "throughput.json", groups, rounds=bench_rounds):
         log(f"[compare] interleaved throughput: {bench_rounds} rounds x {BENCH_STEPS} steps per group")
-        write_json(out / "throughput.json", measure_throughput(groups, bench_rounds))
+        write_json(out / "throughput.json", measure_throughput(groups, bench_rounds), indent=2)
     if not _current(out / "memory.json", groups):
         log("[compare] memory: activations saved for backward, per group")
-        write_json(out / "memory.json", measure_memory(groups))
+        write_json(out / "memory.json", measure_memory(groups), indent=2)

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from ..fileio import atomic_path  # noqa: E402
 
-METHOD_COLOURS = {
+KIND_COLOURS = {
     "residual": "#7f7f7f",
     "hc": "#d62728",
     "mhc": "#1f77b4",
@@ -28,8 +28,8 @@ METHOD_COLOURS = {
 }
 
 
-def colour(method: str) -> str | None:
-    return METHOD_COLOURS.get(method)
+def colour(kind: str) -> str | None:
+    return KIND_COLOURS.get(kind)
 
 
 def save(fig: Figure, path: Path) -> Path:
@@ -65,7 +65,7 @@ def heatmaps(matrices: Sequence[tuple[str, np.ndarray]], path: Path, title: str 
 def per_layer(
     series: Mapping[str, Mapping[str, Sequence[float]]], path: Path, title: str = "", logy: bool = False
 ) -> Path:
-    """One panel per metric; in each, one line per label (e.g. per method) over connection index.
+    """One panel per metric; in each, one line per label (e.g. per kind) over connection index.
 
     ``series[metric][label] = values per connection``.
     """

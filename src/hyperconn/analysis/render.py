@@ -21,11 +21,11 @@ RERENDER = (
 
 
 def display_names(summary: dict) -> dict[str, str]:
-    """Group -> the label shown: the method alone when it identifies the group (no axes, one n)."""
+    """Group -> the label shown: the kind alone when it identifies the group (no axes, one n)."""
     groups = summary["groups"]
-    methods = [e["method"] for e in groups.values()]
-    if len(set(methods)) == len(methods):
-        return {g: e["method"] for g, e in groups.items()}
+    kinds = [e["kind"] for e in groups.values()]
+    if len(set(kinds)) == len(kinds):
+        return {g: e["kind"] for g, e in groups.items()}
     return {g: g for g in groups}
 
 
@@ -115,7 +115,7 @@ def _by_axis(summary: dict) -> list[str]:
         for e in groups.values():
             if label not in e["axes"]:
                 continue
-            rest = f"{e['method']}-n{e['streams']}" + "".join(
+            rest = f"{e['kind']}-n{e['num_streams']}" + "".join(
                 f"-{k}{v}" for k, v in e["axes"].items() if k != label)
             table.setdefault(rest, {})[e["axes"][label]] = e
         rows = [[rest, *[_pm(cells[v]["val_loss"]) if v in cells else "-" for v in values]]
@@ -130,7 +130,7 @@ def report_markdown(summary: dict, figures: list[str]) -> str:
     axes = _axis_columns(summary)
     study = summary["study"]
     lines = [
-        f"# Comparison: preset `{summary['preset']}`, n = {', '.join(map(str, study['streams']))}, "
+        f"# Comparison: preset `{summary['preset']}`, n = {', '.join(map(str, study['num_streams']))}, "
         f"{study['seeds']} seed(s)",
         "",
         *unfinished_block(summary),

@@ -7,13 +7,12 @@ Plots: mean ``H_res`` heatmaps at the first, middle and last connection
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, write_json
 from . import plots
 from .capture import CaptureResult
 
@@ -30,10 +29,6 @@ Convention: output stream j of a mix is `x'_j = sum_i H[i,j] x_i`.
   (column vectors of stream values); forward gain = max absolute row sum of A (`||A||_inf`),
   backward gain = max absolute column sum of A (`||A||_1`, the gain seen by gradients), `||A||_2`.
 """
-
-
-def write_json(path: Path, data: Any) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
 
 
 def fmt(x: float | None, digits: int = 4) -> str:
@@ -204,6 +199,6 @@ def write_analysis(result: CaptureResult, out_dir: Path, title: str, info: dict[
         logy=True,
     )
     data = {"title": title, "info": info, "summary": layer_summary(result), **result.to_dict()}
-    write_json(out_dir / "analysis.json", data)
+    write_json(out_dir / "analysis.json", data, indent=2)
     atomic_write_text(out_dir / "analysis.md", analysis_markdown(result, title, info))
     return data

@@ -277,14 +277,12 @@ class CompareConfig:
         return self.out / spec.name
 
     def to_dict(self) -> dict:
-        """The study in the new words, plus ``methods`` and ``streams`` (the same lists under their
-        old names) for readers of the layout written before the rename."""
+        """The study, as ``study.json`` holds it (:meth:`from_dict` also reads the old key names)."""
         return {
             "preset": self.preset, "kinds": list(self.kinds), "num_streams": list(self.num_streams),
             "seeds": self.seeds, "out": str(self.out), "steps": self.steps, "set": list(self.overrides),
             "axes": [a.to_dict() for a in self.axes], "batches": self.analyze_batches,
-            "bench_rounds": self.bench_rounds, **{old: list(value) for old, value in (
-                ("methods", self.kinds), ("streams", self.num_streams))},
+            "bench_rounds": self.bench_rounds,
         }  # fmt: skip
 
     @classmethod

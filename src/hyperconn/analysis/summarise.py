@@ -262,7 +262,7 @@ def summarise(cfg: CompareConfig, jobs: Sequence[Job], wall_s: float, command: s
     memory = (_read_json(cfg.out / "memory.json") or {}).get("groups", {})
     speed = {g: e["tokens_per_s"] for g, e in bench.get("groups", {}).items()}
     order = list(dict.fromkeys(job.spec.group for job in jobs if job.spec.group in records))
-    base_group = next((g for g in order if records[g][0].job.spec.method == "residual"), None)
+    base_group = next((g for g in order if records[g][0].job.spec.kind == "residual"), None)
     base_loss = None if base_group is None else float(np.mean([r.final_val_loss for r in records[base_group]]))
     groups: dict[str, dict] = {}
     for group in order:
@@ -271,8 +271,8 @@ def summarise(cfg: CompareConfig, jobs: Sequence[Job], wall_s: float, command: s
         vl = mean_std([r.final_val_loss for r in recs])
         base_speed, own_speed = speed.get(base_group), speed.get(group)
         entry = {
-            "method": spec.method,
-            "streams": spec.streams,
+            "kind": spec.kind,
+            "num_streams": spec.num_streams,
             "axes": spec.axis_values,
             "seeds": [r.job.spec.seed for r in recs],
             "final_step": int(min(r.final_step for r in recs)),
@@ -319,7 +319,7 @@ def summarise(cfg: CompareConfig, jobs: Sequence[Job], wall_s: float, command: s
         "alpha": ALPHA,
         "power": POWER,
         "multiple_comparisons": {"method": "holm", "pairs": sum(p["p"] is not None for p in pairs)},
-        "axes": [{"label": a.label, "key": a.key, "methods": list(a.methods)} for a in cfg.axes],
+        "axes": [{"label": a.label, "key": a.key, "kinds": list(a.kinds)} for a in cfg.axes],
         "data": json.loads(data_all[0]) if len(set(data_all)) == 1 else {"varies_by_group": True},
         "train_tokens": {r.job.spec.name: r.train_tokens for recs in records.values() for r in recs},
         "groups": groups,

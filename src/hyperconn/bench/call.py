@@ -25,7 +25,7 @@ from .timing import interleaved_medians
 @dataclass
 class CallBenchConfig:
     kinds: tuple[str, ...] = available_connections()
-    streams: int = 4
+    num_streams: int = 4
     dim: int = 256  # the ``tiny`` preset's width
     tokens: int = 1  # batch 1, one new token: the decode step's shape
     calls: int = 200  # calls per timed round (one call is far below the timer's resolution)
@@ -37,7 +37,7 @@ class CallBenchConfig:
         unknown = sorted(set(self.kinds) - set(available_connections()))
         if unknown:
             raise ValueError(f"unknown kind(s) {', '.join(unknown)}; choose from {', '.join(available_connections())}")
-        for name in ("streams", "dim", "tokens", "calls", "repeats"):
+        for name in ("num_streams", "dim", "tokens", "calls", "repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         return self
@@ -95,12 +95,12 @@ def run_call_bench(cfg: CallBenchConfig, log: Callable[[str], None] = print) -> 
     cfg.validate()
     built: dict[str, tuple[Callable, Callable]] = {}
     for kind in cfg.kinds:
-        n = 1 if kind == "residual" else cfg.streams
+        n = 1 if kind == "residual" else cfg.num_streams
         if kind != "residual" and not supports(kind, n):
             log(f"call: {kind} does not take n={n}; skipped")
             continue
         built[kind] = call_contender(kind, n, cfg)
-    log(f"call: {len(built)} kinds x {cfg.repeats} rounds of {cfg.calls} calls, n={cfg.streams} C={cfg.dim}")
+    log(f"call: {len(built)} kinds x {cfg.repeats} rounds of {cfg.calls} calls, n={cfg.num_streams} C={cfg.dim}")
     with torch.no_grad():
         ops = {name: count_aten_ops(pair[1]) for name, pair in built.items()}
         timings = interleaved_medians({name: pair[0] for name, pair in built.items()}, cfg.repeats, cfg.warmup)
@@ -108,7 +108,7 @@ def run_call_bench(cfg: CallBenchConfig, log: Callable[[str], None] = print) -> 
     for name, t in timings.items():
         rows.append(
             dict(
-                bench="call", contender=name, n=1 if name == "residual" else cfg.streams, dim=cfg.dim,
+                bench="call", contender=name, n=1 if name == "residual" else cfg.num_streams, dim=cfg.dim,
                 tokens=cfg.tokens, us_per_call=t["median_ms"] * 1e3 / cfg.calls,
                 iqr_us=t["iqr_ms"] * 1e3 / cfg.calls, aten_ops=sum(ops[name].values()),
                 top_ops=", ".join(f"{op} {c}" for op, c in ops[name].most_common(6)),

@@ -124,12 +124,12 @@ def _finish(args, name: str, rows: list[dict], columns: list[str], config: dict)
 def _layer(args) -> int:
     _setup(args)
     cfg = LayerBenchConfig(
-        kinds=args.kinds, streams=args.num_streams, dims=args.dims, dtypes=args.dtypes, modes=args.modes,
+        kinds=args.kinds, num_streams=args.num_streams, dims=args.dims, dtypes=args.dtypes, modes=args.modes,
         tokens=args.tokens, recompute=args.recompute, package=not args.no_package, naive=not args.no_naive,
         floor=args.floor != "none", floor_compiled=args.floor == "compiled",
     )
     if args.smoke:
-        cfg.streams, cfg.dims, cfg.tokens, cfg.modes, cfg.repeats, cfg.warmup = (2, 4), (16,), 32, ("eager",), 2, 1
+        cfg.num_streams, cfg.dims, cfg.tokens, cfg.modes, cfg.repeats, cfg.warmup = (2, 4), (16,), 32, ("eager",), 2, 1
         cfg.floor_compiled = False
     if args.repeats:
         cfg.repeats = args.repeats
@@ -165,7 +165,7 @@ def _decode(args) -> int:
 
 def _call(args) -> int:
     _setup(args)
-    cfg = CallBenchConfig(kinds=args.kinds, streams=args.num_streams, dim=args.dim, calls=args.calls)
+    cfg = CallBenchConfig(kinds=args.kinds, num_streams=args.num_streams, dim=args.dim, calls=args.calls)
     if args.smoke:
         cfg.dim, cfg.calls, cfg.repeats, cfg.warmup = 16, 3, 2, 0
     if args.repeats:

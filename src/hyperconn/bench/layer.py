@@ -42,7 +42,7 @@ PACKAGE_KINDS = ("hc", "mhc")
 @dataclass
 class LayerBenchConfig:
     kinds: tuple[str, ...] = available_connections()
-    streams: tuple[int, ...] = (2, 4, 8)
+    num_streams: tuple[int, ...] = (2, 4, 8)
     dims: tuple[int, ...] = (256, 1024)
     dtypes: tuple[str, ...] = ("fp32", "bf16")
     modes: tuple[str, ...] = ("eager", "compiled")
@@ -70,8 +70,8 @@ class LayerBenchConfig:
         for name in ("tokens", "repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if any(n < 1 for n in self.streams) or any(c < 1 for c in self.dims):
-            raise ValueError(f"streams and dims must be >= 1, got {self.streams} and {self.dims}")
+        if any(n < 1 for n in self.num_streams) or any(c < 1 for c in self.dims):
+            raise ValueError(f"num_streams and dims must be >= 1, got {self.num_streams} and {self.dims}")
         return self
 
 
@@ -219,7 +219,7 @@ def run_layer_bench(cfg: LayerBenchConfig, log: Callable[[str], None] = print) -
     cfg.validate()
     rows: list[dict] = []
     use_package = cfg.package and package_available()
-    for n, dim, dtype_name, mode in itertools.product(cfg.streams, cfg.dims, cfg.dtypes, cfg.modes):
+    for n, dim, dtype_name, mode in itertools.product(cfg.num_streams, cfg.dims, cfg.dtypes, cfg.modes):
         compiled = mode == "compiled"
         torch._dynamo.reset()  # fresh compile caches for every configuration
         # one compiled module per contender shares HyperConnection.forward's code object: each is a

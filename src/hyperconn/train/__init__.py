@@ -1,4 +1,4 @@
-"""Training: config, loop, checkpoints, run directory, logging, distributed wrapping, CLI commands."""
+"""Training: config, loop, checkpoints, run directory, logging, data parallelism (DDP/FSDP2), CLI commands."""
 
 from .config import TrainConfig, TrainSettings, build_config, load_config
 from .evaluation import ValResult, evaluate_loss, validation_loss
