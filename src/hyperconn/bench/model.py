@@ -69,7 +69,7 @@ def build_model(cfg: ModelBenchConfig, preset: str, kind: str) -> LanguageModel:
         heads = max(1, dim // model_cfg.head_dim)
         model_cfg.dim, model_cfg.n_layers, model_cfg.mlp_dim = dim, layers, 3 * dim
         model_cfg.n_heads, model_cfg.n_kv_heads = heads, 1
-    model_cfg.connection = ConnectionConfig(kind=kind, streams=1 if kind == "residual" else cfg.streams)
+    model_cfg.connection = ConnectionConfig(kind=kind, num_streams=1 if kind == "residual" else cfg.streams)
     if kind != "residual":
         model_cfg.stream_dtype = cfg.stream_dtype
     torch.manual_seed(cfg.seed)

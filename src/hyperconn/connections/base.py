@@ -16,6 +16,7 @@ model uses it where ``H_res`` provably has no effect (docs/design.md, "Inert H_r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -40,6 +41,35 @@ class Mixing(NamedTuple):
     pre: torch.Tensor
     res: torch.Tensor
     post: torch.Tensor
+
+
+class InferenceMixing(NamedTuple):
+    """One gradient-free step's coefficients, laid out for as few ATen ops as possible.
+
+    ``mat`` (tokens, rows, n): row ``pre_row`` is ``H_pre`` and rows ``res_row .. res_row + n - 1``
+    are ``H_res^T`` (absent without ``H_res``); other rows are ignored (they ride along in the one
+    batched GEMM ``mat @ x`` rather than cost a slice). ``post`` (..., n, 1) in the streams' lead
+    shape, with ``H_post = post_scale * post`` (the scale goes into the depth step's ``addcmul``)."""
+
+    mat: torch.Tensor
+    post: torch.Tensor
+    pre_row: int = 0
+    res_row: int = 1
+    post_scale: float = 1.0
+
+
+def token_view(
+    t: torch.Tensor, lead: tuple[int, ...], shape: tuple[int, ...], strides: tuple[int, ...], offset: int
+) -> torch.Tensor:
+    """A view ``(*lead, *shape)`` into ``t`` (tokens, ...) whose token dimension has a uniform
+    stride, starting ``offset`` elements into each token: one ``as_strided`` in place of the
+    slice/select + view/unsqueeze pair that would otherwise reshape it."""
+    step = t.stride(0)
+    lead_strides = []
+    for size in reversed(lead):
+        lead_strides.append(step)
+        step *= size
+    return t.as_strided((*lead, *shape), (*reversed(lead_strides), *strides), t.storage_offset() + offset)
 
 
 def check_int(name: str, value: object, minimum: int) -> int:
@@ -232,27 +262,62 @@ class HyperConnection(nn.Module):
 
     def width_inference(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The width step with autograd off (decode, evaluation): ``[u; mixed] = [H_pre; H_res^T] x``
-        as one batched GEMM per token, from :meth:`inference_width_matrix`.
+        as one batched GEMM per token, from :meth:`inference_mixing`.
 
-        Same values as :meth:`width_fast` (to rounding); ``u`` and ``mixed`` are views of one
-        ``(..., n + 1, C)`` result. Built for dispatch count: a decode token runs this on one
-        token per connection, where each ATen op costs microseconds whatever its size.
+        Same values as :meth:`width_fast` (to rounding); ``u`` and ``mixed`` are views of one GEMM
+        result. Without ``H_res`` (``mix_streams=False``) the streams are returned as ``mixed``."""
+        step = self.inference_mixing(streams)
+        y = self._inference_gemm(step.mat, streams)
+        lead, n = streams.shape[:-2], self.num_streams
+        u = y[:, step.pre_row].view(*lead, self.dim)
+        mixed = y[:, step.res_row : step.res_row + n].view(streams.shape) if self.mixes_streams else streams
+        return u, mixed, (step.post * step.post_scale).view(*lead, n)
 
-        Without ``H_res`` (``mix_streams=False``) the matrix is ``H_pre`` alone, ``(tokens, 1, n)``,
-        and the streams are returned as ``mixed``."""
+    def _inference_gemm(self, mat: torch.Tensor, streams: torch.Tensor) -> torch.Tensor:
+        """``mat @ x`` (tokens, rows, C) in ``mat``'s dtype, cast back to the streams' dtype."""
+        x = streams.reshape(-1, self.num_streams, self.dim)
+        if x.dtype != mat.dtype:
+            x = x.to(mat.dtype)
+        y = torch.bmm(mat, x)
+        return y if y.dtype == streams.dtype else y.to(streams.dtype)
+
+    def inference_forward(
+        self, streams: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """:meth:`forward` with autograd off, in few ATen ops (a decode token runs it on one token,
+        where each op costs microseconds whatever its size)::
+
+            y = mat @ x                          one bmm: u = y[pre_row], mixed = y[res_row:res_row+n]
+            x' = mixed + post_scale * post * F(u)     one addcmul
+
+        ``u`` and ``mixed`` are ``as_strided`` views of ``y`` (:func:`token_view`); the arithmetic
+        is that of ``width``/``depth`` (coefficients and mixing in ``compute_dtype``, the result
+        in the streams' dtype)."""
+        self.check_streams(streams)
         n, c = self.num_streams, self.dim
-        lead = streams.shape[:-2]
+        lead = tuple(streams.shape[:-2])
         with _float32_region(streams):
-            mat, post = self.inference_width_matrix(streams)
-            x = streams.reshape(-1, n, c)
-            if x.dtype != mat.dtype:
-                x = x.to(mat.dtype)
-            y = torch.bmm(mat, x).view(*lead, mat.shape[-2], c)
-        if y.dtype != streams.dtype:
-            y = y.to(streams.dtype)
-        if not self.mixes_streams:
-            return y[..., 0, :], streams, post
-        return y[..., 0, :], y[..., 1:, :], post
+            step = self.inference_mixing(streams)
+            y = self._inference_gemm(step.mat, streams)
+        rows = step.mat.shape[1]
+        out = branch(token_view(y, lead, (c,), (1,), step.pre_row * c))
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(
+                f"{self.kind}: the branch must return one tensor of shape (..., {self.dim}), got {type(out).__name__}"
+            )
+        with _float32_region(streams):
+            if self.mixes_streams:
+                mixed = token_view(y, lead, (n, c), (c, 1), step.res_row * c) if rows > n else y.view(streams.shape)
+            else:
+                mixed = streams
+            dt = step.post.dtype
+            if mixed.dtype != dt:
+                mixed = mixed.to(dt)
+            b = out.unsqueeze(-2)
+            if b.dtype != dt:
+                b = b.to(dt)
+            new = torch.addcmul(mixed, step.post, b, value=step.post_scale)
+        return new if new.dtype == streams.dtype else new.to(streams.dtype)
 
     def inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """Tensors the no-grad path derives from the parameters alone (folded weights...)."""
@@ -268,16 +333,22 @@ class HyperConnection(nn.Module):
             lambda: self.inference_constants(dtype),
         )
 
-    def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``([H_pre; H_res^T] (tokens, n + 1, n), H_post (..., n))`` for :meth:`width_inference`
-        (``H_pre`` alone, ``(tokens, 1, n)``, without ``H_res``).
-
-        The default builds it from :meth:`mixing`; kinds override it with fewer ops."""
-        return self.mixing_width_matrix(streams)
-
-    def mixing_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def inference_mixing(self, streams: torch.Tensor) -> InferenceMixing:
+        """The coefficients of :meth:`inference_forward` (autograd off). The default builds them
+        from :meth:`mixing`; the kinds' own classes override it with fewer ops."""
         pre, res, post = self.mixing(streams)
-        return self.width_matrix(pre, res), post
+        return InferenceMixing(self.width_matrix(pre, res), post.unsqueeze(-1))
+
+    def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([H_pre; H_res^T] (tokens, n + 1, n), H_post (..., n))`` from :meth:`inference_mixing`
+        (``H_pre`` alone, ``(tokens, 1, n)``, without ``H_res``)."""
+        step = self.inference_mixing(streams)
+        n, mat = self.num_streams, step.mat
+        rows = [mat[:, step.pre_row : step.pre_row + 1]]
+        if self.mixes_streams:
+            rows.append(mat[:, step.res_row : step.res_row + n])
+        post = (step.post * step.post_scale).reshape(*streams.shape[:-2], n)
+        return torch.cat(rows, dim=1), post
 
     def width_matrix(self, pre: torch.Tensor, res: torch.Tensor) -> torch.Tensor:
         """``[H_pre; H_res^T]`` as (tokens, n + 1, n); ``H_pre`` alone (tokens, 1, n) without ``H_res``."""
@@ -300,6 +371,12 @@ class HyperConnection(nn.Module):
         return depth_add(mixed, h_post, branch_out)
 
     def forward(self, streams: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        if inference_path() and not self._uses_kernels(streams):
+            return self.inference_forward(streams, branch)
+        return self.steps_forward(streams, branch)
+
+    def steps_forward(self, streams: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``depth(mixed, h_post, branch(u))`` with ``(u, mixed, h_post) = width(streams)``."""
         u, mixed, h_post = self.width(streams)
         out = branch(u)
         if not isinstance(out, torch.Tensor):
@@ -435,32 +512,46 @@ class CoefficientConnection(HyperConnection):
 
     # --- the gradient-free path (decode, evaluation) ---------------------------------------
     def inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """The projection with the RMSNorm gain and the gates folded in, ``g W diag(s)``, the bias
-        and ``eps`` as a tensor."""
+        """The projection with the RMSNorm gain, the gates and ``sqrt(F)`` folded in,
+        ``sqrt(F) g W diag(s)`` (F = n C), the bias and ``sqrt(F eps)`` as a tensor."""
+        features = self.num_streams * self.dim
         return {
-            "weight": self.folded_weight(dtype) * self.gate_scale(dtype),
+            "weight": self.folded_weight(dtype) * (self.gate_scale(dtype) * math.sqrt(features)),
             "bias": self.bias.to(dtype),
-            "eps": torch.tensor(self.eps, dtype=dtype, device=self.bias.device),
+            "root_eps": torch.tensor(math.sqrt(features * self.eps), dtype=dtype, device=self.bias.device),
         }
 
     def inference_coefficients(self, streams: torch.Tensor, consts: dict[str, torch.Tensor]) -> torch.Tensor:
-        """:meth:`coefficients` from the cached folded weight, (tokens, total):
-        ``rsqrt(|x|^2 / F + eps) * (x @ consts["weight"]) + consts["bias"]`` in five ops."""
+        """:meth:`coefficients` from the cached folded weight, (tokens, total), in four ops: with
+        ``rsqrt(|x|^2 / F + eps) = sqrt(F) / hypot(|x|, sqrt(F eps))``,
+        ``consts["bias"] + (x @ consts["weight"]) / hypot(|x|, consts["root_eps"])``."""
         weight = consts["weight"]
         flat = streams.reshape(-1, weight.shape[0])
         if flat.dtype != weight.dtype:
             flat = flat.to(weight.dtype)
         norm = torch.linalg.vector_norm(flat, dim=-1, keepdim=True)
-        inv_rms = torch.rsqrt(torch.addcmul(consts["eps"], norm, norm, value=1.0 / weight.shape[0]))
-        return torch.addcmul(consts["bias"], flat @ weight, inv_rms)
+        return torch.addcdiv(consts["bias"], flat @ weight, torch.hypot(norm, consts["root_eps"]))
 
-    def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def inference_mixing(self, streams: torch.Tensor) -> InferenceMixing:
         if not self.exact_kind:
-            return self.mixing_width_matrix(streams)
-        return self.lean_width_matrix(streams)
-
-    def lean_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`inference_width_matrix` from the cached folded weight and :meth:`coefficient_math`."""
+            return super().inference_mixing(streams)
         consts = self.cached_inference_constants(compute_dtype(streams), streams.device)
-        pre, res, post = self.coefficient_math(self.inference_coefficients(streams, consts))
-        return self.width_matrix(pre, res), post.view(*streams.shape[:-2], self.num_streams)
+        coef = self.inference_coefficients(streams, consts)
+        lead = tuple(streams.shape[:-2])
+        if not self.mixes_streams:
+            return self.pre_post_mixing(coef, lead)
+        return self.lean_mixing(coef, consts, lead)
+
+    def pre_post_mixing(self, coef: torch.Tensor, lead: tuple[int, ...]) -> InferenceMixing:
+        """Without ``H_res``: ``H_pre = sigmoid(c_pre)``, ``H_post = 2 sigmoid(c_post)`` as one
+        sigmoid; its (tokens, 2, n) view is the GEMM matrix (row 0 ``H_pre``, row 1 ignored)."""
+        n = self.num_streams
+        act = torch.sigmoid(coef)
+        return InferenceMixing(act.view(-1, 2, n), token_view(act, lead, (n, 1), (1, 1), n), post_scale=2.0)
+
+    def lean_mixing(
+        self, coef: torch.Tensor, consts: dict[str, torch.Tensor], lead: tuple[int, ...]
+    ) -> InferenceMixing:
+        """:meth:`coefficient_math` on the cached coefficients; kinds override it with fewer ops."""
+        pre, res, post = self.coefficient_math(coef)
+        return InferenceMixing(self.width_matrix(pre, res), post.view(*lead, self.num_streams, 1))

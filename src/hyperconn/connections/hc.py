@@ -13,10 +13,20 @@ in the HC paper) and gates ``s_alpha = s_beta = 0.01`` at init. No sums, no norm
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from .base import HyperConnection, Mixing, _float32_region, check_positive_number, compute_dtype
+from .base import (
+    HyperConnection,
+    InferenceMixing,
+    Mixing,
+    _float32_region,
+    check_positive_number,
+    compute_dtype,
+    token_view,
+)
 from .ops import project_rms
 
 
@@ -86,30 +96,30 @@ class HC(HyperConnection):
 
     # --- the gradient-free path (decode) -----------------------------------------------------
     def inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """The folded projection ``g [W_alpha | w_beta]`` (C, n + 2), the statics
-        ``[alpha_static | beta_static]`` (n, n + 2) and the gates per column (n + 2)."""
-        n = self.num_streams
-        weight = self.norm_weight.to(dtype).unsqueeze(-1) * torch.cat(
+        """The folded projection ``sqrt(C) g [W_alpha | w_beta]`` (C, n + 2), the statics
+        ``[alpha_static | beta_static]`` (n, n + 2), the gates per column (n + 2) and
+        ``sqrt(C eps)`` (:meth:`CoefficientConnection.inference_coefficients`)."""
+        n, c = self.num_streams, self.dim
+        weight = (self.norm_weight.to(dtype) * math.sqrt(c)).unsqueeze(-1) * torch.cat(
             [self.alpha_proj.to(dtype), self.beta_proj.to(dtype).unsqueeze(-1)], dim=-1
         )
         static = torch.cat([self.alpha_static.to(dtype), self.beta_static.to(dtype).unsqueeze(-1)], dim=-1)
         gates = torch.cat([self.alpha_gate.to(dtype).expand(n + 1), self.beta_gate.to(dtype).reshape(1)])
-        eps = torch.tensor(self.eps, dtype=dtype, device=weight.device)
-        return {"weight": weight, "static": static, "gates": gates, "eps": eps}
+        root_eps = torch.tensor(math.sqrt(c * self.eps), dtype=dtype, device=weight.device)
+        return {"weight": weight, "static": static, "gates": gates, "root_eps": root_eps}
 
-    def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # alpha (tokens, n, n + 1) holds [H_pre | H_res] row by row, so [H_pre; H_res^T] = alpha^T
+    def inference_mixing(self, streams: torch.Tensor) -> InferenceMixing:
+        # coef (tokens, n, n + 2) holds [H_pre | H_res | H_post] row by row, so its transpose is
+        # the GEMM matrix [H_pre; H_res^T; H_post] (the last row rides along)
         if not self.exact_kind:
-            return self.mixing_width_matrix(streams)
+            return super().inference_mixing(streams)
         n, c = self.num_streams, self.dim
-        dt = compute_dtype(streams)
-        consts = self.cached_inference_constants(dt, streams.device)
+        consts = self.cached_inference_constants(compute_dtype(streams), streams.device)
         x = streams.reshape(-1, c)
-        if x.dtype != dt:
-            x = x.to(dt)
+        if x.dtype != consts["weight"].dtype:
+            x = x.to(consts["weight"].dtype)
         norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-        inv_rms = torch.rsqrt(torch.addcmul(consts["eps"], norm, norm, value=1.0 / c))
-        dynamic = torch.tanh((x @ consts["weight"]) * inv_rms).view(-1, n, n + 2)
-        coef = torch.addcmul(consts["static"], dynamic, consts["gates"])
-        alpha, post = coef.split_with_sizes((n + 1, 1), dim=-1)
-        return alpha.transpose(1, 2), post.view(*streams.shape[:-2], n)
+        dynamic = torch.tanh(torch.div(x @ consts["weight"], torch.hypot(norm, consts["root_eps"])))
+        coef = torch.addcmul(consts["static"], dynamic.view(-1, n, n + 2), consts["gates"])
+        post = token_view(coef, tuple(streams.shape[:-2]), (n, 1), (n + 2, 1), n + 1)
+        return InferenceMixing(coef.transpose(1, 2), post)

@@ -8,10 +8,14 @@ every ``U_k = J_2`` and ``H_res = J_2 ⊗ ... ⊗ J_2 = J_n``),
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..linalg import batched_kron
-from .base import CoefficientConnection, check_num_streams, check_res_init, compute_dtype
+from . import polynomial as pl
+from .base import CoefficientConnection, InferenceMixing, check_num_streams, check_res_init, token_view
+from .polynomial import ONE_LOGIT
 
 SECOND_BIAS = -8.0
 
@@ -64,9 +68,9 @@ class KromHC(CoefficientConnection):
 
     # --- the gradient-free path (decode) -----------------------------------------------------
     # softmax([a, b])[0] = sigmoid(a - b) and 1 - sigmoid(t) = sigmoid(-t): the cached weight's
-    # columns are [d_pre, d_post / 1, +(d_k0 - d_k1), -(d_k0 - d_k1) per factor], so one sigmoid
-    # gives H_pre, H_post / 2 and every factor's (p_k, 1 - p_k); vec(H_res^T) is multilinear in
-    # those pairs: the outer product of the K pairs times a constant 0/1 map (2^K, n^2).
+    # columns are [d_pre, d_post, +(d_k0 - d_k1), -(d_k0 - d_k1) per factor, 1 (ONE_LOGIT)], so one
+    # sigmoid gives H_pre, H_post / 2 and every factor's (p_k, 1 - p_k); vec(H_res^T) is
+    # multilinear in those pairs (decode_polynomial): one gather, one product and one GEMM.
 
     def inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         consts = super().inference_constants(dtype)
@@ -78,30 +82,35 @@ class KromHC(CoefficientConnection):
         bias_diff = bias[2 * n :: 2] - bias[2 * n + 1 :: 2]
         pairs_w = torch.stack([diff, -diff], dim=-1).reshape(weight.shape[0], 2 * k)
         pairs_b = torch.stack([bias_diff, -bias_diff], dim=-1).reshape(2 * k)
-        consts["weight"] = torch.cat([weight[:, : 2 * n], pairs_w], dim=-1)
-        consts["bias"] = torch.cat([bias[: 2 * n], pairs_b])
-        scale = torch.ones(2 * n + 2 * k, dtype=dtype, device=weight.device)
-        scale[n : 2 * n] = 2.0  # H_post = 2 sigmoid
-        consts["scale"] = scale
-        # vec(H_res^T) = (a_1 ⊗ ... ⊗ a_K) @ kron_map, a_k = (p_k, 1 - p_k): evaluated on the basis
-        basis = torch.eye(2, dtype=torch.float64)
-        rows = []
-        for corner in torch.cartesian_prod(*[torch.arange(2)] * k).reshape(-1, k).tolist():
-            factors = [torch.stack([basis[c], basis[1 - c]]).unsqueeze(0) for c in corner]
-            rows.append(batched_kron(factors)[0].t().reshape(-1))
-        consts["kron"] = torch.stack(rows).to(dtype=dtype, device=weight.device)
+        consts["weight"] = torch.cat([weight[:, : 2 * n], pairs_w, weight.new_zeros(weight.shape[0], 1)], dim=-1)
+        consts["bias"] = torch.cat([bias[: 2 * n], pairs_b, bias.new_full((1,), ONE_LOGIT)])
+        index, poly_map = decode_polynomial(n)
+        consts["index"] = index.to(weight.device)
+        consts["map"] = poly_map.to(dtype=dtype, device=weight.device)
         return consts
 
-    def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.exact_kind or not self.mixes_streams:
-            return super().inference_width_matrix(streams)
-        n, k = self.num_streams, self.num_factors
-        consts = self.cached_inference_constants(compute_dtype(streams), streams.device)
-        act = torch.sigmoid(self.inference_coefficients(streams, consts)) * consts["scale"]
-        tokens = act.shape[0]
-        pre, post, pairs = act.split_with_sizes((n, n, 2 * k), dim=-1)
-        corners = pairs[:, 0:2]
-        for f in range(1, k):
-            corners = (corners.unsqueeze(-1) * pairs[:, 2 * f : 2 * f + 2].unsqueeze(-2)).reshape(tokens, -1)
-        res_t = (corners @ consts["kron"]).view(tokens, n, n)
-        return torch.cat([pre.unsqueeze(1), res_t], dim=1), post.view(*streams.shape[:-2], n)
+    def lean_mixing(self, coef: torch.Tensor, consts: dict[str, torch.Tensor], lead: tuple[int, ...]):
+        n = self.num_streams
+        rows = torch.sigmoid(coef)[:, consts["index"]].prod(-1) @ consts["map"]  # [H_pre; H_post / 2; H_res^T]
+        post = token_view(rows, lead, (n, 1), (1, 1), n)
+        return InferenceMixing(rows.view(-1, n + 2, n), post, res_row=2, post_scale=2.0)
+
+
+@functools.cache
+def decode_polynomial(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(index, map)`` of KromHC's gradient-free path: with the sigmoid outputs ``a`` ordered
+    ``[H_pre, H_post / 2, (p_1, 1 - p_1), ..., (p_K, 1 - p_K), 1]``, ``a[:, index].prod(-1) @ map``
+    is ``[H_pre; H_post / 2; H_res^T]`` row-major ((n + 2) n). ``vec(H_res^T)`` is multilinear
+    in the pairs: the sum over the ``2^K`` corners ``c`` of ``prod_k a_k[c_k]`` times
+    :func:`batched_kron` of the factors ``U_k`` at ``a_k = e_{c_k}``. float64 / long, CPU."""
+    k = _log2_exact(n)
+    one = 2 * n + 2 * k
+    outputs = [pl.var(a) for a in range(2 * n)]
+    res_t = [dict() for _ in range(n * n)]
+    basis = torch.eye(2, dtype=torch.float64)
+    for corner in torch.cartesian_prod(*[torch.arange(2)] * k).reshape(-1, k).tolist():
+        factors = [torch.stack([basis[c], basis[1 - c]]).unsqueeze(0) for c in corner]
+        values = batched_kron(factors)[0].t().reshape(-1)
+        mono = pl.mul(*[pl.var(2 * n + 2 * f + c) for f, c in enumerate(corner)])
+        res_t = [pl.add(r, pl.scale(mono, float(v))) for r, v in zip(res_t, values, strict=True)]
+    return pl.compile_polys(outputs + res_t, one)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..linalg import sinkhorn_log
-from .base import CoefficientConnection, check_res_init
+from .base import CoefficientConnection, InferenceMixing, check_res_init, token_view
 
 OFF_DIAGONAL_BIAS = -8.0
 
@@ -59,3 +59,20 @@ class MHC(CoefficientConnection):
 
     def res_matrix(self, coefs: list[torch.Tensor]) -> torch.Tensor:
         return sinkhorn_log(self.res_logits(coefs), self.sinkhorn_iters)
+
+    # --- the gradient-free path (decode) -----------------------------------------------------
+    def lean_mixing(self, coef: torch.Tensor, consts: dict[str, torch.Tensor], lead: tuple[int, ...]):
+        """:func:`~hyperconn.linalg.sinkhorn_log` with ``L - logsumexp(L)`` as one ``log_softmax``,
+        run on ``L^T`` (an ``as_strided`` view of the coefficients) so the result is ``H_res^T``:
+        a column step of ``L`` is a row step of ``L^T``; the last step's ``exp`` is a ``softmax``.
+        The GEMM matrix is ``[H_pre; H_post; H_res^T]``."""
+        n, width = self.num_streams, coef.shape[-1]
+        logits_t = coef.as_strided((coef.shape[0], n, n), (coef.stride(0), 1, n), coef.storage_offset() + 2 * n)
+        for i in range(self.sinkhorn_iters):
+            logits_t = torch.log_softmax(logits_t, dim=-1)  # columns of L
+            last = i == self.sinkhorn_iters - 1
+            logits_t = torch.softmax(logits_t, dim=-2) if last else torch.log_softmax(logits_t, dim=-2)
+        gates = torch.sigmoid(coef)  # H_pre and H_post / 2 in the first 2n columns
+        pre_post = gates.as_strided((coef.shape[0], 2, n), (width, n, 1), gates.storage_offset())
+        mat = torch.cat([pre_post, logits_t], dim=1)
+        return InferenceMixing(mat, token_view(gates, lead, (n, 1), (1, 1), n), res_row=2, post_scale=2.0)

@@ -14,7 +14,7 @@ import math
 import torch
 
 from ..linalg import permutation_matrices
-from .base import CoefficientConnection, check_num_streams, check_res_init
+from .base import CoefficientConnection, InferenceMixing, check_num_streams, check_res_init, token_view
 from .constants import constant
 
 MAX_STREAMS = 8
@@ -62,6 +62,24 @@ class MHCLite(CoefficientConnection):
         weights = torch.softmax(coefs[0], dim=-1)
         perms = constant(_flat_permutations, (n,), weights.dtype, weights.device)
         return (weights @ perms).reshape(*weights.shape[:-1], n, n)
+
+    # --- the gradient-free path (decode) -----------------------------------------------------
+    def lean_mixing(self, coef: torch.Tensor, consts: dict[str, torch.Tensor], lead: tuple[int, ...]):
+        """``vec(H_res^T) = softmax(c_res) @ vec(P_r^T)``; the GEMM matrix is ``[H_pre; H_post; H_res^T]``."""
+        n, width = self.num_streams, coef.shape[-1]
+        tokens, perms = coef.shape[0], math.factorial(n)
+        logits = coef.as_strided((tokens, perms), (coef.stride(0), 1), coef.storage_offset() + 2 * n)
+        weights = torch.softmax(logits, dim=-1)
+        flat_t = constant(_flat_transposed_permutations, (n,), weights.dtype, weights.device)
+        gates = torch.sigmoid(coef)  # H_pre and H_post / 2 in the first 2n columns
+        pre_post = gates.as_strided((tokens, 2, n), (width, n, 1), gates.storage_offset())
+        mat = torch.cat([pre_post, (weights @ flat_t).view(tokens, n, n)], dim=1)
+        return InferenceMixing(mat, token_view(gates, lead, (n, 1), (1, 1), n), res_row=2, post_scale=2.0)
+
+
+def _flat_transposed_permutations(n: int) -> torch.Tensor:
+    """``P_r^T`` of the ``n!`` permutation matrices flattened to (n!, n^2), identity first."""
+    return permutation_matrices(n, torch.float64).transpose(-1, -2).reshape(-1, n * n)
 
 
 def _flat_permutations(n: int) -> torch.Tensor:

@@ -26,6 +26,10 @@ class Residual(HyperConnection):
         ones = streams.new_ones(streams.shape[:-1], dtype=compute_dtype(streams))
         return Mixing(ones, ones.unsqueeze(-1), ones)
 
+    def inference_forward(self, streams: torch.Tensor, branch) -> torch.Tensor:
+        # the plain ``x + F(x)`` steps: nothing to precompute
+        return self.steps_forward(streams, branch)
+
     def width(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # identity coefficients: skip the mixing arithmetic altogether
         self.check_streams(streams)

@@ -19,14 +19,17 @@ receive a gradient would stall DDP).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 from torch import nn
 
 from ..kernels.interface import KernelRoute
 from ..linalg import cayley_from_params, cayley_quadratic_map, helmert_basis
-from .base import CoefficientConnection, check_num_streams, compute_dtype
+from . import polynomial as pl
+from .base import CoefficientConnection, InferenceMixing, check_num_streams, token_view
 from .constants import centre_matrix, constant
+from .polynomial import ONE_LOGIT
 
 DEFAULT_SIGMA_BIAS = 4.0
 
@@ -104,61 +107,39 @@ class SHC(CoefficientConnection):
         return res.reshape(*lead, n, n)
 
     # --- the gradient-free path (decode) -----------------------------------------------------
-    # For m = 2, 3 the whole coefficient math is a few GEMMs and elementwise ops. With
-    # sigmoid(c) = (1 + tanh(c / 2)) / 2, one tanh serves every group: the cached weight has the
-    # 1/2 folded into the H_pre / H_post columns, and one affine map after the tanh gives
-    # [H_pre, H_post, 1, z_U, 1, z_V, sigma] (the two 1s are zero columns with shift 1). Cayley's
-    # numerator is quadratic in z and its denominator is 1 + |z|^2 (cayley_quadratic_map), so
-    # P N(z) and 1 + |z|^2 are one GEMM of the outer product [1, z] [1, z]^T, for U and V at once,
-    # and H_res^T = J + (P N_V) diag(sigma) (P N_U)^T / ((1 + |z_U|^2)(1 + |z_V|^2)).
+    # With sigmoid(c) = (1 + tanh(c / 2)) / 2, one tanh serves every group: the cached weight has
+    # the 1/2 folded into the H_pre / H_post columns and one extra column that is exactly 1
+    # (ONE_LOGIT). Cayley's U = N(z) / (1 + |z|^2) with N quadratic in [1, z]
+    # (cayley_quadratic_map), so every entry of [H_pre; H_res^T; H_post] times
+    # den = (1 + |z_U|^2)(1 + |z_V|^2), and den itself, is a polynomial in the tanh outputs
+    # (decode_polynomial): one gather, one product, one GEMM and one division per call.
 
     def inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         consts = super().inference_constants(dtype)
-        if self.rank not in (2, 3) or not self.mixes_streams:
+        if self.rank > 3 or not self.mixes_streams:
             return consts
-        n, m, k = self.num_streams, self.rank, self.num_angles
+        n, k = self.num_streams, self.num_angles
         weight, bias = consts["weight"], consts["bias"]
         zero = weight.new_zeros(weight.shape[0], 1)
-        half = 0.5 * torch.ones(2 * n, dtype=dtype, device=weight.device)
-        cols = [weight[:, : 2 * n] * half, zero, weight[:, 2 * n : 2 * n + k], zero, weight[:, 2 * n + k :]]
-        consts["weight"] = torch.cat(cols, dim=-1)
-        one = bias.new_zeros(1)
-        consts["bias"] = torch.cat([bias[: 2 * n] * half, one, bias[2 * n : 2 * n + k], one, bias[2 * n + k :]])
-        gamma = self.gamma.to(dtype)
-        ones = lambda size: torch.ones(size, dtype=dtype, device=weight.device)  # noqa: E731
-        # after the tanh: H_pre = (1 + t) / 2, H_post = 1 + t, z = gamma t, sigma = t, and the 1s
-        consts["scale"] = torch.cat(
-            [0.5 * ones(n), ones(n), 0 * ones(1), gamma[0] * ones(k), 0 * ones(1), gamma[1] * ones(k), ones(m)]
-        )
-        consts["shift"] = torch.cat(
-            [0.5 * ones(n), ones(n), ones(1), 0 * ones(k), ones(1), 0 * ones(k), 0 * ones(m)]
-        )
-        helmert = constant(helmert_basis, (n, torch.float64), torch.float64, weight.device)
-        # (k+1)^2 -> vec(P N) (n m) and the denominator (1)
-        quad = cayley_quadratic_map(m)  # ((k+1)^2, m^2 + 1), float64
-        num = quad[:, : m * m].reshape(-1, m, m)
-        consts["cayley"] = torch.cat([(helmert @ num).reshape(-1, n * m), quad[:, m * m :]], dim=-1).to(dtype)
-        consts["centre"] = constant(centre_matrix, (n,), dtype, weight.device)
+        consts["weight"] = torch.cat([weight[:, : 2 * n] * 0.5, weight[:, 2 * n :], zero], dim=-1)
+        consts["bias"] = torch.cat([bias[: 2 * n] * 0.5, bias[2 * n :], bias.new_full((1,), ONE_LOGIT)])
+        index, poly_map, powers = decode_polynomial(n)
+        if k > 0:  # z = gamma t: each factor of z_U (z_V) in a monomial brings one gamma_U (gamma_V)
+            gamma = self.gamma.to(torch.float64)
+            poly_map = poly_map * (gamma[0] ** powers[:, 0] * gamma[1] ** powers[:, 1]).unsqueeze(-1)
+        consts["index"] = index.to(weight.device)
+        consts["map"] = poly_map.to(dtype=dtype, device=weight.device)
         return consts
 
-    def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.exact_kind or self.rank not in (2, 3) or not self.mixes_streams:
-            return super().inference_width_matrix(streams)
-        n, m, k = self.num_streams, self.rank, self.num_angles
-        consts = self.cached_inference_constants(compute_dtype(streams), streams.device)
-        coef = self.inference_coefficients(streams, consts)
-        act = torch.addcmul(consts["shift"], torch.tanh(coef), consts["scale"])
-        tokens = act.shape[0]
-        pre, post, z1, sigma = act.split_with_sizes((n, n, 2 * (k + 1), m), dim=-1)
-        z1 = z1.view(tokens, 2, k + 1)
-        outer = (z1.unsqueeze(-1) * z1.unsqueeze(-2)).view(2 * tokens, (k + 1) ** 2)
-        # [vec(P N), 1 + |z|^2] for U and V
-        pn, den = (outer @ consts["cayley"]).view(tokens, 2, n * m + 1).split_with_sizes((n * m, 1), dim=-1)
-        pn_u, pn_v = pn.view(tokens, 2, n, m).unbind(1)
-        den = den.prod(1, keepdim=True)  # (tokens, 1, 1)
-        res_t = torch.addcdiv(consts["centre"], torch.bmm(pn_v * sigma.unsqueeze(1), pn_u.transpose(1, 2)), den)
-        mat = torch.cat([pre.unsqueeze(1), res_t], dim=1)
-        return mat, post.view(*streams.shape[:-2], n)
+    def lean_mixing(self, coef: torch.Tensor, consts: dict[str, torch.Tensor], lead: tuple[int, ...]):
+        if self.rank > 3:
+            return super().lean_mixing(coef, consts, lead)
+        n = self.num_streams
+        monomials = torch.tanh(coef)[:, consts["index"]].prod(-1)
+        num, den = (monomials @ consts["map"]).split_with_sizes((n * (n + 2), 1), dim=-1)
+        rows = num / den  # [H_pre; H_res^T; H_post], (tokens, (n + 2) n)
+        post = token_view(rows, lead, (n, 1), (1, 1), (n + 1) * n)
+        return InferenceMixing(rows.view(-1, n + 2, n), post)
 
     def kernel_route(self) -> KernelRoute:
         """sHC at n = 3, 4 with this class's own math: the fused forward kernel evaluates it."""
@@ -171,3 +152,44 @@ class SHC(CoefficientConnection):
         if self.kernel_route().route == "fused_shc":
             return dataclasses.replace(spec, fused_shc=True, gamma=self.gamma)
         return spec
+
+
+@functools.cache
+def decode_polynomial(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(index, map, powers)`` of sHC's gradient-free path at ``n <= 4`` (``m <= 3``), gammas = 1.
+
+    The tanh outputs ``t`` (tokens, 2n + m^2 + 1) are ordered ``[t_pre, t_post, t_U, t_V,
+    t_sigma, 1]``; ``t[:, index].prod(-1) @ map`` gives ``den * [H_pre; H_res^T; H_post]``
+    row-major ((n + 2) n) then ``den``, with ``H_pre = (1 + t_pre) / 2``, ``H_post = 1 + t_post``,
+    ``z = gamma t``, ``sigma = t_sigma`` and
+    ``H_res^T = J + (P N_V) diag(sigma) (P N_U)^T / den`` (module doc, ``U = N_U / (1 + |z_U|^2)``).
+    ``powers`` (R, 2): the factors of ``t_U`` and ``t_V`` in each monomial. float64 / long, CPU."""
+    m = n - 1
+    k = m * (m - 1) // 2
+    u0, v0, s0, one = 2 * n, 2 * n + k, 2 * n + 2 * k, 2 * n + 2 * k + m
+    p = helmert_basis(n, torch.float64)
+
+    def cayley(first: int) -> tuple[list[list[pl.Poly]], pl.Poly]:
+        """``P N`` (n x m polys) and ``1 + |z|^2`` for the rotation whose angles start at ``first``."""
+        if m == 1:
+            return [[pl.const(float(p[b, 0]))] for b in range(n)], pl.const(1.0)
+        quad = cayley_quadratic_map(m)  # ((k+1)^2, m^2 + 1)
+        z1 = [pl.const(1.0)] + [pl.var(first + a) for a in range(k)]
+        outer = [pl.mul(z1[a], z1[b]) for a in range(k + 1) for b in range(k + 1)]
+        entry = lambda col: pl.add(*[pl.scale(q, float(quad[r, col])) for r, q in enumerate(outer)])  # noqa: E731
+        num = [[entry(i * m + j) for j in range(m)] for i in range(m)]
+        pn = [[pl.add(*[pl.scale(num[i][j], float(p[b, i])) for i in range(m)]) for j in range(m)] for b in range(n)]
+        return pn, entry(m * m)
+
+    pn_u, den_u = cayley(u0)
+    pn_v, den_v = cayley(v0)
+    den = pl.mul(den_u, den_v)
+    rows = [pl.mul(pl.add(pl.const(0.5), pl.var(a, 0.5)), den) for a in range(n)]
+    for a in range(n):
+        for b in range(n):
+            terms = [pl.mul(pn_v[a][j], pl.var(s0 + j), pn_u[b][j]) for j in range(m)]
+            rows.append(pl.add(pl.scale(den, 1.0 / n), *terms))
+    rows += [pl.mul(pl.add(pl.const(1.0), pl.var(n + a)), den) for a in range(n)]
+    index, poly_map = pl.compile_polys([*rows, den], one)
+    powers = pl.exponents(index, [list(range(u0, v0)), list(range(v0, s0))])
+    return index, poly_map, powers.to(torch.float64)

@@ -48,8 +48,8 @@ class Block(nn.Module):
         self.mlp = SwiGLU(cfg.dim, cfg.mlp_dim)
         attn_opts = conn.options if attn_mixes else {**conn.options, "mix_streams": False}
         mlp_opts = conn.options if mlp_mixes else {**conn.options, "mix_streams": False}
-        self.attn_conn = make_connection(conn.kind, conn.streams, cfg.dim, layer_index, **attn_opts)
-        self.mlp_conn = make_connection(conn.kind, conn.streams, cfg.dim, layer_index, **mlp_opts)
+        self.attn_conn = make_connection(conn.kind, conn.num_streams, cfg.dim, layer_index, **attn_opts)
+        self.mlp_conn = make_connection(conn.kind, conn.num_streams, cfg.dim, layer_index, **mlp_opts)
 
     def forward(
         self, x: torch.Tensor, rope: RotaryEmbedding, start: int = 0, cache: LayerKVCache | None = None
@@ -78,7 +78,7 @@ class LanguageModel(nn.Module):
         if cfg.vocab_size is None:
             raise ValueError("model.vocab_size is unset: take it from the tokenizer before building the model")
         self.cfg = cfg
-        self.num_streams = cfg.connection.streams
+        self.num_streams = cfg.connection.num_streams
         self.stream_dtype = None if cfg.stream_dtype == "float32" else getattr(torch, cfg.stream_dtype)
         conn = cfg.connection
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
