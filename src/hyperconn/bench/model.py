@@ -4,8 +4,9 @@ Both build the model through its public API (``hyperconn.model``: a preset's ``M
 ``ConnectionConfig``) and compare every connection kind with the residual baseline, interleaved
 in the same process.
 
-- Training step: ``autocast`` forward (bf16 by default, as the trainer), ``lm_loss``, backward,
-  gradient clipping at 1.0 and an AdamW step -- the trainer's step on a fixed random batch.
+- Training step: :func:`hyperconn.train.step.train_step` itself (the trainer's step: autocast
+  forward, bf16 by default, ``lm_loss``, backward, gradient clipping at 1.0, an AdamW step) on
+  one fixed random micro-batch.
 - Decode: ``model.generate`` with the KV cache, batch 1, greedy, from a short random prompt;
   tokens/s = new tokens / wall time.
 """
@@ -20,8 +21,8 @@ import torch
 
 from ..connections import available_connections
 from ..model import ConnectionConfig, LanguageModel, get_preset
-from ..train.loss import lm_loss
 from ..train.optim import build_optimizer
+from ..train.step import train_step
 from .call import count_aten_ops
 from .floor import measure_copy_bandwidth, measure_gemm_rate, model_step_cost, projection_shape
 from .timing import interleaved_medians
@@ -94,13 +95,10 @@ def train_step_contender(cfg: ModelBenchConfig, preset: str, kind: str) -> Calla
     x = torch.randint(cfg.vocab_size, (cfg.batch_size, seq), generator=gen)
     y = torch.randint(cfg.vocab_size, (cfg.batch_size, seq), generator=gen)
 
+    params = list(model.parameters())
+
     def step() -> None:
-        with _autocast(cfg.precision):
-            loss = lm_loss(forward, x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(forward, optimizer, [(x, y)], precision=cfg.precision, grad_clip=1.0, parameters=params)
 
     return step
 
