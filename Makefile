@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint docs docs-check bench clean
+.PHONY: setup demo test test-fast lint docs docs-check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ docs-check: $(STAMP)
 
 test: lint docs-check
 	$(PY) -m pytest
+
+# test-fast: lint and every test not marked slow (training runs, subprocesses, torch.compile: see
+# docs/development.md); no docs build. `make test` runs everything.
+test-fast: lint
+	$(PY) -m pytest -m "not slow"
 
 bench: $(STAMP)
 	$(VENV)/bin/hyperconn bench

@@ -40,6 +40,7 @@ def test_core_requirements_are_torch_alone_unpinned():
     assert "==" not in core[0], f"torch must not be pinned: {core[0]}"
 
 
+@pytest.mark.slow
 def test_core_import_pulls_no_extra():
     """With every extra installed (this venv), using the connections imports none of them."""
     script = CORE_SCRIPT.format(heavy=set(HEAVY))
@@ -69,6 +70,7 @@ def test_missing_dependency_of_an_installed_module_is_not_blamed_on_an_extra(mon
 
 
 @pytest.mark.skipif(os.environ.get("SHC_SKIP_INSTALL_TEST") == "1", reason="SHC_SKIP_INSTALL_TEST=1")
+@pytest.mark.slow
 def test_pip_install_into_an_env_with_torch_keeps_torch_and_adds_nothing_heavy(tmp_path):
     """A fresh venv with the local torch 2.13.0 wheel, then ``pip install .``: torch untouched, no
     extra installed, and a connection of every kind builds and trains."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.support import TINY, perturb
 from torch import nn
 
 import hyperconn
@@ -34,13 +35,6 @@ class ToyStack(nn.Module):
         for i, branch in enumerate(self.branches):
             x = self.conns[len(self.branches) - 1 - i](x, branch)
         return hyperconn.reduce_streams(x)
-
-
-def perturb(model: nn.Module, scale: float = 0.3) -> None:
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen))
 
 
 def batches(k: int = 2):
@@ -107,10 +101,7 @@ def test_no_connection_is_an_error():
 def test_language_model_capture_in_depth_order():
     from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig
 
-    cfg = ModelConfig(
-        vocab_size=32, dim=16, n_layers=3, n_heads=2, n_kv_heads=1, head_dim=8, mlp_dim=32, max_seq_len=16,
-        connection=ConnectionConfig(kind="shc", streams=4),
-    )
+    cfg = ModelConfig(**{**TINY, "n_layers": 3, "mlp_dim": 32}, connection=ConnectionConfig(kind="shc", streams=4))
     model = LanguageModel(cfg)
     tokens = torch.randint(0, 32, (2, 6))
     result = capture_statistics(model, [tokens])
@@ -132,10 +123,8 @@ def test_skipped_connections_have_no_h_res_statistics_and_count_as_identity():
     from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig
 
     def build(skip: bool) -> LanguageModel:
-        cfg = ModelConfig(
-            vocab_size=32, dim=16, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=8, mlp_dim=32, max_seq_len=16,
-            connection=ConnectionConfig(kind="shc", streams=4, skip_inert=skip),
-        )  # fmt: skip
+        connection = ConnectionConfig(kind="shc", streams=4, skip_inert=skip)
+        cfg = ModelConfig(**{**TINY, "mlp_dim": 32}, connection=connection)
         torch.manual_seed(0)
         return LanguageModel(cfg).double()
 

@@ -86,6 +86,7 @@ def spy(monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 def test_report_has_every_section_and_summary_records_tokens_and_data(compared):
     cfg, summary = compared
     report = (cfg.out / "report.md").read_text()
@@ -119,6 +120,7 @@ def test_report_has_every_section_and_summary_records_tokens_and_data(compared):
     assert mhc["overhead_pct_vs_residual"] == pytest.approx(100 * (tps["residual-n1"] / tps["mhc-n2"] - 1))
 
 
+@pytest.mark.slow
 def test_paired_difference_matches_a_hand_computation(compared):
     cfg, summary = compared
     (pair,) = summary["paired_differences"]
@@ -141,6 +143,7 @@ def test_paired_difference_matches_a_hand_computation(compared):
     assert t_quantile(0.975, 1) == pytest.approx(12.706204736)
 
 
+@pytest.mark.slow
 def test_rerun_reuses_finished_resumes_interrupted_ignores_logging_keys(compared, spy):
     cfg, _ = compared
     residual_metrics = (cfg.out / "residual-n1-s0" / "metrics.csv").read_text()
@@ -155,6 +158,7 @@ def test_rerun_reuses_finished_resumes_interrupted_ignores_logging_keys(compared
     assert hyperconn.train.is_finished(cfg.out / "mhc-n2-s1")
 
 
+@pytest.mark.slow
 def test_different_settings_are_refused_before_training(compared, spy):
     cfg, _ = compared
     before = (cfg.out / "mhc-n2-s0" / "metrics.csv").read_text()
@@ -170,6 +174,7 @@ def test_different_settings_are_refused_before_training(compared, spy):
         run_compare(other, log=lambda msg: None, report_only=True)
 
 
+@pytest.mark.slow
 def test_keys_missing_from_an_old_config_take_their_defaults(compared):
     cfg, _ = compared
     path = cfg.out / "residual-n1-s0" / "config.yaml"
@@ -185,6 +190,7 @@ def test_keys_missing_from_an_old_config_take_their_defaults(compared):
         path.write_text(text)
 
 
+@pytest.mark.slow
 def test_corrupt_config_is_refused_not_overwritten(compared, spy):
     cfg, _ = compared
     path = cfg.out / "mhc-n2-s0" / "config.yaml"
@@ -198,6 +204,7 @@ def test_corrupt_config_is_refused_not_overwritten(compared, spy):
         path.write_text(text)
 
 
+@pytest.mark.slow
 def test_report_only_rerenders_without_training(compared, spy, capsys):
     cfg, _ = compared
     (cfg.out / "report.md").unlink()
@@ -211,6 +218,7 @@ def test_report_only_rerenders_without_training(compared, spy, capsys):
     assert "| mhc |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_axis_study_names_runs_and_groups_the_report(tmp_path):
     axis = Axis("model.connection.options.sigma_bias", (1.0, 2.0))
     cfg = micro_study(tmp_path, methods=("shc",), seeds=1, steps=2, bench_rounds=0, axes=(axis,))
@@ -231,6 +239,7 @@ def test_count_spikes():
     assert count_spikes([*flat, 2.5, 2.0, 3.0]) == 2  # 2.5 > 1.2 * 2 and 3.0 > 1.2 * 2
 
 
+@pytest.mark.slow
 def test_analyze_command(compared, tmp_path, capsys):
     cfg, _ = compared
     assert main(["analyze", str(cfg.out / "mhc-n2-s0"), "--batches", "1", "--out", str(tmp_path)]) == 0

@@ -195,6 +195,7 @@ def test_mixed_commits_are_refused_in_one_line(tmp_path):
     check_commits(dirs, "c9", allow_mixed=True)
 
 
+@pytest.mark.slow
 def test_compare_refuses_mixed_commits_unless_allowed(tmp_path, capsys):
     cfg = study(tmp_path, seeds=2)
     jobs = plan(cfg)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import torch
-
-import hyperconn
+from tests.support import perturbed_connection
 
 # (kind, stream counts the kind accepts) used across the connection tests
 KIND_STREAMS = {
@@ -18,12 +16,5 @@ KIND_STREAMS = {
 
 CASES = [(kind, n) for kind, ns in KIND_STREAMS.items() for n in ns]
 
-
-def perturbed(kind: str, n: int, dim: int, scale: float = 0.5, seed: int = 0, layer_index: int = 1, **options):
-    """A connection whose every parameter is moved off its initial value by N(0, scale^2) noise."""
-    conn = hyperconn.make_connection(kind, n, dim, layer_index=layer_index, **options)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in conn.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-    return conn
+# the connection tests' short name for the shared helper
+perturbed = perturbed_connection

@@ -4,10 +4,11 @@ import math
 
 import pytest
 import torch
+from tests.support import perturbed_connection
 
 import hyperconn
 
-from .helpers import CASES, perturbed
+from .helpers import CASES
 
 DIM = 8
 
@@ -18,7 +19,7 @@ def test_available_connections():
 
 @pytest.mark.parametrize("kind,n", CASES)
 def test_forward_equals_formula_built_from_mixing(kind, n):
-    conn = perturbed(kind, n, DIM, scale=0.3)
+    conn = perturbed_connection(kind, n, DIM, scale=0.3)
     x = torch.randn(2, 3, n, DIM)
     linear = torch.nn.Linear(DIM, DIM)
     pre, res, post = conn.mixing(x)
@@ -36,7 +37,7 @@ def test_forward_equals_formula_built_from_mixing(kind, n):
 
 @pytest.mark.parametrize("kind,n", CASES)
 def test_bf16_autocast_keeps_stream_dtype_and_float32_coefficients(kind, n):
-    conn = perturbed(kind, n, DIM, scale=0.3)
+    conn = perturbed_connection(kind, n, DIM, scale=0.3)
     linear = torch.nn.Linear(DIM, DIM)
     for dtype in (torch.float32, torch.bfloat16):
         x = torch.randn(4, n, DIM).to(dtype)
@@ -64,9 +65,10 @@ def test_bf16_module_keeps_exact_constants(kind, n):
 
 
 @pytest.mark.parametrize("kind", hyperconn.available_connections())
+@pytest.mark.slow
 def test_compile_fullgraph_forward_and_backward(kind):
     n = 1 if kind == "residual" else 4
-    conn = perturbed(kind, n, DIM, scale=0.2)
+    conn = perturbed_connection(kind, n, DIM, scale=0.2)
     linear = torch.nn.Linear(DIM, DIM)
     x = torch.randn(2, 5, n, DIM)
 

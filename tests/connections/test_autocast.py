@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.support import perturbed_connection
 
-from .helpers import CASES, perturbed
+from .helpers import CASES
 
 DIM = 24
 TOL = 1e-5
@@ -40,7 +41,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("kind,n", CASES)
 @pytest.mark.parametrize("recompute", [False, True])
 def test_float32_streams_exact_under_bf16_autocast(kind, n, recompute):
-    conn = perturbed(kind, n, DIM, scale=0.3, recompute=recompute)
+    conn = perturbed_connection(kind, n, DIM, scale=0.3, recompute=recompute)
     streams = torch.randn(3, 5, n, DIM)
     out_ref, dx_ref, grads_ref = run(conn, streams, autocast=False)
     out, dx, grads = run(conn, streams, autocast=True)
@@ -57,7 +58,7 @@ def test_float32_streams_exact_under_bf16_autocast(kind, n, recompute):
 def test_bf16_streams_stay_bf16_with_float32_accumulation(kind, n):
     """bf16 streams: outputs and stream gradients in bf16, equal to the float32 computation on the
     same (bf16-representable) inputs rounded once at the end."""
-    conn = perturbed(kind, n, DIM, scale=0.3)
+    conn = perturbed_connection(kind, n, DIM, scale=0.3)
     streams = torch.randn(4, n, DIM).bfloat16().float()
     out32, dx32, _ = run(conn, streams, autocast=False)
     x = streams.bfloat16().requires_grad_()

@@ -4,10 +4,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.support import perturbed_connection
 
 import hyperconn
-
-from .helpers import perturbed
 
 DIM = 6
 PROPERTY_SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -19,7 +18,7 @@ MHC_COLUMN_TOLERANCE = 5e-3
 
 
 def res_of(kind, n, scale, seed, tokens=16):
-    conn = perturbed(kind, n, DIM, scale=scale, seed=seed).double()
+    conn = perturbed_connection(kind, n, DIM, scale=scale, seed=seed).double()
     x = torch.randn(tokens, n, DIM, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     return conn.mixing(x).res
 
@@ -38,7 +37,7 @@ def test_shc_on_the_spectral_sphere(n, scale, seed):
 @PROPERTY_SETTINGS
 @given(n=st.integers(2, 8), scale=st.floats(0.0, 1.0), seed=st.integers(0, 10_000))
 def test_shc_singular_values_are_one_and_abs_sigma(n, scale, seed):
-    conn = perturbed("shc", n, DIM, scale=scale, seed=seed).double()
+    conn = perturbed_connection("shc", n, DIM, scale=scale, seed=seed).double()
     x = torch.randn(8, n, DIM, dtype=torch.float64)
     res = conn.mixing(x).res
     # sigma and the rotations, recomputed from the public coefficient groups
@@ -84,7 +83,7 @@ def test_mhc_column_error_shrinks_with_iterations():
     x = torch.randn(32, 4, DIM)
     errors = []
     for iters in (1, 5, 20, 100):
-        conn = perturbed("mhc", 4, DIM, scale=0.3, seed=3, sinkhorn_iters=iters)
+        conn = perturbed_connection("mhc", 4, DIM, scale=0.3, seed=3, sinkhorn_iters=iters)
         errors.append((conn.mixing(x).res.sum(-2) - 1).abs().max().item())
     assert errors == sorted(errors, reverse=True)
     assert errors[-1] < errors[0]
@@ -102,18 +101,18 @@ def test_shc_reaches_negative_entries(n):
     assert res.min() < -0.3
     assert (torch.linalg.matrix_norm(res, ord=2) - 1).abs().max() < 1e-5
     # rotations alone also create negative entries
-    rotated = perturbed("shc", n, DIM, scale=1.0, seed=1).mixing(torch.randn(64, n, DIM)).res
+    rotated = perturbed_connection("shc", n, DIM, scale=1.0, seed=1).mixing(torch.randn(64, n, DIM)).res
     assert (rotated < -1e-6).any()
 
 
 def test_shc_two_streams_stays_in_birkhoff_polytope():
-    res = perturbed("shc", 2, DIM, scale=1.0, seed=5).mixing(torch.randn(64, 2, DIM)).res
+    res = perturbed_connection("shc", 2, DIM, scale=1.0, seed=5).mixing(torch.randn(64, 2, DIM)).res
     assert torch.all(res >= -1e-7)
 
 
 @pytest.mark.parametrize("n", [2, 4, 8])
 def test_shc_composites_over_depth_stay_on_the_sphere(n):
-    layers = [perturbed("shc", n, DIM, scale=1.0, seed=s).double() for s in range(64)]
+    layers = [perturbed_connection("shc", n, DIM, scale=1.0, seed=s).double() for s in range(64)]
     x = torch.randn(4, n, DIM, dtype=torch.float64)
     composite = torch.eye(n, dtype=torch.float64).expand(4, n, n)
     for conn in layers:

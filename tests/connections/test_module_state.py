@@ -7,11 +7,12 @@ import math
 
 import pytest
 import torch
+from tests.support import perturbed_connection
 from torch.func import functional_call
 
 import hyperconn
 
-from .helpers import CASES, perturbed
+from .helpers import CASES
 
 DIM = 16
 
@@ -50,7 +51,7 @@ def test_shc_reset_after_to_empty_gives_exact_initial_h_res(n):
 
 @pytest.mark.parametrize("kind,n", CASES)
 def test_reset_parameters_undoes_training(kind, n):
-    conn = perturbed(kind, n, DIM)
+    conn = perturbed_connection(kind, n, DIM)
     conn.reset_parameters()
     fresh = hyperconn.make_connection(kind, n, DIM, layer_index=1)
     for k, v in fresh.state_dict().items():
@@ -61,7 +62,7 @@ def test_reset_parameters_undoes_training(kind, n):
 def test_bfloat16_module_keeps_exact_constants(kind, n):
     """``module.bfloat16()`` rounds parameters, never the exact constants: with float64 parameters
     copied from the rounded ones, float64 math reproduces the same matrices to float64 accuracy."""
-    conn = perturbed(kind, n, DIM).bfloat16()
+    conn = perturbed_connection(kind, n, DIM).bfloat16()
     twin = hyperconn.make_connection(kind, n, DIM, layer_index=1).double()
     twin.load_state_dict({k: v.double() for k, v in conn.state_dict().items()})
     x = torch.randn(3, n, DIM, dtype=torch.float64)
@@ -74,8 +75,8 @@ def test_bfloat16_module_keeps_exact_constants(kind, n):
 
 @pytest.mark.parametrize("kind,n", CASES)
 def test_functional_call_uses_the_given_parameters(kind, n):
-    conn = perturbed(kind, n, DIM)
-    other = perturbed(kind, n, DIM, seed=7)
+    conn = perturbed_connection(kind, n, DIM)
+    other = perturbed_connection(kind, n, DIM, seed=7)
     x = torch.randn(2, n, DIM)
     params = dict(other.named_parameters())
     got = functional_call(conn, params, (x, torch.tanh))
@@ -84,7 +85,7 @@ def test_functional_call_uses_the_given_parameters(kind, n):
 
 @pytest.mark.parametrize("kind,n", CASES)
 def test_state_dict_round_trip(kind, n):
-    conn = perturbed(kind, n, DIM)
+    conn = perturbed_connection(kind, n, DIM)
     copy = hyperconn.make_connection(kind, n, DIM, layer_index=1)
     copy.load_state_dict(conn.state_dict())
     x = torch.randn(2, n, DIM)
@@ -94,7 +95,7 @@ def test_state_dict_round_trip(kind, n):
 
 
 def test_to_float64_and_back():
-    conn = perturbed("shc", 4, DIM)
+    conn = perturbed_connection("shc", 4, DIM)
     x = torch.randn(2, 4, DIM)
     ref = conn(x, torch.tanh)
     conn.double()
@@ -107,7 +108,7 @@ def test_to_float64_and_back():
 def test_every_parameter_gets_a_gradient(kind, n):
     """DDP without find_unused_parameters needs a gradient for every parameter (sHC n = 2 had an
     unused gamma)."""
-    conn = perturbed(kind, n, DIM)
+    conn = perturbed_connection(kind, n, DIM)
     conn(torch.randn(3, n, DIM), torch.tanh).square().sum().backward()
     missing = [name for name, p in conn.named_parameters() if p.grad is None]
     assert not missing
@@ -121,7 +122,7 @@ def test_every_parameter_has_a_dim_zero_for_fsdp():
 
 
 def test_hc_loads_a_checkpoint_with_scalar_gates():
-    conn = perturbed("hc", 3, DIM)
+    conn = perturbed_connection("hc", 3, DIM)
     old = {k: (v.reshape(()) if k.endswith("_gate") else v) for k, v in conn.state_dict().items()}
     copy = hyperconn.make_connection("hc", 3, DIM, layer_index=1)
     copy.load_state_dict(old)

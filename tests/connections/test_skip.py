@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.support import perturbed_connection
 
 import hyperconn
 from hyperconn.connections import connection_class, connection_parameter_count
-
-from .helpers import perturbed
 
 C = 12
 SKIPPABLE = [("mhc", 2), ("mhc", 4), ("mhc_lite", 3), ("kromhc", 4), ("kromhc", 8), ("shc", 2), ("shc", 3), ("shc", 4),
@@ -25,7 +24,7 @@ def naive(conn, x, branch):
 
 @pytest.mark.parametrize(("kind", "n"), SKIPPABLE)
 def test_no_res_parameters_and_identity_mixing(kind, n):
-    conn = perturbed(kind, n, C, mix_streams=False).double()
+    conn = perturbed_connection(kind, n, C, mix_streams=False).double()
     assert conn.mixes_streams is False and conn.group_sizes == (n, n)
     # RMSNorm gain, projection onto the 2n pre/post coefficients, 2 gates, 2n biases; nothing else
     assert sum(p.numel() for p in conn.parameters()) == n * C + n * C * 2 * n + 2 + 2 * n
@@ -39,7 +38,7 @@ def test_no_res_parameters_and_identity_mixing(kind, n):
 @pytest.mark.parametrize(("kind", "n"), SKIPPABLE)
 def test_pre_and_post_match_the_mixing_connection(kind, n):
     """Dropping H_res leaves H_pre and H_post as they were: same parameters -> same coefficients."""
-    full = perturbed(kind, n, C).double()
+    full = perturbed_connection(kind, n, C).double()
     bare = hyperconn.make_connection(kind, n, C, layer_index=1, mix_streams=False).double()
     with torch.no_grad():
         for name, p in bare.named_parameters():
@@ -52,7 +51,7 @@ def test_pre_and_post_match_the_mixing_connection(kind, n):
 
 @pytest.mark.parametrize(("kind", "n"), SKIPPABLE)
 def test_forward_and_gradients_match_the_naive_form(kind, n):
-    conn = perturbed(kind, n, C, mix_streams=False).double()
+    conn = perturbed_connection(kind, n, C, mix_streams=False).double()
     weight = torch.randn(C, C, dtype=torch.float64)
     branch = lambda u: torch.tanh(u @ weight)  # noqa: E731
     x = torch.randn(2, 3, n, C, dtype=torch.float64, requires_grad=True)
@@ -70,7 +69,7 @@ def test_forward_and_gradients_match_the_naive_form(kind, n):
 
 @pytest.mark.parametrize(("kind", "n"), SKIPPABLE)
 def test_no_grad_path_and_recompute_agree(kind, n):
-    conn = perturbed(kind, n, C, mix_streams=False)
+    conn = perturbed_connection(kind, n, C, mix_streams=False)
     x = torch.randn(2, 3, n, C)
     u, mixed, post = conn.width(x)
     assert mixed is x  # the streams pass through: nothing is mixed or copied
@@ -80,7 +79,7 @@ def test_no_grad_path_and_recompute_agree(kind, n):
     torch.testing.assert_close(post2, post, rtol=1e-6, atol=1e-6)
     assert torch.equal(mixed2, x)
 
-    again = perturbed(kind, n, C, mix_streams=False, recompute=True)
+    again = perturbed_connection(kind, n, C, mix_streams=False, recompute=True)
     branch = torch.nn.Linear(C, C).double()
     xs = torch.randn(2, 3, n, C, dtype=torch.float64, requires_grad=True)
     outs = [m.double()(xs, branch) for m in (conn, again)]
@@ -97,8 +96,8 @@ def test_triton_backend_runs_the_width_in_pytorch_and_the_depth_kernel():
 
     if not kernels.interpreter_active():
         pytest.skip("needs TRITON_INTERPRET=1 (set by tests/conftest.py before triton is imported)")
-    ref = perturbed("shc", 4, C, mix_streams=False)
-    fused = perturbed("shc", 4, C, mix_streams=False, backend="triton")
+    ref = perturbed_connection("shc", 4, C, mix_streams=False)
+    fused = perturbed_connection("shc", 4, C, mix_streams=False, backend="triton")
     x = torch.randn(5, 4, C, requires_grad=True)
     branch = torch.nn.Linear(C, C)
     outs = [m(x, branch) for m in (ref, fused)]
@@ -124,7 +123,7 @@ def test_declared_exact_sums():
 
 @pytest.mark.parametrize(("kind", "n"), [("mhc", 4), ("mhc_lite", 3), ("kromhc", 4), ("shc", 3), ("shc", 4)])
 def test_declared_sums_hold_far_from_init(kind, n):
-    conn = perturbed(kind, n, C, scale=2.0).double()
+    conn = perturbed_connection(kind, n, C, scale=2.0).double()
     res = conn.mixing(torch.randn(64, n, C, dtype=torch.float64)).res
     cls = connection_class(kind)
     if cls.res_rows_sum_to_one:

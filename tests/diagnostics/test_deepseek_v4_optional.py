@@ -31,6 +31,7 @@ print(json.dumps({"calls": len(rec.pop()), "is_v4": deepseek_v4.is_deepseek_v4(c
 """
 
 
+@pytest.mark.slow
 def test_runs_without_transformers_and_names_the_extra_when_asked():
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])

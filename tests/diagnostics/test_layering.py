@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 PROBE = """
 import json, sys
 sys.modules["numpy"] = None  # any `import numpy` now raises ImportError
@@ -22,6 +24,7 @@ print(json.dumps({"modules": sorted(m for m in sys.modules if m.startswith("hype
 """
 
 
+@pytest.mark.slow
 def test_imports_nothing_above_it_and_runs_without_numpy():
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.support import perturb
 from torch import nn
 
 import hyperconn
@@ -31,10 +32,7 @@ def streams(batch: int = 2, tokens: int = 5) -> torch.Tensor:
 
 def perturbed(kind: str) -> TwoBlocks:
     model = TwoBlocks(kind)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    perturb(model, scale=0.3, seed=1)
     return model
 
 

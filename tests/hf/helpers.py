@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.support import perturb
 
 transformers = pytest.importorskip("transformers")
 
@@ -59,16 +60,12 @@ def tiny_model(family: str = "llama", seed: int = 0, **config_overrides):
     return model.float().eval()
 
 
-@torch.no_grad()
 def perturb_connections(model, seed: int = 1, scale: float = 0.3) -> None:
     """Move every connection parameter off its init (token-dependent coefficients, streams that
-    differ) so tests see the connections at work, not the identity."""
+    differ) so tests see the connections at work, not the identity: :func:`tests.support.perturb`."""
     import hyperconn.hf
 
-    generator = torch.Generator().manual_seed(seed)
-    for conn in hyperconn.hf.hyper_connections(model):
-        for param in conn.parameters():
-            param.add_(scale * torch.randn(param.shape, generator=generator))
+    perturb(hyperconn.hf.hyper_connections(model), scale=scale, seed=seed)
 
 
 def token_batch(batch: int = 2, length: int = 9, seed: int = 0) -> torch.Tensor:

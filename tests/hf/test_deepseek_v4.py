@@ -262,6 +262,7 @@ def write_checkpoint(directory, text: str):
     return model
 
 
+@pytest.mark.slow
 def test_analyze_hf_writes_the_three_outputs(tmp_path):
     from hyperconn.analysis.analyze_hf import analyze_hf
 
@@ -315,6 +316,7 @@ def test_windows_are_spread_over_the_text_without_overlap(length, window, count)
         assert starts[-1] + window == length  # the last window ends at the end of the text
 
 
+@pytest.mark.slow
 def test_analyze_hf_tokenizer_fallback_and_short_text(tmp_path):
     from hyperconn.analysis.analyze_hf import analyze_hf
 
@@ -338,6 +340,7 @@ def test_the_guides_two_recorders_work_together():
     assert len(rec.pop()) == 4 and [r.weights.shape for r in heads.pop()] == [(24, N)]
 
 
+@pytest.mark.slow
 def test_the_analyze_command_reads_a_deepseek_v4_directory(tmp_path, capsys):
     from hyperconn.cli import main
 

@@ -69,6 +69,7 @@ def run_cli(*args) -> str:
 
 
 @pytest.mark.parametrize(("family", "tied"), [("qwen3", True), ("llama", False)])
+@pytest.mark.slow
 def test_train_eval_generate_from_a_local_checkpoint(tmp_path, family, tied):
     source = tmp_path / "hf"
     base, tokenizer = save_checkpoint_with_tokenizer(source, family, tied=tied)
@@ -120,6 +121,7 @@ def test_train_eval_generate_from_a_local_checkpoint(tmp_path, family, tied):
     assert text.strip() == run_tokenizer.decode(expected[0].tolist()).strip()
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_reproduces_the_run(tmp_path):
     """Drop the last checkpoint of a finished run (as if it had been killed after step 3) and
     resume: the weights at step 6 are the uninterrupted run's, bit for bit."""

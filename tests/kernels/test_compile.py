@@ -21,6 +21,7 @@ SHC_PATH = (
 )
 
 
+@pytest.mark.slow
 def test_every_kernel_compiles_for_sm90():
     pytest.importorskip("triton")
     if importlib.util.find_spec("triton.backends.nvidia") is None:

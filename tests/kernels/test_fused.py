@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.support import perturbed_connection
 
 import hyperconn
 import hyperconn.connections
@@ -26,13 +27,8 @@ BF16_FACTOR, BF16_FLOOR = 1.5, 1e-3
 
 
 def perturbed(kind: str, n: int, seed: int = 0, **options):
-    """A connection with every parameter moved off its init by N(0, 0.5^2) noise."""
-    conn = hyperconn.make_connection(kind, n, C, layer_index=1, **options)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in conn.parameters():
-            p.add_(0.5 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-    return conn
+    """A width-``C`` connection with every parameter moved off its init by N(0, 0.5^2) noise."""
+    return perturbed_connection(kind, n, C, scale=0.5, seed=seed, **options)
 
 
 def layer(width, depth, conn, streams, weight):
@@ -116,6 +112,7 @@ def test_fused_matches_pytorch_float32(kind, n, lead):
     check_against_pytorch(perturbed(kind, n), lead, torch.float32)
 
 
+@pytest.mark.slow
 def test_fused_shc_split_mix_matches_pytorch(monkeypatch):
     """The two-kernel variant (coefficients written, then mixed) gives the same results."""
     from hyperconn.kernels import fused_width
@@ -125,6 +122,7 @@ def test_fused_shc_split_mix_matches_pytorch(monkeypatch):
 
 
 @pytest.mark.parametrize("n", [2, 3, 4])
+@pytest.mark.slow
 def test_fused_shc_matches_pytorch_bfloat16(n):
     check_against_pytorch(perturbed("shc", n, seed=n), (19,), torch.bfloat16)
 
@@ -199,6 +197,7 @@ def test_triton_backend_module_equals_torch_backend(kind, n, recompute):
         assert rel_err(got, ref) <= FP32_TOL[1]
 
 
+@pytest.mark.slow
 def test_recompute_on_triton_saves_only_the_streams():
     """Besides the streams, what is saved (parameters, constants) does not grow with the tokens."""
     conn = perturbed("shc", 4, recompute=True, backend="triton")

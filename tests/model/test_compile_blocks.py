@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.support import TINY
 
 from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig
 from hyperconn.model.compile import compile_blocks
 
 
+@pytest.mark.slow
 def test_compiled_blocks_match_eager():
-    cfg = ModelConfig(vocab_size=32, dim=16, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=8, mlp_dim=32,
-                      connection=ConnectionConfig("shc"))  # fmt: skip
+    cfg = ModelConfig(**{**TINY, "mlp_dim": 32}, connection=ConnectionConfig("shc"))
     torch.manual_seed(0)
     eager = LanguageModel(cfg)
     compiled = LanguageModel(cfg)

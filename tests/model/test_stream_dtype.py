@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.support import perturb
 
 from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig
 
@@ -18,11 +19,7 @@ def micro(kind: str, stream_dtype: str = "float32") -> LanguageModel:
     )  # fmt: skip
     torch.manual_seed(0)
     model = LanguageModel(cfg)
-    with torch.no_grad():  # off the near-identity init, so the connections' mixing matters
-        gen = torch.Generator().manual_seed(1)
-        for conn in model.connections():
-            for p in conn.parameters():
-                p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    perturb(model.connections(), scale=0.3, seed=1)  # off the near-identity init: the mixing matters
     return model
 
 

@@ -5,31 +5,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from tests.support import MICRO
 
 from hyperconn.train import build_config
 
-MICRO = [
-    "model.dim=16",
-    "model.n_layers=2",
-    "model.n_heads=2",
-    "model.n_kv_heads=1",
-    "model.head_dim=8",
-    "model.mlp_dim=32",
-    "model.max_seq_len=32",
-    "train.seq_len=16",
-    "train.batch_size=4",
-    "train.steps=8",
-    "train.warmup_steps=2",
-    "train.eval_interval=4",
-    "train.eval_batches=2",
-    "train.log_interval=1",
-    "train.checkpoint_interval=4",
-    "train.progress=false",
-    "train.threads=1",
-    "train.precision=fp32",
-    "train.lr=1e-2",
-    "train.min_lr=1e-3",
-]
+# MICRO is tests.support.MICRO (test_distributed imports it from here)
 
 
 @pytest.fixture(scope="session")

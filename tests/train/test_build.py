@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.support import TINY
 
 from hyperconn.model import LanguageModel
 from hyperconn.train import TrainConfig
 from hyperconn.train.build import build_plain, check_shardable
 from hyperconn.train.config import TrainSettings
 from hyperconn.train.rundir import RESUMABLE_CHANGES
-
-TINY = {"vocab_size": 32, "dim": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8, "mlp_dim": 24,
-        "max_seq_len": 16}  # fmt: skip
 
 
 def cfg(kind: str, streams: int, seed: int = 0) -> TrainConfig:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from tests.support import MICRO
 
 from hyperconn.train import TrainConfig, load_config
-
-from .conftest import MICRO
 
 
 @pytest.fixture

@@ -10,14 +10,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
+from tests.support import MICRO
 
 from hyperconn.fileio import is_temp_name
 from hyperconn.train import is_finished, read_metrics, train
 from hyperconn.train.checkpoint import WEIGHTS, list_checkpoints
-
-from .conftest import MICRO
 
 FAULT_RUN = ["train.steps=40", "train.checkpoint_interval=3", "train.eval_interval=10", "train.keep_checkpoints=2"]
 
@@ -47,6 +47,7 @@ def losses(run):
     return [(r["step"], r["loss"]) for r in read_metrics(run) if r["loss"] is not None]
 
 
+@pytest.mark.slow
 def test_random_sigkill_and_sigint_over_several_resumes_give_the_uninterrupted_run(
     corpus, cache_dir, make_cfg, tmp_path
 ):

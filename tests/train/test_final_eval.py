@@ -93,6 +93,7 @@ def test_bits_per_byte_of_the_full_split():
         evaluate_loss(Unigram(), np.arange(50) % VOCAB, 8, 2, max_batches=0)
 
 
+@pytest.mark.slow
 def test_done_reports_the_whole_split(make_cfg):
     cfg = make_cfg("train.eval_batches=1", "train.batch_size=2")
     run = train(cfg)

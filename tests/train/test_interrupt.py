@@ -29,6 +29,7 @@ def test_guard_defers_sigint_inside_atomic_blocks_only():
     assert signal.getsignal(signal.SIGINT) is before
 
 
+@pytest.mark.slow
 def test_sigint_right_after_optimizer_step_is_not_applied_twice(make_cfg):
     reference = train(make_cfg(name="reference"))
     trainer = Trainer(make_cfg(name="cut"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from hyperconn.train import read_metrics, train
 
 
@@ -22,6 +24,7 @@ def test_progress_false_prints_no_step_lines(make_cfg, capsys):
     assert not re.search(r"^step \d+/", capsys.readouterr().err, flags=re.M)
 
 
+@pytest.mark.slow
 def test_elapsed_s_continues_after_a_resume(make_cfg):
     first = train(make_cfg("train.steps=4", "train.warmup_steps=1"))
     before = [r for r in read_metrics(first) if r["elapsed_s"] is not None]

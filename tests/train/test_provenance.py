@@ -63,6 +63,7 @@ def test_collect_is_json_with_packages_and_machine():
     assert datetime.fromisoformat(got["time"]).utcoffset().total_seconds() == 0
 
 
+@pytest.mark.slow
 def test_a_run_records_its_start_and_each_resume(make_cfg):
     run = train(make_cfg())
     record = read_provenance(run)
@@ -75,6 +76,7 @@ def test_a_run_records_its_start_and_each_resume(make_cfg):
     assert {k: resumed[k] for k in FIELDS} == {k: record[k] for k in FIELDS}  # the start is kept
 
 
+@pytest.mark.slow
 def test_a_run_from_before_provenance_gets_an_unknown_start_on_resume(make_cfg, tmp_path):
     run = train(make_cfg())
     (run / "provenance.json").unlink()

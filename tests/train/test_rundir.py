@@ -77,6 +77,7 @@ def test_an_overwrite_replaces_the_old_run_once_started(make_cfg, old_run):
         train(make_cfg(name="never-started"), resume=True)
 
 
+@pytest.mark.slow
 def test_changing_steps_on_resume_changes_the_schedule_as_documented(make_cfg, capsys):
     run = train(make_cfg("train.steps=4"))
     capsys.readouterr()
@@ -92,6 +93,7 @@ def test_changing_steps_on_resume_changes_the_schedule_as_documented(make_cfg, c
         train(make_cfg("train.steps=6"), resume=True)
 
 
+@pytest.mark.slow
 def test_changing_eval_batches_on_resume_leaves_training_unchanged(make_cfg):
     full = train(make_cfg(name="full"))
     cut = train(make_cfg(name="cut"))

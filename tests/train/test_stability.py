@@ -66,6 +66,7 @@ def test_every_step_is_recorded_and_summarised_in_done(make_cfg):
     assert done["stability"] == expected and done["stability"]["steps"] == 10
 
 
+@pytest.mark.slow
 def test_steps_csv_survives_an_interrupt_and_resume(make_cfg, monkeypatch):
     import hyperconn.train.step as step_mod
 

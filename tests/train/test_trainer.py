@@ -35,6 +35,7 @@ def train_losses(run_dir):
     return [(r["step"], r["loss"]) for r in read_metrics(run_dir) if r["loss"] is not None]
 
 
+@pytest.mark.slow
 def test_loss_goes_down_and_the_run_dir_is_complete(make_cfg):
     cfg = make_cfg("train.steps=24", "train.eval_interval=12", "train.checkpoint_interval=12")
     run = train(cfg)
@@ -59,6 +60,7 @@ def test_loss_goes_down_and_the_run_dir_is_complete(make_cfg):
     assert all(r["spectral_norm"] == pytest.approx(1.0, abs=1e-4) for r in hres)  # sHC: exactly 1
 
 
+@pytest.mark.slow
 def test_resume_after_interrupt_matches_the_uninterrupted_run(make_cfg, monkeypatch):
     full = train(make_cfg(name="full"))
     cfg = make_cfg(name="cut")
@@ -80,6 +82,7 @@ def test_resume_after_interrupt_matches_the_uninterrupted_run(make_cfg, monkeypa
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_resume_can_extend_a_finished_run_but_not_change_it(make_cfg):
     run = train(make_cfg("train.steps=4"))
     with pytest.raises(ValueError, match="config differs .* model.dim"):

@@ -9,10 +9,9 @@ import os
 from pathlib import Path
 
 import pytest
+from tests.support import MICRO
 
 from hyperconn import fileio
-
-from .conftest import MICRO
 
 
 @pytest.fixture
