@@ -2,7 +2,8 @@
 p-values, Holm over the study's pairs, the minimum detectable difference at 80% power and the
 verdict words, as a Markdown table per study.
 
-    python scripts/holm_reanalysis.py docs/results/evidence-ii/study-main/summary.json docs/results/evidence-ii/study-pycode/summary.json
+    python scripts/holm_reanalysis.py docs/results/evidence-ii/study-main/summary.json \
+        docs/results/evidence-ii/study-pycode/summary.json
 
 Reads only ``groups[*].val_loss_by_seed`` (each run's final validation loss), so it works on
 summaries written before Holm was part of the report.
