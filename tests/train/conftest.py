@@ -9,8 +9,6 @@ from tests.support import MICRO
 
 from hyperconn.train import build_config
 
-# MICRO is tests.support.MICRO (test_distributed imports it from here)
-
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):

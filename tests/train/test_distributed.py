@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from tests.support import MICRO, TINY
 
 from hyperconn.train import TrainConfig, Trainer, build_config, read_metrics
 from hyperconn.train.build import build_model, build_plain
@@ -24,14 +25,10 @@ from hyperconn.train.loss import lm_loss
 from hyperconn.train.optim import build_optimizer
 from hyperconn.train.parallel import DataParallel, build_sharded
 
-from .conftest import MICRO
-
 # every kind at n in {2, 4} (residual: n = 1) under DDP; the kinds FSDP2 can shard (HC's scalar
 # gates are 0-d parameters, which fully_shard refuses)
 DDP_CASES = [("residual", 1)] + [(k, n) for k in ("hc", "mhc", "mhc_lite", "kromhc", "shc") for n in (2, 4)]
 FSDP_CASES = [("shc", 4), ("shc", 2), ("mhc", 4), ("kromhc", 2), ("hc", 3), ("residual", 1)]
-TINY_MODEL = {"vocab_size": 32, "dim": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8,
-              "mlp_dim": 24, "max_seq_len": 16}  # fmt: skip
 TRAINER_RUN = ["train.steps=3", "train.eval_interval=3", "train.checkpoint_interval=3", "train.grad_accum=2"]
 
 
@@ -42,7 +39,7 @@ def _free_port() -> int:
 
 
 def _tiny_cfg(kind: str, streams: int, fsdp: bool, seed: int = 3) -> TrainConfig:
-    model = {**TINY_MODEL, "connection": {"kind": kind, "num_streams": streams}}
+    model = {**TINY, "connection": {"kind": kind, "num_streams": streams}}
     train = {"seed": seed, "fsdp": fsdp, "seq_len": 8, "steps": 3, "warmup_steps": 1}
     return TrainConfig.from_dict({"preset": "demo", "model": model, "train": train}).validate()
 

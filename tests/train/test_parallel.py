@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from tests.support import TINY
 
 from hyperconn.train import TrainConfig
 from hyperconn.train.build import build_model, build_plain
@@ -17,13 +18,12 @@ from hyperconn.train.loss import lm_loss
 from hyperconn.train.optim import build_optimizer
 from hyperconn.train.parallel import DataParallel
 
-TINY = {"vocab_size": 32, "dim": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8, "mlp_dim": 24,
-        "max_seq_len": 16, "tie_embeddings": True}  # fmt: skip
+TINY_TIED = {**TINY, "tie_embeddings": True}
 ONE = DistInfo()  # world size 1 on the CPU
 
 
 def cfg(seed: int = 3) -> TrainConfig:
-    model = {**TINY, "connection": {"kind": "shc"}}  # n = 4, the kind's default
+    model = {**TINY_TIED, "connection": {"kind": "shc"}}  # n = 4, the kind's default
     return TrainConfig.from_dict({"preset": "demo", "model": model, "train": {"seed": seed, "seq_len": 8}}).validate()
 
 
