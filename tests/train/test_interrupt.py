@@ -14,6 +14,15 @@ from hyperconn.train.checkpoint import WEIGHTS, list_checkpoints
 from hyperconn.train.interrupt import InterruptGuard
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_raises():
+    """Python's own Ctrl-C handler for these tests: a shell that starts the suite in the background
+    hands it SIGINT ignored, and the guard deliberately keeps an inherited SIG_IGN."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_guard_defers_sigint_inside_atomic_blocks_only():
     before = signal.getsignal(signal.SIGINT)
     with InterruptGuard() as guard:
