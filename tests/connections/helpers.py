@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from tests.support import perturbed_connection
-
 # (kind, stream counts the kind accepts) used across the connection tests
 KIND_STREAMS = {
     "residual": (1,),
@@ -15,6 +13,3 @@ KIND_STREAMS = {
 }
 
 CASES = [(kind, n) for kind, ns in KIND_STREAMS.items() for n in ns]
-
-# the connection tests' short name for the shared helper
-perturbed = perturbed_connection

@@ -11,11 +11,10 @@ also carry the branch's own bf16 rounding summed over tokens, so they are compar
 
 import pytest
 import torch
+from tests.support import perturbed_connection
 
 import hyperconn
 from hyperconn.connections.reference import naive_forward
-
-from .helpers import perturbed
 
 DIM = 24
 BF16_TOL = {"atol": 2e-2, "rtol": 2e-2}
@@ -69,7 +68,7 @@ def _naive(conn):
 @pytest.mark.parametrize("leading", LEADING, ids=str)
 @pytest.mark.parametrize("kind,n", FAST_CASES)
 def test_fast_equals_naive_float32(kind, n, leading):
-    conn = perturbed(kind, n, DIM, scale=0.3)
+    conn = perturbed_connection(kind, n, DIM, scale=0.3)
     gen = torch.Generator().manual_seed(n)
     x = torch.randn(*leading, n, DIM, generator=gen)
     weight = torch.randn(*leading, n, DIM, generator=gen)
@@ -83,7 +82,7 @@ def test_fast_equals_naive_float32(kind, n, leading):
 
 @pytest.mark.parametrize("kind,n", FAST_CASES)
 def test_fast_bfloat16_streams_match_float32_reference(kind, n):
-    conn = perturbed(kind, n, DIM, scale=0.3)
+    conn = perturbed_connection(kind, n, DIM, scale=0.3)
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(4, 6, n, DIM, generator=gen).bfloat16()
     weight = torch.randn(4, 6, n, DIM, generator=gen)
@@ -99,7 +98,7 @@ def test_fast_bfloat16_streams_match_float32_reference(kind, n):
 
 @pytest.mark.parametrize("kind,n", FAST_CASES)
 def test_fast_under_bfloat16_autocast_keeps_coefficients_float32(kind, n):
-    conn = perturbed(kind, n, DIM, scale=0.3)
+    conn = perturbed_connection(kind, n, DIM, scale=0.3)
     x = torch.randn(5, n, DIM)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mix = conn.mixing(x)
@@ -112,7 +111,7 @@ def test_fast_under_bfloat16_autocast_keeps_coefficients_float32(kind, n):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("kind,n", FAST_CASES)
 def test_recompute_gives_identical_gradients(kind, n, dtype):
-    plain = perturbed(kind, n, DIM, scale=0.3)
+    plain = perturbed_connection(kind, n, DIM, scale=0.3)
     again = hyperconn.make_connection(kind, n, DIM, layer_index=1, recompute=True)
     again.load_state_dict(plain.state_dict())
     gen = torch.Generator().manual_seed(3)
@@ -139,7 +138,7 @@ def test_recompute_is_an_option_of_every_kind():
 
 
 def test_double_backward_raises_instead_of_being_wrong():
-    conn = perturbed("shc", 4, DIM, scale=0.3)
+    conn = perturbed_connection("shc", 4, DIM, scale=0.3)
     x = torch.randn(3, 4, DIM, requires_grad=True)
     (grad,) = torch.autograd.grad(conn(x, branch).square().sum(), x, create_graph=True)
     with pytest.raises(RuntimeError):

@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+from tests.support import perturbed_connection
 
 import hyperconn
 from hyperconn.connections.reference import naive_forward
@@ -21,12 +22,7 @@ CASES = [
 
 
 def _perturbed(kind: str, n: int, dim: int = 24, seed: int = 0, scale: float = 0.3) -> torch.nn.Module:
-    conn = hyperconn.make_connection(kind, n, dim, layer_index=1)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in conn.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen))
-    return conn
+    return perturbed_connection(kind, n, dim, scale=scale, seed=seed)
 
 
 def _branch(u: torch.Tensor) -> torch.Tensor:

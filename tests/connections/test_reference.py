@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from tests.support import perturbed_connection
 
 from hyperconn.connections.reference import naive_forward, naive_mixing
 
-from .helpers import CASES, perturbed
+from .helpers import CASES
 
 DIM = 6
 
@@ -16,7 +17,7 @@ def branch(u):
 
 @pytest.mark.parametrize("kind,n", CASES)
 def test_forward_matches_naive_reference(kind, n):
-    conn = perturbed(kind, n, DIM, scale=0.3).double()
+    conn = perturbed_connection(kind, n, DIM, scale=0.3).double()
     x = torch.randn(2, 5, n, DIM, dtype=torch.float64)
     torch.testing.assert_close(conn(x, branch), naive_forward(conn, x, branch))
     for got, want in zip(conn.mixing(x), naive_mixing(conn, x), strict=True):
@@ -25,7 +26,7 @@ def test_forward_matches_naive_reference(kind, n):
 
 @pytest.mark.parametrize("kind,n", CASES)
 def test_gradients_match_naive_reference(kind, n):
-    conn = perturbed(kind, n, DIM, scale=0.3).double()
+    conn = perturbed_connection(kind, n, DIM, scale=0.3).double()
     x = torch.randn(7, n, DIM, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(7, n, DIM, dtype=torch.float64)
 
@@ -47,7 +48,7 @@ def test_gradients_match_naive_reference(kind, n):
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5])
 def test_shc_float64_gradcheck(n):
-    conn = perturbed("shc", n, 4, scale=0.5).double()
+    conn = perturbed_connection("shc", n, 4, scale=0.5).double()
     x = torch.randn(3, n, 4, dtype=torch.float64, requires_grad=True)
     names = [name for name, _ in conn.named_parameters()]
 

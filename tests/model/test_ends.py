@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+from tests.support import perturb
 
 from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig
 from hyperconn.model.ends import LearnedExpand, LearnedReadout, make_expand, make_readout
@@ -19,13 +20,6 @@ def config(kind="shc", streams=4, **conn) -> ModelConfig:
         vocab_size=VOCAB, dim=16, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, mlp_dim=24, max_seq_len=32,
         connection=ConnectionConfig(kind, streams, **conn),
     )  # fmt: skip
-
-
-def perturb(params, scale=0.3, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in params:
-            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
 
 
 def test_the_end_modules():
