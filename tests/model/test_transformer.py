@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.support import perturb
 
 from hyperconn import connection_parameter_count
 from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig, get_preset
@@ -29,16 +30,8 @@ def micro(kind: str = "shc", streams: int | None = None, **overrides) -> Languag
     )
     torch.manual_seed(0)
     model = LanguageModel(cfg)
-    perturb_connections(model)
+    perturb(model.connections(), scale=0.3)  # off the near-identity init, so mixing matters
     return model.double()
-
-
-def perturb_connections(model: LanguageModel) -> None:
-    """Move connection parameters off their (near-identity) initialisation so mixing matters."""
-    with torch.no_grad():
-        for conn in model.connections():
-            for p in conn.parameters():
-                p.add_(0.3 * torch.randn_like(p))
 
 
 @pytest.mark.parametrize(
