@@ -10,29 +10,6 @@ os.environ["TRITON_INTERPRET"] = "1"
 import pytest
 import torch
 
-# Slow tests in modules that do not mark themselves (``pytest.mark.slow`` in a module is the usual
-# way; see docs/development.md). Each entry is a node-id prefix: a file marks all of its tests, a
-# ``file::test`` every parametrisation. Chosen from a ``--durations`` run: each takes over about a
-# second on a 2-core CPU (a training run, a subprocess, or torch.compile).
-SLOW_ELSEWHERE = (
-    "tests/data/test_pycode.py::test_a_few_training_steps",  # trains on the code corpus
-    "tests/data/test_shards.py::test_killed_prepare_then_rerun_gives_identical_shards",  # subprocesses
-    "tests/data/test_shards.py::test_two_workers_write_the_same_shards_as_one",
-    "tests/data/test_paper_config.py::test_paper_config_names_a_local_tokenizer_and_shards",
-    "tests/train/test_distributed.py",  # every test shares a two-process launch
-    "tests/train/test_checkpoint.py::test_a_corrupt_newest_checkpoint_is_skipped_and_the_run_still_matches",
-    "tests/train/test_checkpoint.py::test_a_trainer_state_with_pickle_code_is_refused_without_running_it",
-    "tests/train/test_checkpoint.py::test_stale_temporary_checkpoints_are_removed_on_resume",
-    "tests/connections/test_reference.py::test_shc_float64_gradcheck",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Adds the ``slow`` marker to the tests named by :data:`SLOW_ELSEWHERE`."""
-    for item in items:
-        if item.nodeid.startswith(SLOW_ELSEWHERE):
-            item.add_marker(pytest.mark.slow)
-
 
 @pytest.fixture(autouse=True)
 def _seed_and_fresh_dynamo():

@@ -46,6 +46,7 @@ def test_gradients_match_naive_reference(kind, n):
         torch.testing.assert_close(g, w)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [2, 3, 4, 5])
 def test_shc_float64_gradcheck(n):
     conn = perturbed_connection("shc", n, 4, scale=0.5).double()

@@ -12,6 +12,7 @@ from hyperconn.data.shard_writer import prepare_shards
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "qwen3-0.6b-shc.yaml"
 
 
+@pytest.mark.slow
 def test_paper_config_names_a_local_tokenizer_and_shards(tmp_path, jsonl_corpus, local_tokenizer, monkeypatch):
     data = yaml.safe_load(CONFIG.read_text())["data"]
     assert data["tokenizer"].startswith("local:") and data["source"].startswith("shards:")

@@ -116,6 +116,7 @@ def test_loads_through_the_data_path(cache_dir):
     assert bytes(data.val[: 200].astype("uint8").tolist()) == first_val.text.encode()[:200]
 
 
+@pytest.mark.slow
 def test_a_few_training_steps(cache_dir, tmp_path):
     from hyperconn.train import build_config, read_metrics, train
 

@@ -45,6 +45,7 @@ def test_shards_round_trip_the_cached_streams(tmp_path, text_folder):
             assert path.stat().st_size == 2 * record[split]["tokens"]
 
 
+@pytest.mark.slow
 def test_two_workers_write_the_same_shards_as_one(tmp_path, jsonl_corpus, local_tokenizer):
     cfg = _cfg(tmp_path, source=f"hf:{jsonl_corpus}", hf_text_field="body", tokenizer=f"local:{local_tokenizer}")
     one = prepare_shards(cfg, tmp_path / "one", workers=1, shard_chars=400)
@@ -71,6 +72,7 @@ _KILLABLE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_killed_prepare_then_rerun_gives_identical_shards(tmp_path, text_folder):
     cfg = _cfg(tmp_path, source=str(text_folder), tokenizer="bpe", bpe_vocab_size=300)
     reference = prepare_shards(cfg, tmp_path / "ref", shard_chars=300)

@@ -46,6 +46,7 @@ def test_rng_states_round_trip_through_plain_tensors(tmp_path):
     assert [random.random() for _ in range(3)] == expected[2]
 
 
+@pytest.mark.slow
 def test_a_trainer_state_with_pickle_code_is_refused_without_running_it(make_cfg, tmp_path):
     run = train(make_cfg("train.steps=4"))
     ckpt = list_checkpoints(run)[-1]
@@ -118,6 +119,7 @@ CORRUPTIONS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CORRUPTIONS))
 def test_a_corrupt_newest_checkpoint_is_skipped_and_the_run_still_matches(make_cfg, capsys, name):
     corrupt, reason = CORRUPTIONS[name]
@@ -145,6 +147,7 @@ def test_resume_refuses_when_no_checkpoint_is_valid(make_cfg):
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # nothing touched
 
 
+@pytest.mark.slow
 def test_stale_temporary_checkpoints_are_removed_on_resume(make_cfg, capsys):
     run = train(make_cfg("train.steps=4"))
     stale = run / "checkpoints" / ".step_00000008.tmp-12345-deadbeef"

@@ -25,6 +25,8 @@ from hyperconn.train.loss import lm_loss
 from hyperconn.train.optim import build_optimizer
 from hyperconn.train.parallel import DataParallel, build_sharded
 
+pytestmark = pytest.mark.slow  # every test shares a two-process launch
+
 # every kind at n in {2, 4} (residual: n = 1) under DDP; the kinds FSDP2 can shard (HC's scalar
 # gates are 0-d parameters, which fully_shard refuses)
 DDP_CASES = [("residual", 1)] + [(k, n) for k in ("hc", "mhc", "mhc_lite", "kromhc", "shc") for n in (2, 4)]
