@@ -139,7 +139,7 @@ def _layer(args) -> int:
 
 def _model_cfg(args) -> ModelBenchConfig:
     cfg = ModelBenchConfig(
-        presets=args.presets, kinds=args.kinds, streams=args.num_streams, batch_size=args.batch_size,
+        presets=args.presets, kinds=args.kinds, num_streams=args.num_streams, batch_size=args.batch_size,
         seq_len=args.seq_len, precision=args.precision, compiled=args.compile, new_tokens=args.new_tokens,
         stream_dtype=args.stream_dtype,
     )

@@ -34,7 +34,7 @@ PRECISIONS = {"bf16": torch.bfloat16, "fp32": None}
 class ModelBenchConfig:
     presets: tuple[str, ...] = ("tiny", "small")
     kinds: tuple[str, ...] = available_connections()
-    streams: int = 4
+    num_streams: int = 4
     batch_size: int = 4
     seq_len: int | None = None  # None: the preset's max_seq_len
     vocab_size: int = 2048
@@ -56,7 +56,7 @@ class ModelBenchConfig:
             raise ValueError(f"unknown kind(s) {', '.join(unknown)}; choose from {', '.join(available_connections())}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        for name in ("streams", "batch_size", "vocab_size", "repeats", "new_tokens", "prompt_len"):
+        for name in ("num_streams", "batch_size", "vocab_size", "repeats", "new_tokens", "prompt_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         return self
@@ -70,7 +70,7 @@ def build_model(cfg: ModelBenchConfig, preset: str, kind: str) -> LanguageModel:
         heads = max(1, dim // model_cfg.head_dim)
         model_cfg.dim, model_cfg.n_layers, model_cfg.mlp_dim = dim, layers, 3 * dim
         model_cfg.n_heads, model_cfg.n_kv_heads = heads, 1
-    model_cfg.connection = ConnectionConfig(kind=kind, num_streams=1 if kind == "residual" else cfg.streams)
+    model_cfg.connection = ConnectionConfig(kind=kind, num_streams=1 if kind == "residual" else cfg.num_streams)
     if kind != "residual":
         model_cfg.stream_dtype = cfg.stream_dtype
     torch.manual_seed(cfg.seed)
@@ -128,7 +128,7 @@ def decode_ops_per_token(cfg: ModelBenchConfig, preset: str, kind: str) -> int:
 
 
 def _kind_label(kind: str, cfg: ModelBenchConfig) -> str:
-    return "residual" if kind == "residual" else f"{kind} n={cfg.streams}"
+    return "residual" if kind == "residual" else f"{kind} n={cfg.num_streams}"
 
 
 def _contenders(cfg: ModelBenchConfig, preset: str, make: Callable) -> dict:
