@@ -20,7 +20,7 @@ setup: $(STAMP)
 # every run, print the summary table, write runs/demo/report.md, then sample from the sHC model.
 # One torch thread: on a shared 2-core machine two threads per process oversubscribe the cores.
 demo: $(STAMP)
-	$(VENV)/bin/hyperconn compare --preset demo --methods residual,mhc,shc --streams 4 --seeds 1 \
+	$(VENV)/bin/hyperconn compare --preset demo --kinds residual,mhc,shc --num-streams 4 --seeds 1 \
 		--steps 150 --bench-rounds 3 --out runs/demo --set train.threads=1
 	$(VENV)/bin/hyperconn generate runs/demo/shc-n4-s0 --prompt "ROMEO:" --max-new-tokens 200
 

@@ -21,19 +21,19 @@ uptime; $SHC bench decode --presets tiny --repeats 21 --json $OUT/decode.json
 
 # 3. the headline layer configuration (n=4, C=512, 2048 tokens, fwd+bwd), fp32 and bf16 streams,
 #    eager and compiled, with the naive math, the hyper-connections package and the compiled floor
-uptime; $SHC bench layer --streams 4 --dims 512 --dtypes fp32,bf16 --modes eager,compiled --repeats 7 --recompute \
+uptime; $SHC bench layer --num-streams 4 --dims 512 --dtypes fp32,bf16 --modes eager,compiled --repeats 7 --recompute \
     --json $OUT/layer_headline.json
 
 # 4. the same, eager, with the tuned glibc allocator (every contender in the same process)
-uptime; env $TUNED_MALLOC $SHC bench layer --streams 4 --dims 512 --dtypes fp32,bf16 --modes eager \
+uptime; env $TUNED_MALLOC $SHC bench layer --num-streams 4 --dims 512 --dtypes fp32,bf16 --modes eager \
     --repeats 7 --json $OUT/layer_headline_tuned_malloc.json
 
 # 5. growth with n: sHC vs KromHC (and HC) at n = 8, eager and compiled
-uptime; $SHC bench layer --streams 8 --dims 512 --dtypes fp32 --modes eager,compiled --kinds hc,kromhc,shc \
+uptime; $SHC bench layer --num-streams 8 --dims 512 --dtypes fp32 --modes eager,compiled --kinds hc,kromhc,shc \
     --no-naive --no-package --repeats 7 --json $OUT/layer_n8.json
 
 # 6. the n x C grid for the plot: every kind, eager fp32, 1024 tokens, compiled floor
-uptime; $SHC bench layer --streams 2,3,4,6,8 --dims 256,512,1024,2048 --dtypes fp32 --modes eager \
+uptime; $SHC bench layer --num-streams 2,3,4,6,8 --dims 256,512,1024,2048 --dtypes fp32 --modes eager \
     --tokens 1024 --no-naive --no-package --repeats 5 --json $OUT/layer_grid.json
 $SHC bench plot $OUT/layer_grid.json --out docs/img/layer_grid.png
 
