@@ -109,12 +109,79 @@ def test_cayley_closed_form_gradcheck(m):
     assert torch.autograd.gradcheck(lambda t: linalg.cayley_from_params(t, m), (z,))
 
 
+def _sinkhorn_naive(logits: torch.Tensor, iters: int) -> torch.Tensor:
+    """Sinkhorn in the linear domain, entry by entry in float64: ``K = exp(L)``, then ``iters``
+    rounds of dividing every column, then every row, by its sum."""
+    k = logits.double().exp().tolist()
+    n = len(k)
+    for _ in range(iters):
+        for j in range(n):
+            col = sum(k[i][j] for i in range(n))
+            for i in range(n):
+                k[i][j] /= col
+        for i in range(n):
+            row = sum(k[i])
+            k[i] = [v / row for v in k[i]]
+    return torch.tensor(k, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 6])
+@pytest.mark.parametrize("iters", [1, 2, 7, 20])
+def test_sinkhorn_matches_a_naive_linear_domain_reference(n, iters):
+    gen = torch.Generator().manual_seed(10 * n + iters)
+    logits = 2 * torch.randn(5, n, n, dtype=torch.float64, generator=gen)
+    h = linalg.sinkhorn_log(logits, iters)
+    assert h.shape == logits.shape and h.dtype == torch.float64
+    expected = torch.stack([_sinkhorn_naive(m, iters) for m in logits])
+    torch.testing.assert_close(h, expected, rtol=1e-12, atol=1e-14)
+    # float32 agrees with the float64 reference to float32 rounding
+    torch.testing.assert_close(linalg.sinkhorn_log(logits.float(), iters).double(), expected, rtol=0, atol=1e-5)
+
+
 def test_sinkhorn_rows_exact_columns_converge():
     logits = torch.randn(100, 4, 4, dtype=torch.float64)
     h = linalg.sinkhorn_log(logits, 50)
     torch.testing.assert_close(h.sum(-1), torch.ones(100, 4, dtype=torch.float64))
     assert (h.sum(-2) - 1).abs().max() < 1e-6
     assert torch.all(h >= 0)
+    # the column error after one round is far larger than after 50: the iterations do the work
+    assert (linalg.sinkhorn_log(logits, 1).sum(-2) - 1).abs().max() > 1e-3
+
+
+def test_sinkhorn_survives_logits_whose_exp_overflows():
+    """Log-domain: logits of +-800 (``exp`` is inf / 0 in float64) still give finite stochastic rows."""
+    logits = 800 * torch.randn(20, 4, 4, dtype=torch.float64)
+    h = linalg.sinkhorn_log(logits, 20)
+    assert torch.isfinite(h).all() and torch.all(h >= 0)
+    torch.testing.assert_close(h.sum(-1), torch.ones(20, 4, dtype=torch.float64))
+
+
+def test_sinkhorn_fixed_points_and_column_shift_invariance():
+    n = 4
+    # equal logits -> J = 11^T / n after one round; the log of a doubly stochastic matrix is a fixed point
+    torch.testing.assert_close(
+        linalg.sinkhorn_log(torch.zeros(n, n, dtype=torch.float64), 1), torch.full((n, n), 1 / n, dtype=torch.float64)
+    )
+    doubly = 0.96 * linalg.permutation_matrices(n, torch.float64)[7] + 0.01
+    for iters in (1, 200):
+        torch.testing.assert_close(linalg.sinkhorn_log(doubly.log(), iters), doubly)
+    # the first column step removes any per-column constant
+    logits = torch.randn(3, n, n, dtype=torch.float64)
+    shift = 5 * torch.randn(3, 1, n, dtype=torch.float64)
+    torch.testing.assert_close(linalg.sinkhorn_log(logits + shift, 3), linalg.sinkhorn_log(logits, 3))
+
+
+@pytest.mark.parametrize("iters", [1, 5])
+def test_sinkhorn_gradcheck(iters):
+    logits = torch.randn(2, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: linalg.sinkhorn_log(t, iters), (logits,))
+    assert torch.autograd.gradgradcheck(lambda t: linalg.sinkhorn_log(t, iters), (logits[:1],))
+
+
+@pytest.mark.parametrize("iters", [0, -1, 2.0, True, "3"])
+def test_sinkhorn_refuses_a_bad_iteration_count(iters):
+    with pytest.raises(ValueError, match=r"sinkhorn_log: iters must be an integer >= 1, got"):
+        linalg.sinkhorn_log(torch.zeros(2, 2), iters)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4])

@@ -217,14 +217,21 @@ def helmert_basis(n: int, dtype: torch.dtype = torch.float32, device=None) -> to
 
 
 def sinkhorn_log(logits: torch.Tensor, iters: int) -> torch.Tensor:
-    """Log-domain Sinkhorn: alternate column then row normalisation, return ``exp``.
+    """Log-domain Sinkhorn on the last two axes of ``logits`` ``L`` (..., n, n): ``iters`` rounds
+    of a column then a row normalisation, then ``exp``.
 
-    Rows sum to 1 to rounding after the last step; columns only approximately.
+    Each half step is one ``log_softmax``: the column step
+    ``L_ij <- L_ij - log sum_k exp(L_kj)`` (``log_softmax(L, dim=-2)``), then the row step
+    ``L_ij <- L_ij - log sum_k exp(L_ik)`` (``log_softmax(L, dim=-1)``), and ``H = exp(L)``; the
+    last row step and the ``exp`` are one ``softmax``. Rows of ``H`` sum to 1 to
+    rounding; columns only approximately (the Sinkhorn error, shrinking with ``iters``).
+    ``iters``: an integer >= 1.
     """
-    for _ in range(iters):
-        logits = logits - torch.logsumexp(logits, dim=-2, keepdim=True)
-        logits = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
-    return logits.exp()
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"sinkhorn_log: iters must be an integer >= 1, got {iters!r}")
+    for _ in range(iters - 1):
+        logits = torch.log_softmax(torch.log_softmax(logits, dim=-2), dim=-1)
+    return torch.softmax(torch.log_softmax(logits, dim=-2), dim=-1)
 
 
 def permutation_matrices(n: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
