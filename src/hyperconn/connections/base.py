@@ -12,11 +12,14 @@ back. ``mixing`` exposes the three coefficient tensors so tools can read them.
 A connection built with ``mix_streams=False`` holds no ``H_res`` parameters and computes no
 ``H_res``: ``x'_j = x_j + H_post[j] F(u)``, i.e. ``H_res = I`` (what ``mixing`` then reports). The
 model uses it where ``H_res`` provably has no effect (docs/design.md, "Inert H_res at the ends").
+
+The gradient-free path of both classes lives in :mod:`hyperconn.connections.inference` (mixins),
+the argument checks in :mod:`hyperconn.connections.validation` and the stream helpers in
+:mod:`hyperconn.connections.streams`; their names stay importable from here.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -27,10 +30,39 @@ from torch.utils.checkpoint import checkpoint
 from .. import kernels
 from ..kernels.interface import GivenCoefficients, KernelRoute, ProjectedCoefficients
 from .constants import constant, group_index, identity_matrix
-from .inference import ParameterCache, inference_path
+from .inference import CoefficientInference, InferenceMixing, InferenceSteps, ParameterCache, inference_path
 from .ops import autocast_off, depth_add, pre_mix, project_rms, width_mix
+from .streams import compute_dtype, expand_streams, float32_region, reduce_streams, token_view
+from .validation import (
+    BACKENDS,
+    RES_INITS,
+    check_backend,
+    check_int,
+    check_mix_streams,
+    check_num_streams,
+    check_positive_number,
+    check_res_init,
+)
 
-BACKENDS = ("auto", "torch", "triton")
+# importable from here as before (the kinds, hyperconn.bench and user code import them from base)
+__all__ = [
+    "BACKENDS",
+    "RES_INITS",
+    "CoefficientConnection",
+    "HyperConnection",
+    "InferenceMixing",
+    "Mixing",
+    "check_int",
+    "check_mix_streams",
+    "check_num_streams",
+    "check_positive_number",
+    "check_res_init",
+    "compute_dtype",
+    "expand_streams",
+    "float32_region",
+    "reduce_streams",
+    "token_view",
+]
 
 
 class Mixing(NamedTuple):
@@ -43,104 +75,7 @@ class Mixing(NamedTuple):
     post: torch.Tensor
 
 
-class InferenceMixing(NamedTuple):
-    """One gradient-free step's coefficients, laid out for as few ATen ops as possible.
-
-    ``mat`` (tokens, rows, n): row ``pre_row`` is ``H_pre`` and rows ``res_row .. res_row + n - 1``
-    are ``H_res^T`` (absent without ``H_res``); other rows are ignored (they ride along in the one
-    batched GEMM ``mat @ x`` rather than cost a slice). ``post`` (..., n, 1) in the streams' lead
-    shape, with ``H_post = post_scale * post`` (the scale goes into the depth step's ``addcmul``)."""
-
-    mat: torch.Tensor
-    post: torch.Tensor
-    pre_row: int = 0
-    res_row: int = 1
-    post_scale: float = 1.0
-
-
-def token_view(
-    t: torch.Tensor, lead: tuple[int, ...], shape: tuple[int, ...], strides: tuple[int, ...], offset: int
-) -> torch.Tensor:
-    """A view ``(*lead, *shape)`` into ``t`` (tokens, ...) whose token dimension has a uniform
-    stride, starting ``offset`` elements into each token: one ``as_strided`` in place of the
-    slice/select + view/unsqueeze pair that would otherwise reshape it."""
-    step = t.stride(0)
-    lead_strides = []
-    for size in reversed(lead):
-        lead_strides.append(step)
-        step *= size
-    return t.as_strided((*lead, *shape), (*reversed(lead_strides), *strides), t.storage_offset() + offset)
-
-
-def check_int(name: str, value: object, minimum: int) -> int:
-    """``value`` as an integer ``>= minimum`` (a bool, float or string is refused)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def check_positive_number(name: str, value: object) -> float:
-    """``value`` as a finite real number ``> 0`` (a bool or string is refused)."""
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < float("inf"):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def check_num_streams(kind: str, num_streams: object) -> int:
-    """One rule for every kind: ``residual`` has exactly one stream; every hyper-connection kind
-    needs at least two (with one stream there is nothing to mix: that is ``residual``)."""
-    if kind == "residual":
-        if num_streams != 1 or isinstance(num_streams, bool) or not isinstance(num_streams, int):
-            raise ValueError(f"residual: num_streams must be 1, got {num_streams!r}")
-        return 1
-    if not isinstance(num_streams, int) or isinstance(num_streams, bool) or num_streams < 2:
-        raise ValueError(
-            f"{kind}: num_streams must be an integer >= 2, got {num_streams!r} (one stream: use kind 'residual')"
-        )
-    return num_streams
-
-
-def expand_streams(h: torch.Tensor, num_streams: int) -> torch.Tensor:
-    """``(..., C) -> (..., n, C)``: every stream a copy of ``h``."""
-    check_int("num_streams", num_streams, 1)
-    return h.unsqueeze(-2).expand(*h.shape[:-1], num_streams, h.shape[-1]).contiguous()
-
-
-def reduce_streams(x: torch.Tensor) -> torch.Tensor:
-    """``(..., n, C) -> (..., C)``: the sum over streams."""
-    if x.dim() < 2:
-        raise ValueError(f"reduce_streams needs streams of shape (..., n, C), got a {x.dim()}-D tensor")
-    return x.sum(dim=-2)
-
-
-def compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """float32 for every input dtype but float64 (kept, so float64 gradcheck is exact)."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def _float32_region(x: torch.Tensor):
-    """Autocast off on ``x``'s device: the small-matrix math stays in float32."""
-    return autocast_off(x.device.type)
-
-
-RES_INITS = ("identity", "uniform")
-
-
-def check_res_init(kind: str, res_init: object) -> str:
-    """``res_init`` of the Birkhoff kinds: ``"identity"`` (``H_res`` near ``I`` at init) or
-    ``"uniform"`` (``H_res = J = 11^T / n`` exactly at init)."""
-    if res_init not in RES_INITS:
-        raise ValueError(f"{kind}: res_init must be one of {', '.join(RES_INITS)}, got {res_init!r}")
-    return res_init
-
-
-def check_mix_streams(kind: str, mix_streams: object) -> bool:
-    if not isinstance(mix_streams, bool):
-        raise ValueError(f"{kind}: mix_streams must be true or false, got {mix_streams!r}")
-    return mix_streams
-
-
-class HyperConnection(nn.Module):
+class HyperConnection(InferenceSteps, nn.Module):
     """Base class: ``n`` streams of width ``C`` mixed around one branch.
 
     Subclasses implement :meth:`mixing`. ``forward`` and ``width``/``depth`` are shared.
@@ -169,8 +104,7 @@ class HyperConnection(nn.Module):
         check_num_streams(self.kind, num_streams)
         check_int(f"{self.kind}: dim", dim, 1)
         check_int(f"{self.kind}: layer_index", layer_index, 0)
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        check_backend(backend)
         self.num_streams = num_streams
         self.dim = dim
         self.layer_index = layer_index
@@ -260,103 +194,6 @@ class HyperConnection(nn.Module):
         u, mixed = width_mix(pre, res, streams)
         return u, mixed, post
 
-    def width_inference(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The width step with autograd off (decode, evaluation): ``[u; mixed] = [H_pre; H_res^T] x``
-        as one batched GEMM per token, from :meth:`inference_mixing`.
-
-        Same values as :meth:`width_fast` (to rounding); ``u`` and ``mixed`` are views of one GEMM
-        result. Without ``H_res`` (``mix_streams=False``) the streams are returned as ``mixed``."""
-        step = self.inference_mixing(streams)
-        y = self._inference_gemm(step.mat, streams)
-        lead, n = streams.shape[:-2], self.num_streams
-        u = y[:, step.pre_row].view(*lead, self.dim)
-        mixed = y[:, step.res_row : step.res_row + n].view(streams.shape) if self.mixes_streams else streams
-        return u, mixed, (step.post * step.post_scale).view(*lead, n)
-
-    def _inference_gemm(self, mat: torch.Tensor, streams: torch.Tensor) -> torch.Tensor:
-        """``mat @ x`` (tokens, rows, C) in ``mat``'s dtype, cast back to the streams' dtype."""
-        x = streams.reshape(-1, self.num_streams, self.dim)
-        if x.dtype != mat.dtype:
-            x = x.to(mat.dtype)
-        y = torch.bmm(mat, x)
-        return y if y.dtype == streams.dtype else y.to(streams.dtype)
-
-    def inference_forward(
-        self, streams: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor]
-    ) -> torch.Tensor:
-        """:meth:`forward` with autograd off, in few ATen ops (a decode token runs it on one token,
-        where each op costs microseconds whatever its size)::
-
-            y = mat @ x                          one bmm: u = y[pre_row], mixed = y[res_row:res_row+n]
-            x' = mixed + post_scale * post * F(u)     one addcmul
-
-        ``u`` and ``mixed`` are ``as_strided`` views of ``y`` (:func:`token_view`); the arithmetic
-        is that of ``width``/``depth`` (coefficients and mixing in ``compute_dtype``, the result
-        in the streams' dtype)."""
-        self.check_streams(streams)
-        n, c = self.num_streams, self.dim
-        lead = tuple(streams.shape[:-2])
-        with _float32_region(streams):
-            step = self.inference_mixing(streams)
-            y = self._inference_gemm(step.mat, streams)
-        rows = step.mat.shape[1]
-        out = branch(token_view(y, lead, (c,), (1,), step.pre_row * c))
-        if not isinstance(out, torch.Tensor):
-            raise ValueError(
-                f"{self.kind}: the branch must return one tensor of shape (..., {self.dim}), got {type(out).__name__}"
-            )
-        with _float32_region(streams):
-            if self.mixes_streams:
-                mixed = token_view(y, lead, (n, c), (c, 1), step.res_row * c) if rows > n else y.view(streams.shape)
-            else:
-                mixed = streams
-            dt = step.post.dtype
-            if mixed.dtype != dt:
-                mixed = mixed.to(dt)
-            b = out.unsqueeze(-2)
-            if b.dtype != dt:
-                b = b.to(dt)
-            new = torch.addcmul(mixed, step.post, b, value=step.post_scale)
-        return new if new.dtype == streams.dtype else new.to(streams.dtype)
-
-    def inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """Tensors the no-grad path derives from the parameters alone (folded weights...)."""
-        return {}
-
-    def cached_inference_constants(self, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
-        """:meth:`inference_constants`, rebuilt only when a parameter changes (:class:`ParameterCache`)."""
-        # the module's own parameters (a connection has no submodules; None = unset, e.g. sHC
-        # n = 2 has no gamma) read straight from ``_parameters``: ``nn.Module.parameters()``
-        # costs ~10 us a call (a generator hashing every tensor into a memo set)
-        return self._inference_cache.get(
-            [p for p in self._parameters.values() if p is not None], (dtype, device),
-            lambda: self.inference_constants(dtype),
-        )
-
-    def inference_mixing(self, streams: torch.Tensor) -> InferenceMixing:
-        """The coefficients of :meth:`inference_forward` (autograd off). The default builds them
-        from :meth:`mixing`; the kinds' own classes override it with fewer ops."""
-        pre, res, post = self.mixing(streams)
-        return InferenceMixing(self.width_matrix(pre, res), post.unsqueeze(-1))
-
-    def inference_width_matrix(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``([H_pre; H_res^T] (tokens, n + 1, n), H_post (..., n))`` from :meth:`inference_mixing`
-        (``H_pre`` alone, ``(tokens, 1, n)``, without ``H_res``)."""
-        step = self.inference_mixing(streams)
-        n, mat = self.num_streams, step.mat
-        rows = [mat[:, step.pre_row : step.pre_row + 1]]
-        if self.mixes_streams:
-            rows.append(mat[:, step.res_row : step.res_row + n])
-        post = (step.post * step.post_scale).reshape(*streams.shape[:-2], n)
-        return torch.cat(rows, dim=1), post
-
-    def width_matrix(self, pre: torch.Tensor, res: torch.Tensor) -> torch.Tensor:
-        """``[H_pre; H_res^T]`` as (tokens, n + 1, n); ``H_pre`` alone (tokens, 1, n) without ``H_res``."""
-        n = self.num_streams
-        if not self.mixes_streams:
-            return pre.reshape(-1, 1, n)
-        return torch.cat([pre.unsqueeze(-2), res.transpose(-1, -2)], dim=-2).reshape(-1, n + 1, n)
-
     def identity_res(self, pre: torch.Tensor) -> torch.Tensor:
         """``H_res = I`` broadcast to ``pre``'s tokens, (..., n, n): what a connection without
         ``H_res`` applies (a view: nothing is materialised)."""
@@ -393,7 +230,7 @@ def _pm_one_bias(num_streams: int, layer_index: int) -> torch.Tensor:
     return b
 
 
-class CoefficientConnection(HyperConnection):
+class CoefficientConnection(CoefficientInference, HyperConnection):
     """Machinery shared by mHC, mHC-lite, KromHC and sHC (docs/design.md, "Shared coefficient machinery").
 
     ``x~ = RMSNorm(flatten(x))`` over ``n*C`` features; one fused zero-initialised projection
@@ -462,7 +299,7 @@ class CoefficientConnection(HyperConnection):
     def coefficients(self, streams: torch.Tensor) -> torch.Tensor:
         """``s * (x~ @ W) + b`` for every group, in ``compute_dtype``, shape (..., total)."""
         dt = compute_dtype(streams)
-        with _float32_region(streams):
+        with float32_region(streams):
             flat = streams.reshape(*streams.shape[:-2], -1)
             weight = self.folded_weight(dt)
             raw = project_rms(flat, weight, self.eps)
@@ -507,51 +344,5 @@ class CoefficientConnection(HyperConnection):
     def mixing(self, streams: torch.Tensor) -> Mixing:
         self.check_streams(streams)
         coef = self.coefficients(streams)
-        with _float32_region(streams):
+        with float32_region(streams):
             return self.coefficient_math(coef)
-
-    # --- the gradient-free path (decode, evaluation) ---------------------------------------
-    def inference_constants(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """The projection with the RMSNorm gain, the gates and ``sqrt(F)`` folded in,
-        ``sqrt(F) g W diag(s)`` (F = n C), the bias and ``sqrt(F eps)`` as a tensor."""
-        features = self.num_streams * self.dim
-        return {
-            "weight": self.folded_weight(dtype) * (self.gate_scale(dtype) * math.sqrt(features)),
-            "bias": self.bias.to(dtype),
-            "root_eps": torch.tensor(math.sqrt(features * self.eps), dtype=dtype, device=self.bias.device),
-        }
-
-    def inference_coefficients(self, streams: torch.Tensor, consts: dict[str, torch.Tensor]) -> torch.Tensor:
-        """:meth:`coefficients` from the cached folded weight, (tokens, total), in four ops: with
-        ``rsqrt(|x|^2 / F + eps) = sqrt(F) / hypot(|x|, sqrt(F eps))``,
-        ``consts["bias"] + (x @ consts["weight"]) / hypot(|x|, consts["root_eps"])``."""
-        weight = consts["weight"]
-        flat = streams.reshape(-1, weight.shape[0])
-        if flat.dtype != weight.dtype:
-            flat = flat.to(weight.dtype)
-        norm = torch.linalg.vector_norm(flat, dim=-1, keepdim=True)
-        return torch.addcdiv(consts["bias"], flat @ weight, torch.hypot(norm, consts["root_eps"]))
-
-    def inference_mixing(self, streams: torch.Tensor) -> InferenceMixing:
-        if not self.exact_kind:
-            return super().inference_mixing(streams)
-        consts = self.cached_inference_constants(compute_dtype(streams), streams.device)
-        coef = self.inference_coefficients(streams, consts)
-        lead = tuple(streams.shape[:-2])
-        if not self.mixes_streams:
-            return self.pre_post_mixing(coef, lead)
-        return self.lean_mixing(coef, consts, lead)
-
-    def pre_post_mixing(self, coef: torch.Tensor, lead: tuple[int, ...]) -> InferenceMixing:
-        """Without ``H_res``: ``H_pre = sigmoid(c_pre)``, ``H_post = 2 sigmoid(c_post)`` as one
-        sigmoid; its (tokens, 2, n) view is the GEMM matrix (row 0 ``H_pre``, row 1 ignored)."""
-        n = self.num_streams
-        act = torch.sigmoid(coef)
-        return InferenceMixing(act.view(-1, 2, n), token_view(act, lead, (n, 1), (1, 1), n), post_scale=2.0)
-
-    def lean_mixing(
-        self, coef: torch.Tensor, consts: dict[str, torch.Tensor], lead: tuple[int, ...]
-    ) -> InferenceMixing:
-        """:meth:`coefficient_math` on the cached coefficients; kinds override it with fewer ops."""
-        pre, res, post = self.coefficient_math(coef)
-        return InferenceMixing(self.width_matrix(pre, res), post.view(*lead, self.num_streams, 1))

@@ -18,16 +18,11 @@ import math
 import torch
 from torch import nn
 
-from .base import (
-    HyperConnection,
-    InferenceMixing,
-    Mixing,
-    _float32_region,
-    check_positive_number,
-    compute_dtype,
-    token_view,
-)
+from .base import HyperConnection, Mixing
+from .inference import InferenceMixing
 from .ops import project_rms
+from .streams import compute_dtype, float32_region, token_view
+from .validation import check_positive_number
 
 
 class HC(HyperConnection):
@@ -84,7 +79,7 @@ class HC(HyperConnection):
         self.check_streams(streams)
         dt = compute_dtype(streams)
         n = self.num_streams
-        with _float32_region(streams):
+        with float32_region(streams):
             # RMSNorm(x_i) @ [W_alpha | w_beta] as one projection with the norm folded in
             weight = self.norm_weight.to(dt).unsqueeze(-1) * torch.cat(
                 [self.alpha_proj.to(dt), self.beta_proj.to(dt).unsqueeze(-1)], dim=-1
