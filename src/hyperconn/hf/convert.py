@@ -2,9 +2,10 @@
 
 Every decoder layer becomes a :class:`~hyperconn.hf.layer.HyperDecoderLayer` with two connections of
 the chosen kind (``layer_index`` = the layer's index), the streams are expanded before the first
-layer and reduced before the final norm. The settings go into ``model.config.hyperconn`` (a plain
-dict, written by ``save_pretrained`` into ``config.json``) so :func:`hyperconn.hf.load` can rebuild the
-model.
+layer and reduced before the final norm; ``stream_dtype="bfloat16"`` keeps them in bf16 between
+the sublayers (the coefficients stay float32, the logits in the model's dtype). The settings go
+into ``model.config.hyperconn`` (a plain dict, written by ``save_pretrained`` into ``config.json``)
+so :func:`hyperconn.hf.load` can rebuild the model.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..connections import HyperConnection, make_connection
 from ..diagnostics.deepseek_v4 import is_deepseek_v4
-from ..model.config import ConnectionConfig, check_connection, connection_validated
+from ..model.config import STREAM_DTYPES, ConnectionConfig, check_connection, connection_validated
 from .init import preservation_error, preserve_function_
 from .layer import HyperDecoderLayer
 
@@ -41,6 +43,7 @@ SUPPORTED_ARCHITECTURES = (
     "Starcoder2ForCausalLM",
 )
 INITS = ("preserve", "paper")
+DEFAULT_STREAM_DTYPE = "float32"  # of STREAM_DTYPES: the streams stay in the model's own dtype
 CONFIG_KEY = "hyperconn"
 LEGACY_CONFIG_KEYS = ("shc",)  # written before the rename (hyperconn was called shc)
 CONFIG_VERSION = 1
@@ -52,26 +55,37 @@ _PRESERVATION_TOLERANCE = 1e-5
 
 @dataclass(frozen=True)
 class ConversionConfig:
-    """What ``convert`` did: the connection ``kind``, ``num_streams``, its ``options`` and ``init``.
+    """What ``convert`` did: the connection ``kind``, ``num_streams``, its ``options``, ``init``
+    and ``stream_dtype``.
 
     ``(kind, num_streams, options)`` is the triple of :class:`hyperconn.model.ConnectionConfig`,
     checked by the same function (:func:`hyperconn.model.config.check_connection`);
     :meth:`of` makes one from a ``ConnectionConfig``. ``init="preserve"`` (function-preserving,
     mean over streams) or ``"paper"`` (the connections' own from-scratch init, sum over streams).
+    ``stream_dtype`` is the word of :attr:`hyperconn.model.ModelConfig.stream_dtype`, one of
+    :data:`hyperconn.model.config.STREAM_DTYPES`: ``"float32"`` (default) leaves the streams in the
+    dtype the model computes in, as before the option existed; ``"bfloat16"`` keeps them in bf16
+    between the sublayers (:class:`~hyperconn.hf.layer.HyperDecoderLayer`).
     The JSON layout (``to_dict``: kind, num_streams, init, options, version) is the one every
-    earlier release wrote and read."""
+    earlier release wrote and read; ``stream_dtype`` joins it only when it is not ``"float32"``,
+    so a release that does not know the option refuses such an entry by name instead of
+    silently computing in another precision."""
 
     kind: str = "shc"
     num_streams: int = 4
     init: str = "preserve"
     options: dict[str, Any] = field(default_factory=dict)
     version: int = CONFIG_VERSION
+    stream_dtype: str = DEFAULT_STREAM_DTYPE
 
     @classmethod
-    def of(cls, connection: ConnectionConfig, init: str = "preserve") -> ConversionConfig:
+    def of(
+        cls, connection: ConnectionConfig, init: str = "preserve", stream_dtype: str = DEFAULT_STREAM_DTYPE
+    ) -> ConversionConfig:
         """The conversion to ``connection``'s kind, stream count and options (a ``connection``
-        already validated and unchanged since is not checked again)."""
-        spec = cls(connection.kind, connection.num_streams, init, dict(connection.options))
+        already validated and unchanged since is not checked again) with ``stream_dtype``
+        (``ModelConfig.stream_dtype``)."""
+        spec = cls(connection.kind, connection.num_streams, init, dict(connection.options), stream_dtype=stream_dtype)
         return spec._check(triple=False) if connection_validated(connection) else spec
 
     @property
@@ -83,16 +97,23 @@ class ConversionConfig:
     def stream_reduction(self) -> str:
         return "mean" if self.init == "preserve" else "sum"
 
+    @property
+    def stream_torch_dtype(self) -> torch.dtype | None:
+        """The dtype the streams are cast to between sublayers, ``None`` to leave them as they come."""
+        return None if self.stream_dtype == DEFAULT_STREAM_DTYPE else getattr(torch, self.stream_dtype)
+
     def validate(self) -> ConversionConfig:
         """Check once: a second call on an unchanged config returns at once."""
-        if getattr(self, "_validated", None) == repr(self.to_dict()):
+        if getattr(self, "_validated", None) == repr(asdict(self)):
             return self
         return self._check(triple=True)
 
     def _check(self, triple: bool) -> ConversionConfig:
-        snapshot = repr(self.to_dict())
+        snapshot = repr(asdict(self))
         if self.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if not isinstance(self.stream_dtype, str) or self.stream_dtype not in STREAM_DTYPES:
+            raise ValueError(f"stream_dtype must be one of {', '.join(STREAM_DTYPES)}, got {self.stream_dtype!r}")
         if self.version != CONFIG_VERSION:
             raise ValueError(
                 f"config entry {CONFIG_KEY!r} has version {self.version}; this hyperconn reads {CONFIG_VERSION}"
@@ -107,7 +128,11 @@ class ConversionConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The ``config.json`` entry: every field, ``stream_dtype`` only when it is not ``"float32"``."""
+        entry = asdict(self)
+        if entry["stream_dtype"] == DEFAULT_STREAM_DTYPE:
+            del entry["stream_dtype"]
+        return entry
 
     @classmethod
     def from_dict(cls, entry: dict[str, Any]) -> ConversionConfig:
@@ -115,7 +140,7 @@ class ConversionConfig:
         :meth:`validate` where it is applied (:func:`apply_conversion`)."""
         if not isinstance(entry, dict):
             raise ValueError(f"config entry {CONFIG_KEY!r} must be a mapping, got {type(entry).__name__}")
-        known = {"kind", "num_streams", "init", "options", "version"}
+        known = {"kind", "num_streams", "init", "options", "version", "stream_dtype"}
         unknown = sorted(set(entry) - known)
         if unknown:
             raise ValueError(f"config entry {CONFIG_KEY!r}: unknown field(s) {', '.join(unknown)}")
@@ -153,18 +178,27 @@ def check_supported(model: nn.Module) -> None:
 
 
 def convert(
-    model: nn.Module, kind: str = "shc", num_streams: int = 4, *, init: str = "preserve", **connection_options
+    model: nn.Module,
+    kind: str = "shc",
+    num_streams: int = 4,
+    *,
+    init: str = "preserve",
+    stream_dtype: str = DEFAULT_STREAM_DTYPE,
+    **connection_options,
 ) -> nn.Module:
     """Replace every decoder layer's two residual additions of ``model`` (in place) by
     hyper-connections of ``kind`` over ``num_streams`` streams and return ``model``.
 
     ``init="preserve"`` (default): the converted model computes the same logits as before (see
     :mod:`hyperconn.hf.init`); ``"paper"``: the connections' from-scratch init and a sum over streams,
-    as in the paper (not function-preserving). ``connection_options`` go to
+    as in the paper (not function-preserving). ``stream_dtype="bfloat16"`` keeps the ``n`` streams
+    in bf16 between the sublayers while every connection's coefficients are computed in float32
+    (``"float32"``, the default: the streams stay in the model's dtype; see
+    :class:`~hyperconn.hf.layer.HyperDecoderLayer`). ``connection_options`` go to
     :func:`hyperconn.make_connection` (``sigma_bias``, ``sinkhorn_iters``, ``eps``, ``recompute``...).
     Connection parameters are float32 on their layer's device whatever the model's dtype.
     Everything is checked before the model is touched."""
-    spec = ConversionConfig(kind, num_streams, init, dict(connection_options))
+    spec = ConversionConfig(kind, num_streams, init, dict(connection_options), stream_dtype=stream_dtype)
     return apply_conversion(model, spec)
 
 
@@ -190,7 +224,12 @@ def apply_conversion(model: nn.Module, spec: ConversionConfig, initialise: bool 
                         f"{spec.kind} connection of layer {i}: function-preserving init is off by {error:.2e}"
                     )
         wrapped = HyperDecoderLayer(
-            layer, *pair, expand_input=i == 0, reduce_output=i == last, stream_reduction=spec.stream_reduction
+            layer,
+            *pair,
+            expand_input=i == 0,
+            reduce_output=i == last,
+            stream_reduction=spec.stream_reduction,
+            stream_dtype=spec.stream_torch_dtype,
         )
         # keep gradient checkpointing on if it was enabled before the conversion
         wrapped.gradient_checkpointing = getattr(layer, "gradient_checkpointing", False)
