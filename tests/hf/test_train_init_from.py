@@ -177,3 +177,19 @@ def test_a_checkpoint_with_fewer_ids_than_its_tokenizer_is_refused(tmp_path):
     save_checkpoint_with_tokenizer(source, "llama")
     tiny_model("llama", vocab_size=40).save_pretrained(source)  # same tokenizer (60 ids), 40 embeddings
     assert "40 token ids, fewer than its tokenizer's 60" in refused(tmp_path, "--init-from", f"hf:{source}")
+
+
+@pytest.mark.slow
+def test_model_stream_dtype_reaches_the_converted_layers(tmp_path):
+    """``--set model.stream_dtype=bfloat16`` with ``--init-from hf:``: every converted layer keeps
+    bf16 streams, in training and when the run is reloaded."""
+    source = tmp_path / "hf"
+    save_checkpoint_with_tokenizer(source, "llama")
+    run = tmp_path / "run"
+    sets = [a for s in [*settings(tmp_path, steps=3), "model.stream_dtype=bfloat16"] for a in ("--set", s)]
+    run_cli("train", "--init-from", f"hf:{source}", "--kind", "shc", "--num-streams", "2", "--out", str(run), *sets)
+    assert load_config(run / "config.yaml").model.stream_dtype == "bfloat16"
+    model, _, _ = load_run(run)
+    layers = model.hf.model.layers
+    assert len(layers) > 0 and all(layer.stream_dtype == torch.bfloat16 for layer in layers)
+    assert read_done(run)["step"] == 3

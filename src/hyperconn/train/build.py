@@ -85,7 +85,7 @@ def build_from_hf(cfg: TrainConfig, pretrained: bool = True) -> nn.Module:
     from ..hf import ConversionConfig, HFLanguageModel  # the hf extra: imported only for such runs
     from ..hf.lm import parse_init_from
 
-    spec = ConversionConfig.of(cfg.model.connection)
+    spec = ConversionConfig.of(cfg.model.connection, stream_dtype=cfg.model.stream_dtype)
     model = HFLanguageModel.from_directory(parse_init_from(cfg.train.init_from), spec, pretrained)
     if cfg.model.vocab_size is not None and model.vocab_size < cfg.model.vocab_size:
         raise ValueError(
