@@ -70,7 +70,7 @@ def test_cayley_elimination_gradients_match_solve(m):
     torch.testing.assert_close(z1.grad, z2.grad, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("m", [4, 7])
+@pytest.mark.parametrize("m", [4, pytest.param(7, marks=pytest.mark.slow)])  # m = 7: 21 parameters, 49 outputs
 def test_cayley_elimination_gradcheck(m):
     k = m * (m - 1) // 2
     z = torch.randn(2, 3, k, dtype=torch.float64, requires_grad=True)
@@ -175,7 +175,8 @@ def test_sinkhorn_fixed_points_and_column_shift_invariance():
 def test_sinkhorn_gradcheck(iters):
     logits = torch.randn(2, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: linalg.sinkhorn_log(t, iters), (logits,))
-    assert torch.autograd.gradgradcheck(lambda t: linalg.sinkhorn_log(t, iters), (logits[:1],))
+    if iters == 1:  # second derivatives of one round (more rounds repeat the same ops)
+        assert torch.autograd.gradgradcheck(lambda t: linalg.sinkhorn_log(t, iters), (logits[:1],))
 
 
 @pytest.mark.parametrize("iters", [0, -1, 2.0, True, "3"])

@@ -81,6 +81,7 @@ def test_statistics_agree_with_direct_computation():
     assert result.composite.backward_gain_mean[-1] == pytest.approx(float(dg.backward_gain(a).mean()))
 
 
+@pytest.mark.slow
 def test_hooks_removed_and_grad_untouched():
     model = ToyStack("shc")
     with MixingRecorder(model) as rec:
@@ -98,6 +99,7 @@ def test_no_connection_is_an_error():
         capture_statistics(nn.Linear(2, 2), [torch.zeros(1, 2)])
 
 
+@pytest.mark.slow
 def test_language_model_capture_in_depth_order():
     from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig
 
@@ -119,6 +121,7 @@ def test_language_model_capture_in_depth_order():
     assert max(result.composite.spectral_norm_max) == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_skipped_connections_have_no_h_res_statistics_and_count_as_identity():
     from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig
 

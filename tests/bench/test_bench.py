@@ -12,6 +12,7 @@ from hyperconn.bench.timing import interleaved_medians, saved_activation_bytes
 from hyperconn.cli import main
 
 
+@pytest.mark.slow
 def test_layer_smoke_writes_every_kind_and_reference(tmp_path, capsys):
     out = tmp_path / "layer.json"
     assert main(["bench", "layer", "--smoke", "--json", str(out)]) == 0
@@ -31,7 +32,7 @@ def test_layer_smoke_writes_every_kind_and_reference(tmp_path, capsys):
             assert r["speedup_vs_naive"] > 0 and r["speedup_vs_pkg_mhc"] > 0
 
 
-@pytest.mark.parametrize("command", ["step", "decode"])
+@pytest.mark.parametrize("command", [pytest.param("step", marks=pytest.mark.slow), "decode"])
 def test_model_benches_smoke(command, tmp_path):
     out = tmp_path / f"{command}.json"
     assert main(["bench", command, "--smoke", "--kinds", "residual,shc,hc", "--json", str(out)]) == 0
@@ -133,6 +134,7 @@ def test_count_aten_ops_counts_exactly_what_runs():
     assert ops == {"mul": 1, "sum": 1, "select": 1, "add": 1}
 
 
+@pytest.mark.slow
 def test_layer_grid_plot_from_a_smoke_run(tmp_path):
     grid = tmp_path / "grid.json"
     assert main(["bench", "layer", "--smoke", "--no-naive", "--no-package", "--kinds", "shc,hc",
@@ -154,6 +156,7 @@ def test_grid_series_groups_and_refuses_a_missing_mode():
         grid_series(rows, "compiled", "fp32")
 
 
+@pytest.mark.slow
 def test_compiled_groups_time_the_eager_references_in_the_same_rounds():
     from hyperconn.bench.layer import _inputs, build_contenders, package_available
 

@@ -29,6 +29,7 @@ def test_file_matches_manifest_sha256():
     assert len(data) == m["compressed_bytes"]
 
 
+@pytest.mark.slow
 def test_works_listed_match_the_file():
     m = shakespeare.CORPUS.manifest()
     works = shakespeare.load_works()
@@ -44,6 +45,7 @@ def test_works_listed_match_the_file():
     assert sum(e["bytes"] for e in m["works"]) == m["total_bytes"]
 
 
+@pytest.mark.slow
 def test_train_and_val_are_disjoint_whole_works():
     works = shakespeare.load_works()
     train, val = shakespeare.split_works(works)
@@ -77,6 +79,7 @@ def _fake_sdist(path: Path, texts: dict[str, str]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_build_is_reproducible_and_normalises(tmp_path):
     build = _load_build_script()
     texts = {

@@ -26,6 +26,7 @@ def test_items_in_order_and_end():
     p.close()
 
 
+@pytest.mark.slow
 def test_error_is_reraised_in_the_consumer():
     def failing():
         yield 1
@@ -50,6 +51,7 @@ def test_close_stops_an_endless_producer():
         Prefetcher(lambda: iter([]), depth=0)
 
 
+@pytest.mark.slow
 def test_streaming_with_prefetch_equals_without_and_stops_when_dropped():
     docs = [make_text(i, 2) for i in range(30)]
     stream = TrainStream(documents=lambda: iter(docs), description="docs", shuffle_windows=4)

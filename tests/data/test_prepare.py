@@ -12,6 +12,7 @@ from hyperconn.data.prepare import token_dtype
 from .conftest import make_text
 
 
+@pytest.mark.slow
 def test_shakespeare_bytes_round_trip(tmp_path):
     data = prepare_data(DataConfig(cache_dir=str(tmp_path)))
     train_works, val_works = shakespeare.split_works()

@@ -113,6 +113,7 @@ def test_killed_prepare_then_rerun_gives_identical_shards(tmp_path, text_folder)
     assert len(done) == len(reference["shards"])
 
 
+@pytest.mark.slow
 def test_token_budget(tmp_path, text_folder):
     cfg = _cfg(tmp_path, source=str(text_folder))
     full = prepare_shards(cfg, tmp_path / "full", shard_chars=400)

@@ -96,6 +96,7 @@ def saved_dataset(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_hf_saved_dataset_streaming_equals_in_memory(tmp_path, saved_dataset):
     base = dict(source=f"hf:{saved_dataset}", val_fraction=0.25)
     plain = prepare_data(DataConfig(**base, cache_dir=str(tmp_path / "a")))
@@ -110,7 +111,8 @@ def test_hf_saved_dataset_streaming_equals_in_memory(tmp_path, saved_dataset):
     assert plain.val_bytes == streamed.val_bytes == sum(len(t.encode()) for t in val)
 
 
-@pytest.mark.parametrize("streaming", [False, True])
+# the in-memory case stays fast: the one fast test of hyperconn.data.hf_datasets (datasets is a heavy import)
+@pytest.mark.parametrize("streaming", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_hf_json_file_with_field_and_max_documents(tmp_path, streaming):
     path = tmp_path / "rows.jsonl"
     rows = [{"body": make_text(i, 2), "n": i} for i in range(40)]
@@ -130,6 +132,7 @@ def test_hf_json_file_with_field_and_max_documents(tmp_path, streaming):
         _docs(DataConfig(**{**cfg.__dict__, "hf_text_field": "missing"}))
 
 
+@pytest.mark.slow
 def test_hf_missing_split_is_named(tmp_path, saved_dataset):
     with pytest.raises(ValueError, match="hf_split='validation'"):
         _docs(DataConfig(source=f"hf:{saved_dataset}", hf_split="validation", cache_dir=str(tmp_path / "c")))

@@ -98,6 +98,7 @@ def test_resume_reseeks_exactly():
     assert torch.equal(resumed.batch(1, 1)[0], uninterrupted[3][0]) and resumed.replays == 2
 
 
+@pytest.mark.slow
 def test_stream_pipeline_on_a_local_jsonl(tmp_path, jsonl_corpus):
     base = dict(source=f"hf:{jsonl_corpus}", hf_text_field="body", hf_streaming=True, cache_dir=str(tmp_path / "c"))
     cached = prepare_data(DataConfig(**base))

@@ -97,14 +97,16 @@ def check_against_pytorch(conn, lead, dtype):
 @pytest.mark.parametrize(
     ("kind", "n", "lead"),
     [
-        ("shc", 2, (2, 7)),
-        ("shc", 3, (19,)),
-        ("shc", 4, (2, 7)),
-        ("shc", 4, (19,)),
-        ("shc", 5, (13,)),  # n > 4: projection kernel + PyTorch coefficients + mixing kernel
-        ("mhc", 4, (13,)),
-        ("mhc_lite", 3, (13,)),
-        ("kromhc", 4, (13,)),
+        # one case (hc, the mixing kernel alone) in the fast set; the interpreted kernels take seconds
+        pytest.param("shc", 2, (2, 7), marks=pytest.mark.slow),
+        pytest.param("shc", 3, (19,), marks=pytest.mark.slow),
+        pytest.param("shc", 4, (2, 7), marks=pytest.mark.slow),
+        pytest.param("shc", 4, (19,), marks=pytest.mark.slow),
+        # n > 4: projection kernel + PyTorch coefficients + mixing kernel
+        pytest.param("shc", 5, (13,), marks=pytest.mark.slow),
+        pytest.param("mhc", 4, (13,), marks=pytest.mark.slow),
+        pytest.param("mhc_lite", 3, (13,), marks=pytest.mark.slow),
+        pytest.param("kromhc", 4, (13,), marks=pytest.mark.slow),
         ("hc", 3, (13,)),
     ],
 )
@@ -170,6 +172,7 @@ class OwnMixingMHC(hyperconn.connections.MHC):
 
 
 @pytest.mark.parametrize("cls,route", [(FlippedSHC, "mix"), (OwnMixingMHC, "mix")])  # subclasses: by exact type
+@pytest.mark.slow
 def test_subclass_math_is_what_the_kernels_compute(cls, route):
     conn = cls(4, C, layer_index=1)
     with torch.no_grad():
@@ -181,6 +184,7 @@ def test_subclass_math_is_what_the_kernels_compute(cls, route):
 
 @pytest.mark.parametrize("kind,n", [("shc", 4), ("mhc", 4), ("hc", 3)])
 @pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.slow
 def test_triton_backend_module_equals_torch_backend(kind, n, recompute):
     """The whole module on backend='triton' (recompute honoured) vs backend='torch'."""
     conn = perturbed(kind, n, recompute=recompute)

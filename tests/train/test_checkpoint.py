@@ -67,6 +67,7 @@ class _Payload:
         return (open, (self.path, "w"))
 
 
+@pytest.mark.slow
 def test_resume_restores_the_saved_rng_state(make_cfg):
     cfg = make_cfg("train.steps=4")
     run = train(cfg)
@@ -137,6 +138,7 @@ def test_a_corrupt_newest_checkpoint_is_skipped_and_the_run_still_matches(make_c
     assert_same_weights(final_weights(run), final_weights(reference))  # resumed from step 4, bit for bit
 
 
+@pytest.mark.slow
 def test_resume_refuses_when_no_checkpoint_is_valid(make_cfg):
     run = train(make_cfg("train.steps=8"))
     for ckpt in list_checkpoints(run):
@@ -163,6 +165,7 @@ def test_stale_temporary_checkpoints_are_removed_on_resume(make_cfg, capsys):
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_00000004", "step_00000008"]
 
 
+@pytest.mark.slow
 def test_an_old_format_run_still_loads_but_does_not_resume(make_cfg):
     """Runs written before format 2 (pickled NumPy RNG state) stay readable for eval/analysis."""
     run = train(make_cfg("train.steps=4"))

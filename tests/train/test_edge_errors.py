@@ -84,6 +84,7 @@ def test_a_saved_config_without_skip_inert_loads_with_the_old_behaviour(make_cfg
     assert TrainConfig.from_dict(old).model.connection.skip_inert is True  # a partial NEW config: today's default
 
 
+@pytest.mark.slow
 def test_a_resume_with_another_tokenizer_is_refused_as_a_changed_setting(cli, train_argv, tmp_path, cache_dir):
     rc, _, err = cli.run([*train_argv, "--set", "train.steps=2", "--set", "train.checkpoint_interval=2"])
     assert rc == 0, err

@@ -9,6 +9,8 @@ import pytest
 
 from hyperconn.train import read_metrics, train
 
+pytestmark = pytest.mark.slow  # every test trains a run
+
 
 def test_off_terminal_progress_is_a_line_per_log_interval(make_cfg, capsys):
     cfg = make_cfg("train.progress=true", "train.log_interval=2")
@@ -24,7 +26,6 @@ def test_progress_false_prints_no_step_lines(make_cfg, capsys):
     assert not re.search(r"^step \d+/", capsys.readouterr().err, flags=re.M)
 
 
-@pytest.mark.slow
 def test_elapsed_s_continues_after_a_resume(make_cfg):
     first = train(make_cfg("train.steps=4", "train.warmup_steps=1"))
     before = [r for r in read_metrics(first) if r["elapsed_s"] is not None]

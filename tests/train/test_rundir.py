@@ -39,6 +39,7 @@ def old_run(make_cfg):
         ("train.grad_clip=0", ValueError, "train.grad_clip must be a finite number > 0"),
     ],
 )
+@pytest.mark.slow
 def test_a_failing_overwrite_leaves_the_old_run_byte_identical(make_cfg, old_run, tmp_path, bad, error, match):
     run, before = old_run
     if "SMALL" in bad:
@@ -51,6 +52,7 @@ def test_a_failing_overwrite_leaves_the_old_run_byte_identical(make_cfg, old_run
     assert sorted(p.name for p in run.parent.iterdir() if p.name.startswith(".")) == []
 
 
+@pytest.mark.slow
 def test_an_overwrite_that_fails_at_its_first_step_leaves_the_old_run(make_cfg, old_run, monkeypatch):
     run, before = old_run
     original = step_mod.lm_loss
@@ -60,6 +62,7 @@ def test_an_overwrite_that_fails_at_its_first_step_leaves_the_old_run(make_cfg, 
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_an_overwrite_replaces_the_old_run_once_started(make_cfg, old_run):
     run, _ = old_run
     ours = run.parent / f".{run.name}.tmp-12345-deadbeef"  # left by a kill during an earlier overwrite
@@ -111,6 +114,7 @@ def test_a_resume_that_changes_other_settings_is_refused(make_cfg):
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_a_resume_that_changes_the_resolved_precision_is_refused(make_cfg):
     """A device change under precision=auto switches bf16 <-> fp32: refused, not silently applied."""
     run = train(make_cfg("train.steps=4"))

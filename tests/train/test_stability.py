@@ -51,6 +51,7 @@ def test_stability_rejects_bad_input():
         stability([1, 3, 2], [1.0] * 3, [1.0] * 3, 0)
 
 
+@pytest.mark.slow
 def test_every_step_is_recorded_and_summarised_in_done(make_cfg):
     run = train(make_cfg("train.log_interval=4", "train.steps=12"))
     steps = read_metrics(run, "steps.csv")

@@ -92,6 +92,7 @@ def test_resume_can_extend_a_finished_run_but_not_change_it(make_cfg):
     assert json.loads((run / "DONE").read_text())["step"] == 8
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(make_cfg, monkeypatch):
     cfg = make_cfg()
     patch_loss(monkeypatch, 6, lambda loss: loss * float("nan"))

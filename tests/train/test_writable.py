@@ -60,6 +60,7 @@ def test_an_out_under_a_file_is_refused(cli, corpus, tmp_path):
     cli.refused(_argv(corpus, tmp_path / "cache", tmp_path / "file" / "run"), r"is a file, not a folder", [tmp_path])
 
 
+@pytest.mark.slow
 def test_resume_of_a_read_only_run_is_refused(cli, read_only, corpus, tmp_path):
     argv = _argv(corpus, tmp_path / "cache", tmp_path / "run", "--set", "train.steps=4")
     assert cli.run(argv)[0] == 0
