@@ -63,3 +63,19 @@ class CliRunner:
 def cli(capsys):
     """:class:`CliRunner`: ``cli.run(argv) -> (rc, out, err)``, ``cli.refused(argv, match, watch)``."""
     return CliRunner(capsys)
+
+
+@pytest.fixture
+def micro_args(tmp_path):
+    """``--set`` arguments for a microscopic ``hyperconn train``: :func:`tests.support.micro_settings`
+    without ``train.steps`` (the tests pass ``--steps``), on a generated ~18 KB corpus of four words
+    in ``tmp_path`` with its cache in ``tmp_path / "cache"``."""
+    import random
+
+    from tests.support import micro_settings, set_args
+
+    rng = random.Random(0)
+    text = "\n".join(" ".join(rng.choice(["to", "be", "or", "not"]) for _ in range(8)) for _ in range(600))
+    (tmp_path / "corpus.txt").write_text(text)
+    data = [f"data.source={tmp_path / 'corpus.txt'}", f"data.cache_dir={tmp_path / 'cache'}"]
+    return set_args([*data, *micro_settings(without=("train.steps",))])

@@ -1,4 +1,4 @@
-"""Helpers shared by several test folders: ``from tests.support import perturb, TINY, micro_settings``.
+"""Helpers shared by several test files: ``from tests.support import perturb, TINY, micro_settings``.
 
 (``--import-mode=importlib`` makes ``tests`` a namespace package, so this module imports by its
 full name from any test folder; a folder's own helpers stay in its ``helpers.py``.)
@@ -16,6 +16,21 @@ import hyperconn
 # dict's ``"model"`` entry. Change a value with ``{**TINY, "mlp_dim": 32}``.
 TINY = {"vocab_size": 32, "dim": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "head_dim": 8, "mlp_dim": 24,
         "max_seq_len": 16}  # fmt: skip
+
+# A decoder twice TINY's width (``dim`` 32, ``head_dim`` 16) for the bf16 numerics tests:
+# :func:`small_model` builds it.
+SMALL = {"vocab_size": 64, "dim": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "head_dim": 16, "mlp_dim": 64}
+
+
+def small_model(kind: str, seed: int = 0, **fields):
+    """``LanguageModel(ModelConfig(**SMALL, **fields, connection=ConnectionConfig(kind)))``, built
+    after ``torch.manual_seed(seed)`` (so the same arguments give the same parameters)."""
+    from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig
+
+    cfg = ModelConfig(**{**SMALL, **fields}, connection=ConnectionConfig(kind))
+    torch.manual_seed(seed)
+    return LanguageModel(cfg)
+
 
 # A microscopic model and schedule as ``--set`` overrides of the ``demo`` preset: a run on a ~30 KB
 # corpus takes about a second. :func:`micro_settings` returns it with changes.
@@ -43,10 +58,18 @@ MICRO = (
 )
 
 
-def micro_settings(*changes: str) -> list[str]:
+def micro_settings(*changes: str, without: Iterable[str] = ()) -> list[str]:
     """:data:`MICRO` with each ``"key=value"`` of ``changes`` replacing the setting of that key in
-    place (a key :data:`MICRO` lacks is appended), so every key appears once."""
+    place (a key :data:`MICRO` lacks is appended), so every key appears once.
+
+    ``without``: keys of :data:`MICRO` to leave out, e.g. ``("train.steps",)`` where a named flag
+    (``--steps``, ``steps=``) must set them: a ``--set`` override beats a named flag.
+    """
     settings = {s.split("=", 1)[0]: s for s in MICRO}
+    for key in without:
+        if key not in settings:
+            raise ValueError(f"micro_settings without={key!r}: not a key of MICRO ({', '.join(settings)})")
+        del settings[key]
     for change in changes:
         key, sep, _ = change.partition("=")
         if not sep or not key:

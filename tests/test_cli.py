@@ -3,42 +3,14 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 
 from hyperconn.cli import main
 
-MICRO = [
-    "model.dim=16",
-    "model.n_layers=1",
-    "model.n_heads=2",
-    "model.n_kv_heads=1",
-    "model.head_dim=8",
-    "model.mlp_dim=32",
-    "model.max_seq_len=32",
-    "train.seq_len=16",
-    "train.batch_size=4",
-    "train.warmup_steps=1",
-    "train.eval_interval=3",
-    "train.eval_batches=2",
-    "train.checkpoint_interval=3",
-    "train.progress=false",
-    "train.threads=1",
-    "train.precision=fp32",
-]
 
-
-@pytest.fixture
-def args(tmp_path):
-    rng = random.Random(0)
-    text = "\n".join(" ".join(rng.choice(["to", "be", "or", "not"]) for _ in range(8)) for _ in range(600))
-    (tmp_path / "corpus.txt").write_text(text)
-    sets = [f"data.source={tmp_path / 'corpus.txt'}", f"data.cache_dir={tmp_path / 'cache'}", *MICRO]
-    return [x for s in sets for x in ("--set", s)]
-
-
-def test_train_eval_generate(tmp_path, args, capsys):
+@pytest.mark.slow
+def test_train_eval_generate(tmp_path, micro_args, capsys):
     out = tmp_path / "run"
     argv = [
         "train",
@@ -54,7 +26,7 @@ def test_train_eval_generate(tmp_path, args, capsys):
         "1",
         "--out",
         str(out),
-        *args,
+        *micro_args,
     ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -100,9 +72,9 @@ def test_train_eval_generate(tmp_path, args, capsys):
         (["--set", "model.connection.num_streams=x"], "shc: num_streams must be an integer >= 2, got 'x'"),
     ],
 )
-def test_bad_flags_fail_with_exit_code_2_and_write_nothing(tmp_path, args, capsys, flags, message):
+def test_bad_flags_fail_with_exit_code_2_and_write_nothing(tmp_path, micro_args, capsys, flags, message):
     out = tmp_path / "bad"
-    assert main(["train", "--out", str(out), *flags, *args]) == 2
+    assert main(["train", "--out", str(out), *flags, *micro_args]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
 
@@ -126,6 +98,7 @@ def test_subsystem_table_lists_exactly_what_each_module_registers():
         assert helps == {k: v for k, v in names.items() if k in helps}, module  # --help shows the same text
 
 
+@pytest.mark.slow
 def test_version_and_help_import_no_subsystem_and_no_torch():
     """``--version`` and ``--help`` answer from the table in cli.py, and ``import hyperconn`` loads
     its public names lazily: in a fresh interpreter neither torch nor any subsystem is imported."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import warnings
 
 import pytest
@@ -18,30 +17,15 @@ from hyperconn.model import ConnectionConfig, LanguageModel
 from hyperconn.train import TrainConfig, build_config, load_config
 from hyperconn.vocabulary import RenamedWarning
 
-MICRO = [
-    "model.dim=16", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1", "model.head_dim=8",
-    "model.mlp_dim=32", "model.max_seq_len=32", "train.seq_len=16", "train.batch_size=4", "train.warmup_steps=1",
-    "train.eval_interval=3", "train.eval_batches=2", "train.checkpoint_interval=3", "train.progress=false",
-    "train.threads=1", "train.precision=fp32",
-]  # fmt: skip
-
-
-@pytest.fixture
-def sets(tmp_path):
-    rng = random.Random(0)
-    text = "\n".join(" ".join(rng.choice(["to", "be", "or", "not"]) for _ in range(8)) for _ in range(600))
-    (tmp_path / "corpus.txt").write_text(text)
-    items = [f"data.source={tmp_path / 'corpus.txt'}", f"data.cache_dir={tmp_path / 'cache'}", *MICRO]
-    return [x for s in items for x in ("--set", s)]
-
 
 def warning_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if ": warning: " in line]
 
 
-def test_old_train_flags_work_and_warn_once_each_and_the_run_is_written_in_new_words(tmp_path, sets, capsys):
+@pytest.mark.slow
+def test_old_train_flags_work_and_warn_once_each_and_the_run_is_written_in_new_words(tmp_path, micro_args, capsys):
     out = tmp_path / "run"
-    argv = ["train", "--connection", "shc", "--streams", "2", "--steps", "3", "--out", str(out), *sets]
+    argv = ["train", "--connection", "shc", "--streams", "2", "--steps", "3", "--out", str(out), *micro_args]
     assert main(argv) == 0
     assert warning_lines(capsys.readouterr().err) == [
         "hyperconn train: warning: --connection is deprecated; use --kind",
@@ -67,9 +51,10 @@ def test_old_train_flags_work_and_warn_once_each_and_the_run_is_written_in_new_w
     assert json.loads((out / "DONE").read_text())["step"] == 6
 
 
-def test_new_train_flags_warn_nothing_and_name_the_run_with_n(tmp_path, sets, capsys, monkeypatch):
+@pytest.mark.slow
+def test_new_train_flags_warn_nothing_and_name_the_run_with_n(tmp_path, micro_args, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    argv = ["train", "--kind", "mhc", "--num-streams", "2", "--steps", "3", "--seed", "1", *sets]
+    argv = ["train", "--kind", "mhc", "--num-streams", "2", "--steps", "3", "--seed", "1", *micro_args]
     assert main(argv) == 0
     assert warning_lines(capsys.readouterr().err) == []
     assert (tmp_path / "runs" / "demo-mhc-n2-s1" / "DONE").is_file()  # run names keep the paper's n
@@ -82,9 +67,9 @@ def test_new_train_flags_warn_nothing_and_name_the_run_with_n(tmp_path, sets, ca
         (["--set", "model.connection.streams=0"], "hyperconn train: error: shc: num_streams must be an integer >= 2"),
     ],
 )
-def test_a_bad_value_under_an_old_name_exits_2_with_one_error_line(tmp_path, sets, capsys, flags, message):
+def test_a_bad_value_under_an_old_name_exits_2_with_one_error_line(tmp_path, micro_args, capsys, flags, message):
     out = tmp_path / "bad"
-    assert main(["train", "--out", str(out), *flags, *sets]) == 2
+    assert main(["train", "--out", str(out), *flags, *micro_args]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(warning_lines("\n".join(err))) == 1
     [error] = [line for line in err if ": error: " in line]

@@ -11,6 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from tests.support import micro_settings
 
 from hyperconn.data import DataConfig, prepare_data, pycode
 
@@ -105,6 +106,7 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("pycode-cache")
 
 
+@pytest.mark.slow
 def test_loads_through_the_data_path(cache_dir):
     data = prepare_data(DataConfig(source="pycode", tokenizer="byte", cache_dir=str(cache_dir)))
     m = pycode.CORPUS.manifest()
@@ -120,13 +122,8 @@ def test_loads_through_the_data_path(cache_dir):
 def test_a_few_training_steps(cache_dir, tmp_path):
     from hyperconn.train import build_config, read_metrics, train
 
-    micro = [
-        "model.dim=16", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1", "model.head_dim=8",
-        "model.mlp_dim=32", "train.seq_len=16", "train.batch_size=2", "train.eval_batches=1",
-        "train.log_interval=1", "train.eval_interval=3", "train.warmup_steps=0", "train.progress=false",
-        "train.threads=1", "data.source=pycode", f"data.cache_dir={cache_dir}",
-    ]  # fmt: skip
-    cfg = build_config(preset="demo", overrides=micro, connection="shc", streams=2, steps=3, out=str(tmp_path / "r"))
+    settings = micro_settings("data.source=pycode", f"data.cache_dir={cache_dir}", without=("train.steps",))
+    cfg = build_config(preset="demo", overrides=settings, kind="shc", num_streams=2, steps=3, out=str(tmp_path / "r"))
     run = train(cfg)
     rows = read_metrics(run)
     val = [r["val_loss"] for r in rows if r.get("val_loss") not in (None, "")]

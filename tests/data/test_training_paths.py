@@ -1,30 +1,14 @@
 """The trainer on the two scale paths: shards give the same run as the cache they were made from;
 a stream run resumed from a checkpoint reproduces the uninterrupted run's losses exactly."""
 
+import pytest
+from tests.support import micro_settings
+
 from hyperconn.data import DataConfig
 from hyperconn.data.shard_writer import prepare_shards
 from hyperconn.train import build_config, read_metrics, train
 
-MICRO = [
-    "model.dim=16",
-    "model.n_layers=1",
-    "model.n_heads=2",
-    "model.n_kv_heads=1",
-    "model.head_dim=8",
-    "model.mlp_dim=32",
-    "model.max_seq_len=32",
-    "train.seq_len=16",
-    "train.batch_size=4",
-    "train.grad_accum=2",
-    "train.warmup_steps=2",
-    "train.eval_interval=3",
-    "train.eval_batches=2",
-    "train.log_interval=1",
-    "train.checkpoint_interval=3",
-    "train.progress=false",
-    "train.threads=1",
-    "train.precision=fp32",
-]
+pytestmark = pytest.mark.slow  # both tests train (and prepare shards or stream a corpus)
 
 
 def _losses(run_dir):
@@ -33,7 +17,9 @@ def _losses(run_dir):
 
 def _cfg(tmp_path, name, steps, *overrides):
     out = str(tmp_path / name)
-    return build_config("demo", overrides=[*MICRO, f"train.steps={steps}", *overrides], out=out)
+    # two micro-batches per step: a resumed stream must replay both
+    settings = micro_settings(f"train.steps={steps}", "train.grad_accum=2")
+    return build_config("demo", overrides=[*settings, *overrides], out=out)
 
 
 def test_training_on_shards_equals_training_on_the_cache(tmp_path, text_folder):

@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 import torch
+from tests.support import SMALL, small_model
 
-from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig
 from hyperconn.model.norm import RMSNorm
 
 BF16_ULP = 2.0**-7  # spacing of bf16 numbers in [1, 2): 8 significant bits
@@ -48,25 +48,10 @@ def test_same_dtype_is_plain_rmsnorm_exactly():
     assert list(norm.state_dict()) == ["weight"]
 
 
-def micro(kind: str) -> LanguageModel:
-    cfg = ModelConfig(
-        vocab_size=64,
-        dim=32,
-        n_layers=2,
-        n_heads=2,
-        n_kv_heads=1,
-        head_dim=16,
-        mlp_dim=64,
-        connection=ConnectionConfig(kind),
-    )
-    torch.manual_seed(0)
-    return LanguageModel(cfg)
-
-
 @pytest.mark.parametrize("kind", ["residual", "shc", "mhc"])
 def test_bf16_autocast_forward_backward_raises_no_dtype_warning_and_tracks_fp32(kind):
-    model = micro(kind)
-    idx = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(0))
+    model = small_model(kind)
+    idx = torch.randint(0, SMALL["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(idx).float()
     with warnings.catch_warnings():

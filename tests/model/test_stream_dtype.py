@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.support import perturb
+from tests.support import SMALL, perturb, small_model
 
-from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig
+from hyperconn.model import LanguageModel, ModelConfig
 
-VOCAB = 64
+VOCAB = SMALL["vocab_size"]
 
 
 def micro(kind: str, stream_dtype: str = "float32") -> LanguageModel:
-    cfg = ModelConfig(
-        vocab_size=VOCAB, dim=32, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=16, mlp_dim=64,
-        stream_dtype=stream_dtype, connection=ConnectionConfig(kind),
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = LanguageModel(cfg)
+    model = small_model(kind, stream_dtype=stream_dtype)
     perturb(model.connections(), scale=0.3, seed=1)  # off the near-identity init: the mixing matters
     return model
 
