@@ -24,6 +24,17 @@ FAMILY_CONFIGS = {
     "starcoder2": "Starcoder2Config",
 }
 FAMILIES = tuple(FAMILY_CONFIGS)
+# the families `make test-fast` keeps (one with q/k norms, one without); the others run in `make test`
+FAST_FAMILIES = ("llama", "qwen3")
+
+
+def slow_unless(fast: bool, *values):
+    """One parametrize case: ``values`` as they are when ``fast``, else marked ``slow``."""
+    case = values[0] if len(values) == 1 else values
+    return case if fast else pytest.param(*values, marks=pytest.mark.slow)
+
+
+FAMILY_PARAMS = tuple(slow_unless(family in FAST_FAMILIES, family) for family in FAMILIES)
 VOCAB = 61
 
 # every kind with a stream count it accepts (residual is one stream, kromhc a power of two)

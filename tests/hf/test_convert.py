@@ -9,10 +9,10 @@ import torch
 import hyperconn.hf
 from hyperconn.connections import HyperConnection
 
-from .helpers import FAMILIES, KIND_STREAMS, VOCAB, perturb_connections, tiny_model, token_batch, transformers
+from .helpers import FAMILY_PARAMS, KIND_STREAMS, VOCAB, perturb_connections, tiny_model, token_batch, transformers
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILY_PARAMS)
 @pytest.mark.parametrize(("kind", "streams"), KIND_STREAMS)
 def test_logits_equal_at_init(family, kind, streams):
     model = tiny_model(family)
@@ -50,7 +50,7 @@ def test_perturbed_connections_change_the_function():
     assert (after - before).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILY_PARAMS)
 def test_two_connections_per_layer_with_the_layer_index(family):
     model = hyperconn.hf.convert(tiny_model(family, layers=4), "mhc", 4, sinkhorn_iters=7)
     connections = hyperconn.hf.hyper_connections(model)

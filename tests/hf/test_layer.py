@@ -9,10 +9,10 @@ import torch
 
 import hyperconn.hf
 
-from .helpers import FAMILIES, perturb_connections, tiny_model, token_batch
+from .helpers import FAMILY_PARAMS, perturb_connections, tiny_model, token_batch
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILY_PARAMS)
 @pytest.mark.parametrize(("kind", "streams"), [("shc", 4), ("hc", 2)])
 def test_greedy_generate_with_and_without_cache_agree(family, kind, streams):
     model = hyperconn.hf.convert(tiny_model(family), kind, streams)

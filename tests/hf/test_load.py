@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 import hyperconn.hf
 
-from .helpers import FAMILIES, perturb_connections, tiny_model, token_batch, transformers
+from .helpers import FAMILY_PARAMS, perturb_connections, tiny_model, token_batch, transformers
 
 
 def converted(family="llama", kind="shc", streams=4, seed=0, **config):
@@ -37,7 +37,7 @@ def test_state_dict_round_trip_into_a_freshly_converted_copy():
     torch.testing.assert_close(logits(target, ids), logits(source, ids), atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILY_PARAMS)
 @pytest.mark.parametrize(("kind", "streams"), [("shc", 4), ("hc", 3)])
 def test_save_pretrained_then_load(tmp_path, family, kind, streams):
     model = converted(family, kind, streams, tied=family == "qwen3")

@@ -12,7 +12,7 @@ import hyperconn.hf
 from hyperconn.model import ConnectionConfig
 from hyperconn.model.config import STREAM_DTYPES
 
-from .helpers import FAMILIES, KIND_STREAMS, perturb_connections, tiny_model, token_batch
+from .helpers import FAMILIES, FAST_FAMILIES, KIND_STREAMS, perturb_connections, slow_unless, tiny_model, token_batch
 from .test_training import enable_checkpointing
 
 # max |logits(bf16 streams) - logits(float32)| / max |logits(float32)| stays below this. bf16 keeps
@@ -110,7 +110,8 @@ def test_the_coefficients_are_float32(grad):
 
 @pytest.mark.parametrize(
     ("family", "kind", "streams"),
-    [(family, "shc", 4) for family in FAMILIES] + [("llama", kind, n) for kind, n in KIND_STREAMS],
+    [slow_unless(family in FAST_FAMILIES, family, "shc", 4) for family in FAMILIES]
+    + [slow_unless(kind in ("mhc", "shc"), "llama", kind, n) for kind, n in KIND_STREAMS],
 )
 def test_logits_are_close_to_the_float32_model(family, kind, streams):
     ids = token_batch()

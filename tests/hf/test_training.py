@@ -8,7 +8,7 @@ import torch
 
 import hyperconn.hf
 
-from .helpers import VOCAB, perturb_connections, tiny_model, token_batch
+from .helpers import VOCAB, perturb_connections, slow_unless, tiny_model, token_batch
 
 
 def toy_sequence(length: int = 16) -> torch.Tensor:
@@ -39,7 +39,13 @@ def test_labels_loss_is_the_shifted_cross_entropy(family):
     torch.testing.assert_close(out.loss, expected)
 
 
-@pytest.mark.parametrize(("kind", "streams"), [("hc", 4), ("mhc", 4), ("mhc_lite", 3), ("kromhc", 4), ("shc", 4)])
+@pytest.mark.parametrize(
+    ("kind", "streams"),
+    [
+        slow_unless(kind in ("mhc", "shc"), kind, n)
+        for kind, n in [("hc", 4), ("mhc", 4), ("mhc_lite", 3), ("kromhc", 4), ("shc", 4)]
+    ],
+)
 def test_gradients_reach_every_connection_parameter_and_the_loss_falls(kind, streams):
     model = hyperconn.hf.convert(tiny_model("llama"), kind, streams)
     ids = toy_sequence()
