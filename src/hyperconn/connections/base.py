@@ -31,7 +31,7 @@ from .. import kernels
 from ..kernels.interface import GivenCoefficients, KernelRoute, ProjectedCoefficients
 from .constants import constant, group_index, identity_matrix
 from .inference import CoefficientInference, InferenceMixing, InferenceSteps, ParameterCache, inference_path
-from .ops import autocast_off, depth_add, pre_mix, project_rms, width_mix
+from .ops import StreamGradSlot, autocast_off, depth_add, pre_mix, project_rms, width_mix
 from .streams import compute_dtype, expand_streams, float32_region, reduce_streams, token_view
 from .validation import (
     BACKENDS,
@@ -90,6 +90,7 @@ class HyperConnection(InferenceSteps, nn.Module):
     exact_kind: bool = False  # set per instance: type(self) is the kind's registered class
     res_columns_sum_to_one: bool = False
     res_rows_sum_to_one: bool = False
+    width_mixes_fresh: bool = True  # width() returns a new tensor as ``mixed`` (False: the streams)
 
     def __init__(
         self,
@@ -213,14 +214,35 @@ class HyperConnection(InferenceSteps, nn.Module):
         return self.steps_forward(streams, branch)
 
     def steps_forward(self, streams: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """``depth(mixed, h_post, branch(u))`` with ``(u, mixed, h_post) = width(streams)``."""
+        """``depth(mixed, h_post, branch(u))`` with ``(u, mixed, h_post) = width(streams)``.
+
+        Where ``mixed`` is this call's own fresh mixing output (:meth:`_depth_in_place`), the
+        depth step writes ``x'`` into it in place: the same values, one stream-sized tensor fewer."""
         u, mixed, h_post = self.width(streams)
         out = branch(u)
         if not isinstance(out, torch.Tensor):
             raise ValueError(
                 f"{self.kind}: the branch must return one tensor of shape (..., {self.dim}), got {type(out).__name__}"
             )
+        if self._depth_in_place(streams, mixed, h_post):
+            return depth_add(mixed, h_post, out, in_place=True)
         return self.depth(mixed, h_post, out)
+
+    def _depth_in_place(self, streams: torch.Tensor, mixed: torch.Tensor, h_post: torch.Tensor) -> bool:
+        """Whether ``mixed`` came from :meth:`width_fast`'s mixing in this call (a fresh tensor that
+        autograd did not save and no caller has seen): the library's own classes
+        (:attr:`exact_kind`, :attr:`width_mixes_fresh`), with ``H_res``, eager PyTorch, no
+        recompute (whose checkpoint owns its outputs), ``mixed`` in ``h_post``'s dtype."""
+        return (
+            self.width_mixes_fresh
+            and self.exact_kind
+            and self.mixes_streams
+            and not self.recompute
+            and mixed is not streams
+            and mixed.dtype == h_post.dtype
+            and not torch.compiler.is_compiling()
+            and not self._uses_kernels(streams)
+        )
 
 
 def _pm_one_bias(num_streams: int, layer_index: int) -> torch.Tensor:
@@ -296,14 +318,30 @@ class CoefficientConnection(CoefficientInference, HyperConnection):
         raise NotImplementedError
 
     # --- shared part ----------------------------------------------------------------------
-    def coefficients(self, streams: torch.Tensor) -> torch.Tensor:
-        """``s * (x~ @ W) + b`` for every group, in ``compute_dtype``, shape (..., total)."""
+    def coefficients(self, streams: torch.Tensor, slot: StreamGradSlot | None = None) -> torch.Tensor:
+        """``s * (x~ @ W) + b`` for every group, in ``compute_dtype``, shape (..., total).
+
+        ``slot``: shared with the mixing of the same streams (:meth:`width_fast`)."""
         dt = compute_dtype(streams)
         with float32_region(streams):
             flat = streams.reshape(*streams.shape[:-2], -1)
             weight = self.folded_weight(dt)
-            raw = project_rms(flat, weight, self.eps)
+            raw = project_rms(flat, weight, self.eps, slot)
             return raw * self.gate_scale(dt) + self.bias.to(dt)
+
+    def width_fast(self, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The width connection in PyTorch, the projection and the mixing sharing one
+        :class:`~hyperconn.connections.ops.StreamGradSlot`: in backward the mixing's ``grad x``
+        and the projection's are summed in one buffer, in place (the kinds' own classes,
+        :attr:`exact_kind`, with ``H_res``; otherwise the generic :meth:`HyperConnection.width_fast`)."""
+        if not (self.exact_kind and self.mixes_streams) or torch.compiler.is_compiling():
+            return super().width_fast(streams)  # (under torch.compile: the plain traced forms)
+        slot = StreamGradSlot()
+        coef = self.coefficients(streams, slot)
+        with float32_region(streams):
+            pre, res, post = self.coefficient_math(coef)
+        u, mixed = width_mix(pre, res, streams, slot)
+        return u, mixed, post
 
     def gate_scale(self, dtype: torch.dtype) -> torch.Tensor:
         """The gate of each coefficient, (total,): ``gates`` repeated over its group."""

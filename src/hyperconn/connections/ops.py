@@ -12,9 +12,15 @@ math in between acts on a few numbers per token and is left to autograd.
 Each backward is written so that every pass over a stream-sized tensor is a batched GEMM whose
 per-token product is ``(k, n) x (n, C)`` (full-width BLAS), never a broadcast product followed by
 a reduction: autograd's generic backward of the broadcast forms materialises and reduces one
-``(..., n, C)`` temporary per term, and of a slice it zero-fills the whole parent. Measured on the
-2-core CPU (n = 4, C = 512, 2048 tokens, forward+backward, one thread): projection 35 -> 22 ms,
-width mixing 28 -> 19 ms, depth 20 -> 10 ms (``docs/performance.md``).
+``(..., n, C)`` temporary per term, and of a slice it zero-fills the whole parent
+(``docs/performance.md``, "Where the time goes", has the measurements).
+
+Within one connection call (``CoefficientConnection.width_fast`` and ``steps_forward``) two
+passes over the streams go: the projection and the mixing share a :class:`StreamGradSlot`, so
+their two ``grad x`` are summed in one buffer in place (no autograd sum, no fresh output for the
+projection's ``grad_raw @ W^T``), and :func:`depth_add` with ``in_place=True`` writes ``x'`` into
+the mixing's fresh output instead of a new tensor. Same equations; ``docs/performance.md``,
+"Training step: fused depth and width", has the measurements.
 
 Under ``torch.compile`` the mixing and depth steps are traced as plain broadcast expressions
 instead (:func:`_compiling`): Inductor fuses those into a few loops over the streams, which beats
@@ -60,19 +66,39 @@ def _plain(*tensors: torch.Tensor) -> bool:
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
 
-def _batched(t: torch.Tensor, rows: int) -> torch.Tensor:
-    """``(..., rows, cols) -> (B, rows, cols)`` for the ``bmm`` family."""
-    return t.reshape(-1, rows, t.shape[-1])
+class StreamGradSlot:
+    """Hands the width mixing's ``grad x`` to the projection's backward of the same width step.
+
+    Both read the same streams, so autograd would sum their two ``grad x`` in one more pass over
+    the streams (and the projection's ``grad_raw @ W^T`` would write a fresh stream-sized
+    tensor). With one slot passed to :func:`project_rms` and :func:`width_mix`, the mixing's
+    backward (which always runs first: the projection feeds the mixing's coefficients) leaves its
+    ``grad x`` here and returns none for the streams; the projection's backward accumulates its
+    own terms into that buffer in place (``addmm_``, ``addcmul_``) and returns the sum. Same
+    equation, one pass and one allocation fewer. A slot serves one forward call of each."""
+
+    __slots__ = ("armed", "grad")
+
+    def __init__(self) -> None:
+        self.armed = False  # set by the projection's forward when the streams need a gradient
+        self.grad: torch.Tensor | None = None
+
+    def take(self) -> torch.Tensor | None:
+        grad, self.grad = self.grad, None
+        return grad
 
 
 class _ProjectRMS(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, flat: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    def forward(ctx, flat: torch.Tensor, weight: torch.Tensor, eps: float, slot: StreamGradSlot | None):
         with autocast_off(flat.device.type):
-            return _ProjectRMS._forward(ctx, flat, weight, eps)
+            return _ProjectRMS._forward(ctx, flat, weight, eps, slot)
 
     @staticmethod
-    def _forward(ctx, flat: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    def _forward(ctx, flat: torch.Tensor, weight: torch.Tensor, eps: float, slot: StreamGradSlot | None):
+        ctx.slot = slot
+        if slot is not None:
+            slot.armed = flat.requires_grad
         x = flat.to(weight.dtype)
         features = x.shape[-1]
         norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
@@ -85,38 +111,49 @@ class _ProjectRMS(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         flat, weight, inv_rms, raw = ctx.saved_tensors
+        acc = None if ctx.slot is None else ctx.slot.take()
         with autocast_off(flat.device.type):
-            return _ProjectRMS._backward(flat, weight, inv_rms, raw, grad)
+            return _ProjectRMS._backward(flat, weight, inv_rms, raw, grad, acc)
 
     @staticmethod
-    def _backward(flat, weight, inv_rms, raw, grad):
+    def _backward(flat, weight, inv_rms, raw, grad, acc=None):
         x = flat.to(weight.dtype)
         features = x.shape[-1]
         grad = grad.contiguous()
         grad_raw = grad * inv_rms
         # d inv_rms / d x = -inv_rms^3 x / features
         scale = (grad * raw).sum(-1, keepdim=True) * (-inv_rms.pow(3) / features)
-        # the GEMM writes a fresh tensor, the RMS term is added in place: two passes over (..., F)
-        grad_x = (grad_raw.reshape(-1, grad.shape[-1]) @ weight.t()).reshape(x.shape)
+        # the GEMM writes a fresh tensor (or adds into the mixing's grad x, ``acc``), the RMS term
+        # is added in place: two passes over (..., F)
+        grad_2d = grad_raw.reshape(-1, grad.shape[-1])
+        if acc is None:
+            grad_x = (grad_2d @ weight.t()).reshape(x.shape)
+        else:
+            grad_x = acc.view(x.shape)
+            grad_x.view(-1, features).addmm_(grad_2d, weight.t())
         grad_x.addcmul_(x, scale)
-        # computed as (K, F) = grad^T x and returned transposed: MKL runs this narrow-K GEMM ~1.6x
-        # faster than x^T grad (2.7 vs 4.3 ms at T = F = 2048, K = 24, one thread)
+        # computed as (K, F) = grad^T x and returned transposed: MKL runs this narrow-K GEMM
+        # faster than x^T grad (docs/performance.md, "Where the time goes")
         grad_weight = (grad_raw.reshape(-1, grad.shape[-1]).t() @ x.reshape(-1, features)).t()
-        return grad_x.to(flat.dtype), grad_weight, None
+        return grad_x.to(flat.dtype), grad_weight, None, None
 
 
-def project_rms(flat: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def project_rms(
+    flat: torch.Tensor, weight: torch.Tensor, eps: float, slot: StreamGradSlot | None = None
+) -> torch.Tensor:
     """``rsqrt(mean(flat^2, -1) + eps) * (flat @ weight)``, in ``weight``'s dtype.
 
     ``flat`` (..., F), ``weight`` (F, K) -> (..., K). Equals ``RMSNorm(flat) @ W`` for
-    ``weight = gain[:, None] * W``.
+    ``weight = gain[:, None] * W``. ``slot``: shared with the :func:`width_mix` of the same
+    streams (``flat`` a view of them), whose ``grad x`` the backward then accumulates into
+    (:class:`StreamGradSlot`); ignored under ``torch.compile`` and without gradients.
     """
     with autocast_off(flat.device.type):
         # the hand-written backward under torch.compile too (unlike the mixing ops): Inductor
-        # keeps its GEMM layouts (dW as grad^T x, no transposed copy of x), measured 0.7-0.9x
-        # the traced plain form's layer time (n = 4, C = 512, fp32, fwd+bwd, interleaved A/B)
+        # keeps its GEMM layouts (dW as grad^T x, no transposed copy of x), faster than the traced
+        # plain form (docs/performance.md, "Where the time goes")
         if torch.is_grad_enabled() and (flat.requires_grad or weight.requires_grad):
-            return _ProjectRMS.apply(flat, weight, eps)
+            return _ProjectRMS.apply(flat, weight, eps, None if _compiling() else slot)
         x = flat.to(weight.dtype)
         return (x @ weight) * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
@@ -131,8 +168,9 @@ def _mix_gemm(pre: torch.Tensor, res: torch.Tensor, streams: torch.Tensor) -> tu
 
 class _WidthMix(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, pre: torch.Tensor, res: torch.Tensor, streams: torch.Tensor):
+    def forward(ctx, pre: torch.Tensor, res: torch.Tensor, streams: torch.Tensor, slot: StreamGradSlot | None):
         ctx.save_for_backward(pre, res, streams)
+        ctx.slot = slot if slot is not None and slot.armed else None
         with autocast_off(streams.device.type):
             return _mix_gemm(pre, res, streams)
 
@@ -141,10 +179,15 @@ class _WidthMix(torch.autograd.Function):
     def backward(ctx, grad_u: torch.Tensor, grad_mixed: torch.Tensor):
         pre, res, streams = ctx.saved_tensors
         with autocast_off(streams.device.type):
-            return _WidthMix._backward(pre, res, streams, grad_u, grad_mixed)
+            grad_pre, grad_res, grad_x = _WidthMix._backward(pre, res, streams, grad_u, grad_mixed)
+        if ctx.slot is not None and grad_x.dtype == pre.dtype:
+            ctx.slot.grad = grad_x  # the projection's backward adds its terms and returns the sum
+            return grad_pre, grad_res, None, None
+        return grad_pre, grad_res, grad_x.to(streams.dtype), None
 
     @staticmethod
     def _backward(pre, res, streams, grad_u, grad_mixed):
+        """``(grad_pre, grad_res, grad_x)``, all in ``pre``'s dtype."""
         dt = pre.dtype
         x = streams.to(dt)
         grad_u = grad_u.to(dt).contiguous()
@@ -153,13 +196,17 @@ class _WidthMix(torch.autograd.Function):
         grad_res = torch.matmul(x, grad_mixed.transpose(-1, -2))
         grad_x = torch.matmul(res, grad_mixed)
         grad_x.addcmul_(pre.unsqueeze(-1), grad_u.unsqueeze(-2))  # in place: no copy of grad_x
-        return grad_pre, grad_res, grad_x.to(streams.dtype)
+        return grad_pre, grad_res, grad_x
 
 
-def width_mix(pre: torch.Tensor, res: torch.Tensor, streams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def width_mix(
+    pre: torch.Tensor, res: torch.Tensor, streams: torch.Tensor, slot: StreamGradSlot | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``u = sum_i pre[i] x_i`` (..., C) and ``mixed_j = sum_i res[i, j] x_i`` (..., n, C).
 
-    Computed in ``pre``'s dtype, returned in the streams' dtype.
+    Computed in ``pre``'s dtype, returned in the streams' dtype. ``slot``: shared with the
+    :func:`project_rms` that produced ``pre`` and ``res`` from these streams
+    (:class:`StreamGradSlot`).
     """
     with autocast_off(streams.device.type):
         if _compiling():
@@ -169,7 +216,7 @@ def width_mix(pre: torch.Tensor, res: torch.Tensor, streams: torch.Tensor) -> tu
             return u.to(streams.dtype), mixed.to(streams.dtype)
         if _plain(pre, res, streams):
             return _mix_gemm(pre, res, streams)
-        return _WidthMix.apply(pre, res, streams)
+        return _WidthMix.apply(pre, res, streams, slot)
 
 
 def pre_mix(pre: torch.Tensor, streams: torch.Tensor) -> torch.Tensor:
@@ -185,12 +232,16 @@ def pre_mix(pre: torch.Tensor, streams: torch.Tensor) -> torch.Tensor:
 
 class _DepthAdd(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, mixed: torch.Tensor, post: torch.Tensor, branch_out: torch.Tensor):
+    def forward(ctx, mixed: torch.Tensor, post: torch.Tensor, branch_out: torch.Tensor, in_place: bool):
         dt = post.dtype
-        with autocast_off(mixed.device.type):
-            out = torch.addcmul(mixed.to(dt), post.unsqueeze(-1), branch_out.to(dt).unsqueeze(-2))
         ctx.save_for_backward(post, branch_out)
         ctx.dtypes = (mixed.dtype, branch_out.dtype)
+        with autocast_off(mixed.device.type):
+            if in_place:
+                mixed.addcmul_(post.unsqueeze(-1), branch_out.to(dt).unsqueeze(-2))
+                ctx.mark_dirty(mixed)
+                return mixed
+            out = torch.addcmul(mixed.to(dt), post.unsqueeze(-1), branch_out.to(dt).unsqueeze(-2))
         return out.to(mixed.dtype)
 
     @staticmethod
@@ -202,14 +253,24 @@ class _DepthAdd(torch.autograd.Function):
         with autocast_off(grad.device.type):
             grad_post = torch.matmul(g, branch_out.to(post.dtype).unsqueeze(-1)).squeeze(-1)
             grad_branch = torch.matmul(post.unsqueeze(-2), g).squeeze(-2)
-        return grad.to(mixed_dtype), grad_post, grad_branch.to(branch_dtype)
+        return grad.to(mixed_dtype), grad_post, grad_branch.to(branch_dtype), None
 
 
-def depth_add(mixed: torch.Tensor, post: torch.Tensor, branch_out: torch.Tensor) -> torch.Tensor:
-    """``x'_j = mixed_j + post[j] * branch_out``, computed in ``post``'s dtype, in ``mixed``'s."""
+def depth_add(
+    mixed: torch.Tensor, post: torch.Tensor, branch_out: torch.Tensor, in_place: bool = False
+) -> torch.Tensor:
+    """``x'_j = mixed_j + post[j] * branch_out``, computed in ``post``'s dtype, in ``mixed``'s.
+
+    ``in_place=True`` writes ``x'`` into ``mixed`` (returned; one stream-sized allocation fewer)
+    when ``mixed`` has ``post``'s dtype and nothing else reads it (the caller's promise: a fresh
+    mixing output that nothing saved for backward); otherwise, and under ``torch.compile``, a new
+    tensor as with ``in_place=False``."""
     with autocast_off(mixed.device.type):
+        in_place = in_place and mixed.dtype == post.dtype and not _compiling()
         if _plain(mixed, post, branch_out):
             dt = post.dtype
+            if in_place:
+                return mixed.addcmul_(post.unsqueeze(-1), branch_out.unsqueeze(-2).to(dt))
             out = torch.addcmul(mixed.to(dt), post.unsqueeze(-1), branch_out.unsqueeze(-2).to(dt))
             return out.to(mixed.dtype)
-        return _DepthAdd.apply(mixed, post, branch_out)
+        return _DepthAdd.apply(mixed, post, branch_out, in_place)
