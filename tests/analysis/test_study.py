@@ -13,8 +13,6 @@ from hyperconn.analysis.study import (
     parse_axis,
     plan,
     train_config,
-    value_text,
-    yaml_scalar,
 )
 
 
@@ -52,12 +50,6 @@ def test_axis_values_reach_the_resolved_configs():
 def test_no_axes_keeps_the_old_names():
     cfg = study(kinds=("residual", "mhc", "shc"), num_streams=4, seeds=1)
     assert [s.name for s in cfg.runs()] == ["residual-n1-s0", "mhc-n4-s0", "shc-n4-s0"]
-
-
-def test_value_text_and_yaml_scalar_round_trip():
-    assert [value_text(v) for v in (2.0, 1e-3, 4, True, "a/b c")] == ["2.0", "0.001", "4", "true", "a_b_c"]
-    for value in (1e-05, 2.5e-10, 3.0, 7, False, 1e20):
-        assert yaml.safe_load(yaml_scalar(value)) == value and type(yaml.safe_load(yaml_scalar(value))) is type(value)
 
 
 def test_study_spec_file_round_trip(tmp_path):

@@ -54,8 +54,9 @@ def _num_streams(text: str) -> tuple[int, ...]:
 def study_from_args(args):
     """The study: a ``--study`` file, or a finished comparison's ``study.json`` (``--report-only``
     without ``--preset``), or the flags; flags given explicitly override the file."""
+    from .axes import parse_axis
     from .compare import load_study
-    from .study import CompareConfig, parse_axis
+    from .study import CompareConfig
 
     if args.study:
         cfg = CompareConfig.from_file(args.study)

@@ -28,10 +28,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..fileio import write_json
+from .axes import yaml_scalar
 from .commits import check_commits, current_commit
 from .jobs import check_reuse, run_jobs, run_probes
 from .report import fmt, md_table
-from .study import CompareConfig, plan, yaml_scalar
+from .study import CompareConfig, plan
 from .summarise import summarise
 
 INTERIM_REPORT_S = 120.0

@@ -66,7 +66,8 @@ def register(subparsers) -> None:
 
 
 def _train(args) -> int:
-    from .config import build_config, read_saved_config
+    from .config import build_config
+    from .config_io import read_saved_config
     from .metrics import read_metrics
     from .rundir import CONFIG
     from .trainer import NonFiniteLossError, train

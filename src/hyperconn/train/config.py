@@ -1,8 +1,10 @@
-"""``TrainConfig``: preset + YAML file + command-line overrides, resolved and validated at the edge.
+"""The settings of a training run: ``TrainSettings`` and ``TrainConfig``, their checks, and the two
+ways to get one, :func:`build_config` (a new run) and :func:`load_config` (a saved one).
 
 Precedence (later wins): the preset's model shape and training defaults, the YAML file, the named
-flags (``--kind``, ``--num-streams``, ...), then ``--set section.key=value`` overrides. The YAML
-layout mirrors the dataclasses::
+flags (``--kind``, ``--num-streams``, ...), then ``--set section.key=value`` overrides; the mappings
+are read and layered by :mod:`hyperconn.train.config_io`, and resolved and validated here, at the
+edge. The YAML layout mirrors the dataclasses::
 
     preset: demo
     model: {dim: 128, ..., connection: {kind: shc, num_streams: 4, options: {sigma_bias: 4.0}}}
@@ -13,9 +15,7 @@ layout mirrors the dataclasses::
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,13 +23,13 @@ from .._optional import require
 from ..data import DataConfig
 from ..data.config import BUILTIN_TOKENIZERS, LOCAL_PREFIX, tokenizer_path
 from ..model import ConnectionConfig, ModelConfig, get_preset
-from ..vocabulary import RENAMED_KEYS, rename_keys, renamed_path
-from . import yaml12
+from .config_io import LEGACY_DEFAULTS as LEGACY_DEFAULTS  # re-exported: defined here before config_io.py
+from .config_io import RENAMED_API_FLAGS as RENAMED_API_FLAGS  # re-exported: defined here before config_io.py
+from .config_io import build_section, check_section, layered_settings, merge, reject_unknown, renamed
+from .config_io import read_saved_config as read_saved_config  # re-exported: defined here before config_io.py
 from .precision import PRECISIONS
 
 yaml = require("yaml", "hyperconn train")
-
-RENAMED_API_FLAGS = {"connection": "kind", "streams": "num_streams"}  # build_config's old keywords: old -> new
 
 
 @dataclass
@@ -177,13 +177,13 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> TrainConfig:
         """A complete config from a (possibly partial) mapping layered on its preset (old key
         names are read, with a warning: :data:`hyperconn.vocabulary.RENAMED_KEYS`)."""
-        data = _renamed(copy.deepcopy(data or {}))
-        _reject_unknown("", data, {"preset", "model", "data", "train"})
+        data = renamed(copy.deepcopy(data or {}))
+        reject_unknown("", data, {"preset", "model", "data", "train"})
         for section in ("model", "data", "train"):
-            _check_section(section, data.get(section, {}))
+            check_section(section, data.get(section, {}))
         if "model" in data:
-            _check_section("model.connection", data["model"].get("connection", {}))
-            _check_section("model.connection.options", data["model"].get("connection", {}).get("options", {}))
+            check_section("model.connection", data["model"].get("connection", {}))
+            check_section("model.connection.options", data["model"].get("connection", {}).get("options", {}))
         preset = get_preset(data.get("preset", "demo"))
         base = {
             "preset": preset.name,
@@ -196,18 +196,18 @@ class TrainConfig:
             base["model"]["connection"]["num_streams"] = None  # the new kind's default
         if "kind" in conn_given and conn_given["kind"] != base["model"]["connection"]["kind"]:
             base["model"]["connection"]["options"] = {}
-        merged = _merge(base, data)
+        merged = merge(base, data)
         init_from = merged["train"].get("init_from")
         if isinstance(init_from, str) and "tokenizer" not in (data.get("data") or {}):
             # a checkpoint trains with its own tokenizer: "hf:<dir>" -> "local:<dir>"
             merged["data"] = {**merged["data"], "tokenizer": LOCAL_PREFIX + init_from.removeprefix("hf:")}
         model = dict(merged["model"])
-        model["connection"] = _build("model.connection.", ConnectionConfig, model["connection"])
+        model["connection"] = build_section("model.connection.", ConnectionConfig, model["connection"])
         return cls(
             preset=merged["preset"],
-            model=_build("model.", ModelConfig, model),
-            data=_build("data.", DataConfig, merged["data"]),
-            train=_build("train.", TrainSettings, merged["train"]),
+            model=build_section("model.", ModelConfig, model),
+            data=build_section("data.", DataConfig, merged["data"]),
+            train=build_section("train.", TrainSettings, merged["train"]),
         )
 
 
@@ -224,163 +224,19 @@ def build_config(
     given; ``connection`` and ``streams``, the old names of the first two, warn).
     ``base``: a mapping to start from instead of the bare preset (a run's saved config on resume).
     Each layer's old key names are read (with a warning) before the layers are merged, so a new
-    key in a later layer overrides an old one in an earlier layer.
+    key in a later layer overrides an old one in an earlier layer
+    (:func:`hyperconn.train.config_io.layered_settings`).
     """
-    data: dict = _renamed(copy.deepcopy(base)) if base else {}
-    if config_file is not None:
-        path = Path(config_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        loaded = yaml12.load(path.read_text(), f"config file {path}") or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
-        data = _merge(data, _renamed(loaded, f"config file {path}"))
-    if preset is not None:
-        data["preset"] = preset
-    for old, new in RENAMED_API_FLAGS.items():
-        if flags.get(old) is not None:
-            if flags.get(new) is not None:
-                raise ValueError(f"build_config: give {new}= alone, not also {old}= (its old name)")
-            warnings.warn(f"build_config({old}=) is deprecated; use {new}=", DeprecationWarning, 2)
-            flags[new] = flags[old]
-        flags.pop(old, None)
-    flag_paths = {
-        "kind": "model.connection.kind",
-        "num_streams": "model.connection.num_streams",
-        "steps": "train.steps",
-        "seed": "train.seed",
-        "out": "train.out_dir",
-        "init_from": "train.init_from",
-    }
-    unknown = sorted(set(flags) - set(flag_paths))
-    if unknown:
-        raise ValueError(f"unknown flag(s) {', '.join(unknown)}; allowed: {', '.join(flag_paths)}")
-    for name, value in flags.items():
-        if value is not None:
-            _set_path(data, flag_paths[name], value)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"override {item!r} must look like section.key=value (e.g. train.lr=1e-3)")
-        _set_path(data, renamed_path(key.strip()), yaml12.load(raw, f"--set {item!r}"))
+    data = layered_settings(preset, config_file, overrides, base, flags)
     return TrainConfig.from_dict(data).validate()
 
 
-# Keys added after runs were saved whose default for a NEW run differs from what an OLD run was
-# built with: a saved config without the key gets the old behaviour, so its checkpoint loads.
-LEGACY_DEFAULTS: dict[str, object] = {
-    "model.connection.skip_inert": False,  # before it existed every connection had its H_res
-}
-
-
-def read_saved_config(path: str | Path) -> dict:
-    """The mapping of a run's saved ``config.yaml`` with :data:`LEGACY_DEFAULTS` filled in for
-    keys it lacks (a missing key otherwise takes today's default, which may not match the run) and
-    old key names renamed (``model.connection.streams``, with a warning naming the file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no config at {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML: {yaml12.problem(err)}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping, got {type(data).__name__}")
-    data = _renamed(data, str(path))
-    for dotted, value in LEGACY_DEFAULTS.items():
-        *sections, key = dotted.split(".")
-        node = data
-        for name in sections:
-            child = node.get(name)
-            if child is None:
-                child = node[name] = {}
-            if not isinstance(child, dict):
-                break
-            node = child
-        else:
-            node.setdefault(key, value)
-    return data
-
-
 def load_config(path: str | Path) -> TrainConfig:
-    """A run's resolved ``config.yaml`` (:func:`read_saved_config`)."""
+    """A run's resolved ``config.yaml`` (:func:`hyperconn.train.config_io.read_saved_config`)."""
     return TrainConfig.from_dict(read_saved_config(path))
 
 
-# --- helpers ------------------------------------------------------------------------------------
-
-
-def _renamed(data, where: str = "") -> dict:
-    """``data`` with the old keys of ``model.connection`` renamed (a warning each)."""
-    model = data.get("model") if isinstance(data, dict) else None
-    conn = model.get("connection") if isinstance(model, dict) else None
-    if not isinstance(conn, dict) or not set(conn) & set(RENAMED_KEYS["model.connection"]):
-        return data
-    return {**data, "model": {**model, "connection": rename_keys(conn, "model.connection", where)}}
-
-
-def _set_path(data: dict, dotted: str, value) -> None:
-    keys = dotted.split(".")
-    node = data
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ValueError(f"cannot set {dotted}: {key} is not a section")
-        node = child
-    node[keys[-1]] = value
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "options":
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _reject_unknown(prefix: str, data: dict, allowed: set[str]) -> None:
-    if not isinstance(data, dict):
-        raise ValueError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ValueError(
-            f"unknown setting(s) {', '.join(prefix + k for k in unknown)}; allowed: {', '.join(sorted(allowed))}"
-        )
-
-
-def _build(prefix: str, cls, data: dict):
-    """``cls(**data)`` after rejecting unknown keys and reading float fields written as strings
-    (YAML 1.1 reads ``1e-3`` as a string)."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    _reject_unknown(prefix, data, set(known))
-    data = dict(data)
-    for name, f in known.items():
-        value = data.get(name)
-        if isinstance(value, str) and "float" in str(f.type):
-            try:
-                data[name] = float(value)
-            except ValueError as err:
-                raise ValueError(f"{prefix}{name} must be a number, got {value!r}") from err
-        elif isinstance(value, int) and not isinstance(value, bool) and str(f.type).startswith("float"):
-            data[name] = float(value)
-        elif (
-            name in data
-            and str(f.type) in ("str", "str | None")
-            and not isinstance(value, str)
-            and (value is not None or str(f.type) == "str")
-        ):
-            raise ValueError(
-                f"{prefix}{name} must be a string, got {value!r}"
-                f" (quote a name that YAML reads as a number or boolean: {prefix}{name}='\"{value}\"')"
-            )
-    return cls(**data)
-
-
-def _check_section(name: str, value) -> None:
-    if value is not None and not isinstance(value, dict):
-        raise ValueError(f"{name} is a section of settings, not a value (got {value!r}); set one key: {name}.KEY=VALUE")
+# --- checks -------------------------------------------------------------------------------------
 
 
 def _check_options(conn: ConnectionConfig) -> None:
