@@ -185,6 +185,108 @@ def test_sinkhorn_refuses_a_bad_iteration_count(iters):
         linalg.sinkhorn_log(torch.zeros(2, 2), iters)
 
 
+def _sinkhorn_per_step(logits: torch.Tensor, iters: int) -> torch.Tensor:
+    """The unrolled iterations as plain autograd ops on the logits' own layout: the
+    implementation ``sinkhorn_log``'s batch-last autograd node must reproduce."""
+    for _ in range(iters - 1):
+        logits = torch.log_softmax(torch.log_softmax(logits, dim=-2), dim=-1)
+    return torch.softmax(torch.log_softmax(logits, dim=-2), dim=-1)
+
+
+def _coefficient_logits(lead: tuple[int, ...], n: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    """(..., n, n) logits as the connection hands them over: a strided view of a wider
+    (..., 2n + n^2) coefficient tensor, which is the leaf."""
+    gen = torch.Generator().manual_seed(seed)
+    coef = (2 * torch.randn(*lead, 2 * n + n * n, dtype=torch.float64, generator=gen)).to(dtype).requires_grad_()
+    return coef, coef[..., 2 * n :].reshape(*lead, n, n)
+
+
+@pytest.mark.parametrize("iters", [1, 2, 20])
+@pytest.mark.parametrize("lead", [(), (7,), (3, 5)])
+@pytest.mark.parametrize("n", [2, 4])
+def test_sinkhorn_equals_the_per_step_autograd_loop(iters, lead, n):
+    """Values to rounding and the exact gradient of the unrolled iterations, float64 and float32,
+    with and without a graph, on the connection's strided logits."""
+    for dtype, rtol, atol, grad_tol in ((torch.float64, 1e-12, 1e-14, 1e-10), (torch.float32, 1e-6, 1e-6, 1e-5)):
+        coef, logits = _coefficient_logits(lead, n, dtype, seed=iters + n)
+        expected = _sinkhorn_per_step(logits, iters)
+        h = linalg.sinkhorn_log(logits, iters)
+        assert h.shape == logits.shape and h.dtype == dtype and h.is_contiguous()
+        torch.testing.assert_close(h, expected, rtol=rtol, atol=atol)
+        with torch.no_grad():
+            torch.testing.assert_close(linalg.sinkhorn_log(logits, iters), expected, rtol=rtol, atol=atol)
+        grad = torch.randn(h.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(dtype)
+        (want,) = torch.autograd.grad(expected, coef, grad)
+        (got,) = torch.autograd.grad(h, coef, grad)
+        torch.testing.assert_close(got, want, rtol=grad_tol, atol=grad_tol)
+
+
+def test_sinkhorn_gradient_on_rectangular_and_empty_batches():
+    for shape in ((4, 3, 5), (0, 4, 4), (3, 0, 0), (4, 4)):
+        logits = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        grad = torch.randn(shape, dtype=torch.float64)
+        (want,) = torch.autograd.grad(_sinkhorn_per_step(logits, 3), logits, grad)
+        h = linalg.sinkhorn_log(logits, 3)
+        assert h.shape == shape
+        (got,) = torch.autograd.grad(h, logits, grad)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("iters", [3, 20])
+def test_sinkhorn_gradcheck_more_rounds_and_second_derivatives(iters):
+    logits = torch.randn(3, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: linalg.sinkhorn_log(t, iters), (logits,))
+    # create_graph: the backward re-runs the per-step loop, so second derivatives are autograd's
+    assert torch.autograd.gradgradcheck(lambda t: linalg.sinkhorn_log(t, 3), (logits[:1],))
+
+
+def test_sinkhorn_retained_graph_and_recompute():
+    coef, logits = _coefficient_logits((6,), 4, torch.float64, seed=5)
+    grad = torch.randn(6, 4, 4, dtype=torch.float64)
+    (want,) = torch.autograd.grad(_sinkhorn_per_step(logits, 20), coef, grad)
+    h = linalg.sinkhorn_log(logits, 20)
+    for _ in range(2):  # the saved steps survive a first backward
+        (got,) = torch.autograd.grad(h, coef, grad, retain_graph=True)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    for reentrant in (False, True):
+        leaf = coef.detach().requires_grad_()
+        out = torch.utils.checkpoint.checkpoint(
+            lambda c: linalg.sinkhorn_log(c[..., 8:].reshape(6, 4, 4), 20), leaf, use_reentrant=reentrant
+        )
+        out.backward(grad)
+        torch.testing.assert_close(leaf.grad, want, rtol=1e-10, atol=1e-12)
+
+
+def test_sinkhorn_dtypes_and_autocast():
+    logits = torch.randn(10, 4, 4)
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        x = logits.to(dtype).requires_grad_()
+        h = linalg.sinkhorn_log(x, 20)
+        assert h.dtype == dtype
+        torch.testing.assert_close(h.float(), _sinkhorn_per_step(logits.to(dtype), 20).float(), rtol=0, atol=2e-2)
+        h.float().square().sum().backward()
+        assert x.grad.dtype == dtype and torch.isfinite(x.grad.float()).all()
+    # under autocast the per-step loop runs as it is: whatever autocast does to each step
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = logits.bfloat16()
+        assert torch.equal(linalg.sinkhorn_log(x, 5), _sinkhorn_per_step(x, 5))
+    # a device without autocast (shapes only)
+    meta = torch.empty(2, 3, 4, 4, device="meta", requires_grad=True)
+    linalg.sinkhorn_log(meta, 3).sum().backward()
+    assert meta.grad.shape == meta.shape
+
+
+@pytest.mark.slow
+def test_sinkhorn_compiles_fullgraph():
+    coef, logits = _coefficient_logits((4, 3), 4, torch.float32, seed=2)
+    compiled = torch.compile(lambda t: linalg.sinkhorn_log(t, 20), fullgraph=True)
+    h = compiled(logits)
+    torch.testing.assert_close(h, _sinkhorn_per_step(logits, 20), rtol=1e-5, atol=1e-6)
+    (got,) = torch.autograd.grad(h.square().sum(), coef)
+    (want,) = torch.autograd.grad(_sinkhorn_per_step(logits, 20).square().sum(), coef)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 def test_permutation_matrices(n):
     mats = linalg.permutation_matrices(n)

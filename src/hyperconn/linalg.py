@@ -226,12 +226,87 @@ def sinkhorn_log(logits: torch.Tensor, iters: int) -> torch.Tensor:
     last row step and the ``exp`` are one ``softmax``. Rows of ``H`` sum to 1 to
     rounding; columns only approximately (the Sinkhorn error, shrinking with ``iters``).
     ``iters``: an integer >= 1.
+
+    The iterations run batch-last (``L`` as (n, n, tokens), so every half step is one wide pass
+    over contiguous memory instead of thousands of 4-wide ones), in one autograd node whose
+    backward is the exact gradient of the unrolled iterations, step by step in reverse, from the
+    saved outputs ``Y_k`` of every half step (``d`` its reduced axis, ``G`` the incoming gradient):
+
+    - the last row step, ``H = softmax(X)``: ``dL/dX = H * (G - sum_d(G * H))``;
+    - every other half step, ``Y = log_softmax(X)``: ``dL/dX = G - exp(Y) * sum_d(G)``.
+
+    Double backward (``create_graph=True``) re-runs the plain per-step loop under autograd;
+    ``torch.compile`` and autocast run that loop directly (:func:`_sinkhorn_unrolled`).
     """
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ValueError(f"sinkhorn_log: iters must be an integer >= 1, got {iters!r}")
+    device_type = logits.device.type
+    autocast = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+    if logits.dim() < 2 or autocast or torch.compiler.is_compiling():
+        return _sinkhorn_unrolled(logits, iters)
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return _SinkhornLog.apply(logits, iters)
+    steps = _sinkhorn_steps(_batch_last(logits), iters, keep=False)
+    return _batch_first(steps[-1], logits.shape)
+
+
+def _sinkhorn_unrolled(logits: torch.Tensor, iters: int) -> torch.Tensor:
+    """:func:`sinkhorn_log` as plain per-step ops on ``logits``' own layout (autograd
+    differentiates it step by step)."""
     for _ in range(iters - 1):
         logits = torch.log_softmax(torch.log_softmax(logits, dim=-2), dim=-1)
     return torch.softmax(torch.log_softmax(logits, dim=-2), dim=-1)
+
+
+def _batch_last(t: torch.Tensor) -> torch.Tensor:
+    """(..., r, c) -> contiguous (r, c, B): ``out[i, j, b] = t_b[i, j]``."""
+    r, c = t.shape[-2:]
+    return t.reshape(math.prod(t.shape[:-2]), r, c).permute(1, 2, 0).contiguous()
+
+
+def _batch_first(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The inverse of :func:`_batch_last`: (r, c, B) -> contiguous ``shape`` (..., r, c)."""
+    return t.permute(2, 0, 1).contiguous().reshape(shape)
+
+
+def _sinkhorn_steps(a: torch.Tensor, iters: int, keep: bool) -> list[torch.Tensor]:
+    """The half steps on batch-last ``a`` (r, c, B): a column step is a ``log_softmax`` over
+    axis 0, a row step one over axis 1. Returns every output in order (the last is ``H``), or
+    ``[H]`` alone where ``keep`` is false."""
+    steps = []
+    x = a
+    for i in range(iters):
+        col = torch.log_softmax(x, 0)
+        x = torch.log_softmax(col, 1) if i < iters - 1 else torch.softmax(col, 1)
+        if keep:
+            steps.append(col)
+            steps.append(x)
+    return steps if keep else [x]
+
+
+class _SinkhornLog(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, iters: int) -> torch.Tensor:
+        steps = _sinkhorn_steps(_batch_last(logits), iters, keep=True)
+        h = _batch_first(steps.pop(), logits.shape)
+        ctx.iters = iters
+        # H is saved as returned (the batch-last copy is dropped): the same bytes as autograd's
+        # per-step graph, plus the logits for a double backward
+        ctx.save_for_backward(logits, h, *steps)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, h, *steps = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: the saved steps are not in the graph
+            with torch.enable_grad():
+                h = _sinkhorn_unrolled(logits, ctx.iters)
+            return torch.autograd.grad(h, logits, grad, create_graph=True)[0], None
+        # the fused backward kernels of softmax and log_softmax, the ones autograd would call
+        g = _batch_last(torch._softmax_backward_data(grad, h, -1, grad.dtype))
+        for k in range(len(steps) - 1, -1, -1):  # even k: column steps (axis 0), odd: row steps
+            g = torch._log_softmax_backward_data(g, steps[k], k % 2, grad.dtype)
+        return g.permute(2, 0, 1).reshape(logits.shape), None
 
 
 def permutation_matrices(n: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
