@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import pytest
 import torch
 
 import hyperconn
@@ -76,6 +77,14 @@ def micro_settings(*changes: str, without: Iterable[str] = ()) -> list[str]:
             raise ValueError(f"micro_settings change {change!r} is not of the form 'key=value'")
         settings[key] = change
     return list(settings.values())
+
+
+def slow_unless(fast: bool, *values):
+    """One ``pytest.mark.parametrize`` case: ``values`` as they are when ``fast``, else marked
+    ``slow`` (``make test`` runs it, ``make test-fast`` leaves it out). Keeps one representative of a
+    sweep in the fast set: ``[slow_unless(kind == "shc", kind, n) for kind, n in CASES]``."""
+    case = values[0] if len(values) == 1 else values
+    return case if fast else pytest.param(*values, marks=pytest.mark.slow)
 
 
 def set_args(settings: Iterable[str]) -> list[str]:

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tests.support import MICRO, micro_settings, perturb, set_args
+from tests.support import MICRO, micro_settings, perturb, set_args, slow_unless
 
 
 def test_micro_settings_replace_in_place_append_and_leave_out():
@@ -23,6 +23,14 @@ def test_micro_settings_refuse_a_bad_change_or_an_unknown_key():
         micro_settings("train.steps")
     with pytest.raises(ValueError, match="without='train.stepz': not a key of MICRO"):
         micro_settings(without=("train.stepz",))
+
+
+def test_slow_unless_marks_only_the_cases_left_out_of_the_fast_set():
+    assert slow_unless(True, "llama") == "llama"
+    assert slow_unless(True, "llama", "shc", 4) == ("llama", "shc", 4)
+    for case, values in ((slow_unless(False, "llama"), ("llama",)), (slow_unless(False, "qwen2", 4), ("qwen2", 4))):
+        assert case.values == values
+        assert [mark.name for mark in case.marks] == ["slow"]
 
 
 def test_set_args_pairs_each_setting_with_its_flag():

@@ -103,7 +103,7 @@ def test_no_connection_is_an_error():
 def test_language_model_capture_in_depth_order():
     from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig
 
-    cfg = ModelConfig(**{**TINY, "n_layers": 3, "mlp_dim": 32}, connection=ConnectionConfig(kind="shc", streams=4))
+    cfg = ModelConfig(**{**TINY, "n_layers": 3, "mlp_dim": 32}, connection=ConnectionConfig(kind="shc", num_streams=4))
     model = LanguageModel(cfg)
     tokens = torch.randint(0, 32, (2, 6))
     result = capture_statistics(model, [tokens])
@@ -126,7 +126,7 @@ def test_skipped_connections_have_no_h_res_statistics_and_count_as_identity():
     from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig
 
     def build(skip: bool) -> LanguageModel:
-        connection = ConnectionConfig(kind="shc", streams=4, skip_inert=skip)
+        connection = ConnectionConfig(kind="shc", num_streams=4, skip_inert=skip)
         cfg = ModelConfig(**{**TINY, "mlp_dim": 32}, connection=connection)
         torch.manual_seed(0)
         return LanguageModel(cfg).double()

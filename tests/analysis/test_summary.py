@@ -26,7 +26,7 @@ FINAL |= {("shc", s): 3.0 + (0.05, -0.04, 0.03, -0.06)[s] for s in range(4)}
 
 
 def study(root, methods=("residual", "mhc"), seeds=4) -> CompareConfig:
-    return CompareConfig(preset="demo", methods=methods, streams=2, seeds=seeds, out=root / "out", steps=STEPS,
+    return CompareConfig(preset="demo", kinds=methods, num_streams=2, seeds=seeds, out=root / "out", steps=STEPS,
                          overrides=("train.warmup_steps=1",), bench_rounds=0).validate()  # fmt: skip
 
 
@@ -40,7 +40,7 @@ def write_run(job, done_step: int | None = STEPS, done_extra: dict | None = None
               logged_final: float | None = None, reached: int = STEPS) -> None:  # fmt: skip
     """A run directory as the trainer leaves it: config.yaml, metrics.csv (train rows 1..reached, eval
     rows every 2 steps, the last one at ``logged_final``), DONE, provenance.json."""
-    method, seed = job.spec.method, job.spec.seed
+    method, seed = job.spec.kind, job.spec.seed
     final = FINAL[(method, seed)]
     job.run_dir.mkdir(parents=True)
     (job.run_dir / "config.yaml").write_text(job.config.to_yaml())
@@ -204,7 +204,7 @@ def test_compare_refuses_mixed_commits_unless_allowed(tmp_path, capsys):
     with pytest.raises(MixedCommitsError, match="mhc-n2-s1: c2"):
         run_compare(cfg, log=lambda msg: None, report_only=True)
     assert not (cfg.out / "report.md").exists()
-    flags = ["--preset", "demo", "--methods", "residual,mhc", "--streams", "2", "--seeds", "2", "--steps", "4",
+    flags = ["--preset", "demo", "--kinds", "residual,mhc", "--num-streams", "2", "--seeds", "2", "--steps", "4",
              "--set", "train.warmup_steps=1", "--out", str(cfg.out)]  # fmt: skip
     assert main(["compare", "--report-only", *flags]) == 2
     assert "refusing to mix runs of different commits" in capsys.readouterr().err

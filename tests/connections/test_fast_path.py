@@ -33,7 +33,7 @@ FAST_CASES = [
     ("shc", 4),
     ("shc", 5),
 ]
-LEADING = [(), (9,), (2, 3)]
+LEADING = [(), pytest.param((9,), marks=pytest.mark.slow), (2, 3)]  # make test-fast: no and two leading dims
 
 
 def branch(u):

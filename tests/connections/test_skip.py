@@ -90,6 +90,7 @@ def test_no_grad_path_and_recompute_agree(kind, n):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_triton_backend_runs_the_width_in_pytorch_and_the_depth_kernel():
     pytest.importorskip("triton")
     from hyperconn import kernels

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.support import perturb
+from tests.support import perturb, slow_unless
 
 transformers = pytest.importorskip("transformers")
 
@@ -26,12 +26,6 @@ FAMILY_CONFIGS = {
 FAMILIES = tuple(FAMILY_CONFIGS)
 # the families `make test-fast` keeps (one with q/k norms, one without); the others run in `make test`
 FAST_FAMILIES = ("llama", "qwen3")
-
-
-def slow_unless(fast: bool, *values):
-    """One parametrize case: ``values`` as they are when ``fast``, else marked ``slow``."""
-    case = values[0] if len(values) == 1 else values
-    return case if fast else pytest.param(*values, marks=pytest.mark.slow)
 
 
 FAMILY_PARAMS = tuple(slow_unless(family in FAST_FAMILIES, family) for family in FAMILIES)

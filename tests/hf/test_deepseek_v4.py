@@ -145,6 +145,7 @@ def test_res_and_post_reproduce_the_layers_mixed_streams_and_the_transpose_does_
     assert distinguishing == 3
 
 
+@pytest.mark.slow
 def test_logits_are_what_sinkhorn_turns_into_res():
     model = tiny_model(hc_sinkhorn_iters=1000)
     calls, _ = capture_layers(model, token_ids())
@@ -197,6 +198,7 @@ def test_a_changed_upstream_formula_is_caught():
         model(token_ids())
 
 
+@pytest.mark.slow
 def test_capture_statistics_runs_on_deepseek_v4():
     model = tiny_model(dtype=torch.float32)
     batches = [token_ids(seed=s) for s in range(2)]
@@ -285,6 +287,7 @@ def test_analyze_hf_writes_the_three_outputs(tmp_path):
     assert "## Readout (hc_head)" in md and "model.layers.1.ffn_hc" in md
 
 
+@pytest.mark.slow
 def test_analyze_hf_refuses_what_it_cannot_read(tmp_path):
     from hyperconn.analysis.analyze_hf import analyze_hf
 

@@ -13,7 +13,7 @@ from .helpers import FAMILY_PARAMS, perturb_connections, tiny_model, token_batch
 
 
 @pytest.mark.parametrize("family", FAMILY_PARAMS)
-@pytest.mark.parametrize(("kind", "streams"), [("shc", 4), ("hc", 2)])
+@pytest.mark.parametrize(("kind", "streams"), [("shc", 4), pytest.param("hc", 2, marks=pytest.mark.slow)])
 def test_greedy_generate_with_and_without_cache_agree(family, kind, streams):
     model = hyperconn.hf.convert(tiny_model(family), kind, streams)
     perturb_connections(model)  # token-dependent coefficients: the cache must carry the right state

@@ -35,6 +35,7 @@ def test_greedy_generate_matches_hf_generate():
     assert torch.equal(ours, theirs)
 
 
+@pytest.mark.slow
 def test_generate_past_the_position_limit_rebuilds_the_cache():
     lm = wrapped(max_position_embeddings=16)
     ids = token_batch(batch=1, length=6)
@@ -48,6 +49,7 @@ def test_generate_past_the_position_limit_rebuilds_the_cache():
     assert torch.equal(out[:, :16], naive)
 
 
+@pytest.mark.slow
 def test_sampling_is_reproducible_with_a_generator_and_respects_top_k():
     lm = wrapped()
     ids = token_batch(batch=1, length=4)

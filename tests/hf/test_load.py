@@ -38,7 +38,7 @@ def test_state_dict_round_trip_into_a_freshly_converted_copy():
 
 
 @pytest.mark.parametrize("family", FAMILY_PARAMS)
-@pytest.mark.parametrize(("kind", "streams"), [("shc", 4), ("hc", 3)])
+@pytest.mark.parametrize(("kind", "streams"), [("shc", 4), pytest.param("hc", 3, marks=pytest.mark.slow)])
 def test_save_pretrained_then_load(tmp_path, family, kind, streams):
     model = converted(family, kind, streams, tied=family == "qwen3")
     model.save_pretrained(tmp_path)

@@ -75,7 +75,7 @@ def test_train_eval_generate_from_a_local_checkpoint(tmp_path, family, tied):
     base, tokenizer = save_checkpoint_with_tokenizer(source, family, tied=tied)
     run = tmp_path / "run"
     sets = [a for s in settings(tmp_path) for a in ("--set", s)]
-    run_cli("train", "--init-from", f"hf:{source}", "--connection", "shc", "--streams", "4", "--out", str(run), *sets)
+    run_cli("train", "--init-from", f"hf:{source}", "--kind", "shc", "--num-streams", "4", "--out", str(run), *sets)
 
     config = (run / "config.yaml").read_text()
     assert f"tokenizer: local:{source}" in config  # the checkpoint's own tokenizer, by default
@@ -127,7 +127,7 @@ def test_resume_from_a_checkpoint_reproduces_the_run(tmp_path):
     resume: the weights at step 6 are the uninterrupted run's, bit for bit."""
     source = tmp_path / "hf"
     save_checkpoint_with_tokenizer(source, "mistral")
-    args = ["--init-from", f"hf:{source}", "--connection", "mhc", "--streams", "2"]
+    args = ["--init-from", f"hf:{source}", "--kind", "mhc", "--num-streams", "2"]
     sets = [a for s in settings(tmp_path) for a in ("--set", s)]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     run_cli("train", *args, "--out", str(whole), *sets)

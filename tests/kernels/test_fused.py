@@ -129,6 +129,7 @@ def test_fused_shc_matches_pytorch_bfloat16(n):
     check_against_pytorch(perturbed("shc", n, seed=n), (19,), torch.bfloat16)
 
 
+@pytest.mark.slow
 def test_fused_shc_at_init_is_the_closed_form():
     """At init H_res = J + tanh(4)(I - J), H_pre/H_post the ±1-bias sigmoids, whatever the input."""
     n = 4

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.support import perturb
+from tests.support import perturb, slow_unless
 
 from hyperconn import connection_parameter_count
 from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig, get_preset
@@ -140,6 +140,7 @@ def test_greedy_generate_matches_uncached_decoding(kind, streams):
     assert torch.equal(out, ref)
 
 
+@pytest.mark.slow
 def test_generate_past_the_window_and_sampling_controls():
     model = micro("shc", 2).eval()
     prompt = torch.randint(0, VOCAB, (1, 30))
@@ -167,6 +168,7 @@ def test_head_is_untied_by_default_and_tied_on_request():
     assert tied.head.weight is tied.embed.weight
 
 
+@pytest.mark.slow
 def test_qwen3_06b_parameter_count_on_meta_device():
     cfg = get_preset("qwen3-0.6b").model
     with torch.device("meta"):
@@ -192,7 +194,13 @@ def _micro_config(kind: str, streams: int) -> ModelConfig:
     )
 
 
-@pytest.mark.parametrize(("kind", "streams"), [("residual", 1), ("hc", 3), ("mhc", 4), ("shc", 4), ("shc", 2)])
+@pytest.mark.parametrize(
+    ("kind", "streams"),
+    [
+        slow_unless((kind, n) == ("shc", 4), kind, n)
+        for kind, n in [("residual", 1), ("hc", 3), ("mhc", 4), ("shc", 4), ("shc", 2)]
+    ],
+)
 def test_meta_build_then_reset_parameters_equals_fresh_init(kind, streams):
     """Deferred init: build on meta, to_empty, reset_parameters under the same seed == built directly.
     Covers every connection's parameters and the rotary tables (connections used to be skipped)."""

@@ -14,7 +14,7 @@ from hyperconn.train.rundir import RESUMABLE_CHANGES
 
 
 def cfg(kind: str, streams: int, seed: int = 0) -> TrainConfig:
-    model = {**TINY, "connection": {"kind": kind, "streams": streams}}
+    model = {**TINY, "connection": {"kind": kind, "num_streams": streams}}
     return TrainConfig.from_dict({"preset": "demo", "model": model, "train": {"seed": seed, "seq_len": 8}}).validate()
 
 

@@ -105,6 +105,7 @@ def test_the_plain_state_round_trips_bit_for_bit_through_a_checkpoint(tmp_path):
     assert params_equal(model, other)
 
 
+@pytest.mark.slow
 def test_weights_that_do_not_fit_are_refused_naming_the_source():
     parallel = DataParallel(ONE, fsdp=False)
     weights = dict(build_plain(cfg(), 3).state_dict())

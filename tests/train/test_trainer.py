@@ -107,7 +107,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(make_cfg, monk
 @pytest.mark.parametrize(
     "bad",
     [
-        "model.connection.streams=0",
+        "model.connection.num_streams=0",
         "model.connection.kind=nope",
         "data.source=/no/such/corpus.txt",
         "train.seq_len=64",
