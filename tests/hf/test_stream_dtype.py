@@ -86,17 +86,19 @@ def test_the_streams_between_sublayers_are_bf16_and_the_sublayers_see_float32():
 
 @pytest.mark.parametrize("grad", [True, False])
 def test_the_coefficients_are_float32(grad):
-    """The training path (``mixing``) and the no-grad path (``inference_mixing``) both compute the
-    coefficients from the bf16 streams in float32."""
+    """The training path (``coefficients``, which ``mixing`` and the fast width step both call)
+    and the no-grad path (``inference_mixing``) compute the coefficients from the bf16 streams in
+    float32."""
     model = converted("qwen3", "mhc", 4, stream_dtype="bfloat16")
     records = []
     for conn in hyperconn.hf.hyper_connections(model):
-        name = "mixing" if grad else "inference_mixing"
+        name = "coefficients" if grad else "inference_mixing"
         real = getattr(conn, name)
 
-        def recorded(streams, real=real):
-            result = real(streams)
-            records.append((streams.dtype, [t.dtype for t in result if isinstance(t, torch.Tensor)]))
+        def recorded(streams, *args, real=real):
+            result = real(streams, *args)
+            tensors = [result] if isinstance(result, torch.Tensor) else result
+            records.append((streams.dtype, [t.dtype for t in tensors if isinstance(t, torch.Tensor)]))
             return result
 
         setattr(conn, name, recorded)
