@@ -140,8 +140,8 @@ class InferenceSteps:
     def cached_inference_constants(self, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
         """:meth:`inference_constants`, rebuilt only when a parameter changes (:class:`ParameterCache`)."""
         # the module's own parameters (a connection has no submodules; None = unset, e.g. sHC
-        # n = 2 has no gamma) read straight from ``_parameters``: ``nn.Module.parameters()``
-        # costs ~10 us a call (a generator hashing every tensor into a memo set)
+        # n = 2 has no gamma) read straight from ``_parameters``: ``nn.Module.parameters()`` is a
+        # generator hashing every tensor into a memo set, which a decode token pays per call
         return self._inference_cache.get(
             [p for p in self._parameters.values() if p is not None], (dtype, device),
             lambda: self.inference_constants(dtype),
