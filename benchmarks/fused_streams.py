@@ -21,30 +21,20 @@ anything::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
-import subprocess
 import types
 
 import torch
+from block_ab import build_block, load_module_at
 
 from hyperconn.bench.timing import interleaved_medians
 from hyperconn.connections.streams import compute_dtype, float32_region
-from hyperconn.model.config import ConnectionConfig
 from hyperconn.model.layers import RotaryEmbedding
 from hyperconn.model.presets import get_preset
 from hyperconn.model.transformer import Block, _branch_input
 
 OPS_PATH = "src/hyperconn/connections/ops.py"
-
-
-def load_ops(rev: str) -> types.ModuleType:
-    """``OPS_PATH`` as it was at git revision ``rev``, as a fresh module."""
-    source = subprocess.run(["git", "show", f"{rev}:{OPS_PATH}"], check=True, capture_output=True, text=True).stdout
-    module = types.ModuleType(f"ops_{rev}")
-    exec(compile(source, f"{rev}:{OPS_PATH}", "exec"), module.__dict__)  # noqa: S102 (a file of this repository)
-    return module
 
 
 def per_op(conn, x: torch.Tensor, branch, ops: types.ModuleType) -> torch.Tensor:
@@ -85,19 +75,9 @@ def block_step(block: Block, rope: RotaryEmbedding, x: torch.Tensor, ops: types.
 
 
 def build(preset: str, kind: str, num_streams: int):
-    p = get_preset(preset)
-    cfg = copy.deepcopy(p.model)
-    cfg.connection = ConnectionConfig(kind=kind, num_streams=num_streams)
-    torch.manual_seed(0)
-    block = Block(cfg, 1)
-    with torch.no_grad():  # off the initial values, so every coefficient gradient is nonzero
-        for conn in (block.attn_conn, block.mlp_conn):
-            for q in conn.parameters():
-                q.add_(0.05 * torch.randn_like(q))
-    rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_base)
-    shape = (p.training["batch_size"], p.training["seq_len"], num_streams, cfg.dim)
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(2)).requires_grad_()
-    return block, rope, x
+    """A Block at ``preset``'s training batch shape (``batch_size x seq_len`` tokens)."""
+    training = get_preset(preset).training
+    return build_block(preset, kind, num_streams, training["batch_size"], training["seq_len"])
 
 
 def main() -> None:
@@ -110,7 +90,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    old_ops = load_ops(args.baseline_rev)
+    old_ops = load_module_at(args.baseline_rev, OPS_PATH)
     from hyperconn.connections import ops as new_ops
 
     print(f"load average {os.getloadavg()}")

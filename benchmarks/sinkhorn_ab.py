@@ -19,46 +19,20 @@ machine only the ratios within one run mean anything::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
-import subprocess
-import types
 
 import torch
+from block_ab import build_block, load_module_at
 
 import hyperconn.connections.mhc as mhc_module
 from hyperconn import linalg
 from hyperconn.bench.timing import interleaved_medians
-from hyperconn.model.config import ConnectionConfig
 from hyperconn.model.layers import RotaryEmbedding
 from hyperconn.model.presets import get_preset
 from hyperconn.model.transformer import Block
 
 LINALG_PATH = "src/hyperconn/linalg.py"
-
-
-def load_linalg(rev: str) -> types.ModuleType:
-    """``LINALG_PATH`` as it was at git revision ``rev``, as a fresh module."""
-    source = subprocess.run(["git", "show", f"{rev}:{LINALG_PATH}"], check=True, capture_output=True, text=True).stdout
-    module = types.ModuleType(f"linalg_{rev}")
-    exec(compile(source, f"{rev}:{LINALG_PATH}", "exec"), module.__dict__)  # noqa: S102 (a file of this repository)
-    return module
-
-
-def build(preset: str, kind: str, num_streams: int, batch: int):
-    p = get_preset(preset)
-    cfg = copy.deepcopy(p.model)
-    cfg.connection = ConnectionConfig(kind=kind, num_streams=num_streams)
-    torch.manual_seed(0)
-    block = Block(cfg, 1)
-    with torch.no_grad():  # off the initial values, so every coefficient gradient is nonzero
-        for conn in (block.attn_conn, block.mlp_conn):
-            for q in conn.parameters():
-                q.add_(0.05 * torch.randn_like(q))
-    rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_base)
-    x = torch.randn((batch, cfg.max_seq_len, num_streams, cfg.dim), generator=torch.Generator().manual_seed(2))
-    return block, rope, x.requires_grad_()
 
 
 def block_step(block: Block, rope: RotaryEmbedding, x: torch.Tensor, sinkhorn=None):
@@ -100,7 +74,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    old = load_linalg(args.baseline_rev).sinkhorn_log
+    old = load_module_at(args.baseline_rev, LINALG_PATH).sinkhorn_log
     new = linalg.sinkhorn_log
     n = args.num_streams
 
@@ -111,8 +85,8 @@ def main() -> None:
             tokens = args.batch * get_preset(preset).model.max_seq_len
             contenders = {name: sinkhorn_step(tokens, n, 20, f) for name, f in (("old", old), ("new", new))}
         else:
-            res_block, rope, res_x = build(preset, "residual", 1, args.batch)
-            block, rope, x = build(preset, "mhc", n, args.batch)
+            res_block, rope, res_x = build_block(preset, "residual", 1, args.batch)
+            block, rope, x = build_block(preset, "mhc", n, args.batch)
             contenders = {
                 "old": block_step(block, rope, x, old),
                 "new": block_step(block, rope, x, new),
