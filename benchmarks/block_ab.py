@@ -5,11 +5,13 @@ revision (the ``old`` contender), loaded as a fresh module."""
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import types
 
 import torch
 
+from hyperconn.fileio import write_json
 from hyperconn.model.config import ConnectionConfig
 from hyperconn.model.layers import RotaryEmbedding
 from hyperconn.model.presets import get_preset
@@ -40,3 +42,10 @@ def build_block(preset: str, kind: str, num_streams: int, batch: int, seq_len: i
     shape = (batch, seq_len or cfg.max_seq_len, num_streams, cfg.dim)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(2))
     return block, rope, x.requires_grad_()
+
+
+def finish(rows: list[dict], path: str | None) -> None:
+    """Print the load average after the run and write ``rows`` as JSON to ``path`` (if given)."""
+    print(f"load average {os.getloadavg()}")
+    if path:
+        write_json(path, rows)

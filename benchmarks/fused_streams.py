@@ -21,12 +21,11 @@ anything::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import types
 
 import torch
-from block_ab import build_block, load_module_at
+from block_ab import build_block, finish, load_module_at
 
 from hyperconn.bench.timing import interleaved_medians
 from hyperconn.connections.streams import compute_dtype, float32_region
@@ -121,10 +120,7 @@ def main() -> None:
                 f"slot/old {row['slot_vs_old']:.3f}",
                 flush=True,
             )
-    print(f"load average {os.getloadavg()}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+    finish(rows, args.json)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,10 @@ machine only the ratios within one run mean anything::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import torch
-from block_ab import build_block, load_module_at
+from block_ab import build_block, finish, load_module_at
 
 import hyperconn.connections.mhc as mhc_module
 from hyperconn import linalg
@@ -107,10 +106,7 @@ def main() -> None:
             )
         rows.append(row)
         print(f"{line}  new/old {row['new_vs_old']:.3f}", flush=True)
-    print(f"load average {os.getloadavg()}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+    finish(rows, args.json)
 
 
 if __name__ == "__main__":
