@@ -1,5 +1,7 @@
 """The shared test helpers of tests/support.py: what the other tests build on must itself hold."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from tests.support import MICRO, micro_settings, perturb, set_args, slow_unless
@@ -49,3 +51,14 @@ def test_perturb_is_seeded_and_adds_scaled_standard_normal_noise():
         torch.testing.assert_close(p - p0, 0.5 * torch.randn(p.shape, generator=generator))
     with pytest.raises(ValueError, match="perturb takes modules and tensors, not int"):
         perturb([1])
+
+
+def test_test_modules_are_named_from_the_repository_root():
+    """``tests/kernels`` is ``tests.kernels``, never the top-level ``kernels``: that name belongs to
+    the Hugging Face package transformers looks up, and shadowing it broke the hf tests' import
+    whenever tests/kernels was collected first (``consider_namespace_packages`` in pyproject.toml)."""
+    import sys
+
+    assert __name__ == "tests.test_support"
+    shadow = sys.modules.get("kernels")
+    assert shadow is None or "tests" not in Path(shadow.__file__ or "").parts
