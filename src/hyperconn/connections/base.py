@@ -90,7 +90,6 @@ class HyperConnection(InferenceSteps, nn.Module):
     exact_kind: bool = False  # set per instance: type(self) is the kind's registered class
     res_columns_sum_to_one: bool = False
     res_rows_sum_to_one: bool = False
-    width_mixes_fresh: bool = True  # width() returns a new tensor as ``mixed`` (False: the streams)
 
     def __init__(
         self,
@@ -231,12 +230,10 @@ class HyperConnection(InferenceSteps, nn.Module):
     def _depth_in_place(self, streams: torch.Tensor, mixed: torch.Tensor, h_post: torch.Tensor) -> bool:
         """Whether ``mixed`` came from :meth:`width_fast`'s mixing in this call (a fresh tensor that
         autograd did not save and no caller has seen): the library's own classes
-        (:attr:`exact_kind`, :attr:`width_mixes_fresh`), with ``H_res``, eager PyTorch, no
-        recompute (whose checkpoint owns its outputs), ``mixed`` in ``h_post``'s dtype."""
+        (:attr:`exact_kind`) whose ``mixed`` is not the streams themselves (residual, no ``H_res``),
+        eager PyTorch, no recompute (whose checkpoint owns its outputs), ``mixed`` in ``h_post``'s dtype."""
         return (
-            self.width_mixes_fresh
-            and self.exact_kind
-            and self.mixes_streams
+            self.exact_kind
             and not self.recompute
             and mixed is not streams
             and mixed.dtype == h_post.dtype
@@ -337,9 +334,7 @@ class CoefficientConnection(CoefficientInference, HyperConnection):
         if not (self.exact_kind and self.mixes_streams) or torch.compiler.is_compiling():
             return super().width_fast(streams)  # (under torch.compile: the plain traced forms)
         slot = StreamGradSlot()
-        coef = self.coefficients(streams, slot)
-        with float32_region(streams):
-            pre, res, post = self.coefficient_math(coef)
+        pre, res, post = self._coefficient_mixing(streams, slot)
         u, mixed = width_mix(pre, res, streams, slot)
         return u, mixed, post
 
@@ -381,6 +376,11 @@ class CoefficientConnection(CoefficientInference, HyperConnection):
 
     def mixing(self, streams: torch.Tensor) -> Mixing:
         self.check_streams(streams)
-        coef = self.coefficients(streams)
+        return self._coefficient_mixing(streams)
+
+    def _coefficient_mixing(self, streams: torch.Tensor, slot: StreamGradSlot | None = None) -> Mixing:
+        """``coefficient_math(coefficients(streams))``: :meth:`mixing` without the shape check, and
+        :meth:`width_fast` with its slot."""
+        coef = self.coefficients(streams, slot)
         with float32_region(streams):
             return self.coefficient_math(coef)

@@ -15,7 +15,6 @@ class Residual(HyperConnection):
     kind = "residual"
     res_columns_sum_to_one = True  # H_res = 1
     res_rows_sum_to_one = True
-    width_mixes_fresh = False  # width() returns the streams themselves as ``mixed``
 
     def __init__(
         self, num_streams: int, dim: int, layer_index: int = 0, recompute: bool = False, backend: str = "auto"
