@@ -40,6 +40,12 @@ def warn_renamed(old: str, new: str, stacklevel: int = 3) -> None:
     warnings.warn(RenamedWarning(f"{old} is deprecated; use {new}"), stacklevel=stacklevel)
 
 
+def warn_old_attribute(cls: str, old: str, new: str) -> None:
+    """Warn that ``cls.old`` is deprecated for ``new`` (called from the old name's property, so
+    the warning points at the code that read it)."""
+    warnings.warn(f"{cls}.{old} is deprecated; use {new}", DeprecationWarning, 3)
+
+
 def rename_keys(mapping: dict, section: str, where: str = "") -> dict:
     """``mapping`` (a ``section`` of a config, e.g. ``model.connection``) with its old keys renamed
     (:data:`RENAMED_KEYS`), warning once per old key; a new copy, ``mapping`` is left as it is.

@@ -18,7 +18,7 @@ import re
 import warnings
 from dataclasses import dataclass
 
-from ..vocabulary import warn_renamed
+from ..vocabulary import warn_old_attribute, warn_renamed
 
 LR_SCALE = "train.lr_scale"
 # short names of common axes in run directory names; any other key uses its last component
@@ -74,7 +74,7 @@ class Axis:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        warnings.warn("Axis.methods is deprecated; use kinds", DeprecationWarning, 2)
+        warn_old_attribute("Axis", "methods", "kinds")
         return self.kinds
 
     @property

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..connections import available_connections, connection_option_defaults
-from ..vocabulary import rename_keys
+from ..vocabulary import rename_keys, warn_old_attribute
 from .analyze import DEFAULT_BATCHES
 from .axes import AXIS_NAMES as AXIS_NAMES  # re-exported: defined here before axes.py
 from .axes import LR_SCALE, Axis, value_text, yaml_scalar
@@ -37,10 +37,6 @@ IGNORED_KEYS = frozenset({
     "train.out_dir", "train.progress", "train.threads", "train.device", "train.compile",
     "train.log_interval", "train.checkpoint_interval", "train.keep_checkpoints", "data.cache_dir",
 })  # fmt: skip
-
-
-def _old_attribute(cls: str, old: str, new: str) -> None:
-    warnings.warn(f"{cls}.{old} is deprecated; use {new}", DeprecationWarning, 3)
 
 
 @dataclass(frozen=True)
@@ -54,12 +50,12 @@ class RunSpec:
 
     @property
     def method(self) -> str:
-        _old_attribute("RunSpec", "method", "kind")
+        warn_old_attribute("RunSpec", "method", "kind")
         return self.kind
 
     @property
     def streams(self) -> int:
-        _old_attribute("RunSpec", "streams", "num_streams")
+        warn_old_attribute("RunSpec", "streams", "num_streams")
         return self.num_streams
 
     @property
@@ -124,12 +120,12 @@ class CompareConfig:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        _old_attribute("CompareConfig", "methods", "kinds")
+        warn_old_attribute("CompareConfig", "methods", "kinds")
         return self.kinds
 
     @property
     def streams(self) -> tuple[int, ...]:
-        _old_attribute("CompareConfig", "streams", "num_streams")
+        warn_old_attribute("CompareConfig", "streams", "num_streams")
         return self.num_streams
 
     def validate(self) -> CompareConfig:
