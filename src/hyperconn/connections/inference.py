@@ -110,7 +110,8 @@ class InferenceSteps:
         self.check_streams(streams)
         n, c = self.num_streams, self.dim
         lead = tuple(streams.shape[:-2])
-        with float32_region(streams):
+        region = float32_region(streams)  # entered twice, built once
+        with region:
             step = self.inference_mixing(streams)
             y = self._inference_gemm(step.mat, streams)
         rows = step.mat.shape[1]
@@ -119,7 +120,7 @@ class InferenceSteps:
             raise ValueError(
                 f"{self.kind}: the branch must return one tensor of shape (..., {self.dim}), got {type(out).__name__}"
             )
-        with float32_region(streams):
+        with region:
             if self.mixes_streams:
                 mixed = token_view(y, lead, (n, c), (c, 1), step.res_row * c) if rows > n else y.view(streams.shape)
             else:
