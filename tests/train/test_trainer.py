@@ -151,3 +151,18 @@ def test_grad_accumulation_averages_the_micro_batches(make_cfg):
             torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
     finally:
         trainer.close()
+
+
+@pytest.mark.slow
+def test_compiled_run_matches_eager_and_says_its_compile_time(make_cfg, capsys):
+    """``train.compile=true`` trains the same math (losses agree to rounding) and prints the
+    one-off compile time once; ``train.compile=false`` stays the plain path."""
+    runs = {}
+    for flag in ("false", "true"):
+        cfg = make_cfg("train.steps=3", "train.eval_interval=3", f"train.compile={flag}", name=f"compile-{flag}")
+        runs[flag] = train_losses(train(cfg))
+    said = capsys.readouterr().err
+    assert said.count("torch.compile: the first evaluation and training step took") == 1
+    assert [s for s, _ in runs["true"]] == [s for s, _ in runs["false"]]
+    for (_, eager), (_, compiled) in zip(runs["false"], runs["true"], strict=True):
+        assert compiled == pytest.approx(eager, rel=1e-4)
