@@ -290,7 +290,7 @@ class Trainer:
         bar = tqdm(total=t.steps, initial=self.step, disable=not bar_on,
                    desc=self.run_dir.name, unit="step", dynamic_ncols=True)  # fmt: skip
         window_time, window_steps = 0.0, 0
-        compile_from = time.perf_counter() if t.compile else None  # the one-off compile, said once
+        say_compile = t.compile  # the first step in this process pays the one-off compile: say it once
         final = None  # (ValResult, bpb) of the whole-split evaluation at the last step
         with InterruptGuard() as guard:
             try:
@@ -307,11 +307,10 @@ class Trainer:
                             self._publish()  # the run has started: only now is anything written
                         window_time += time.perf_counter() - tick
                         window_steps += 1
-                        if compile_from is not None:
-                            took = time.perf_counter() - compile_from
-                            said = f"torch.compile: the first evaluation and training step took {took:.1f} s"
+                        if say_compile:
+                            said = f"torch.compile: the first training step took {time.perf_counter() - tick:.1f} s"
                             bar.write(said) if bar_on else _say(info.is_main, said)
-                            compile_from = None
+                            say_compile = False
                         tok_s = window_steps * self.tokens_per_step / max(window_time, 1e-9)
                         bar.update(1)
                         bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
