@@ -126,6 +126,14 @@ def test_adjust_pairs_counts_only_tested_pairs():
     assert c["p_holm"] == pytest.approx(0.04) and c["resolved"]  # 2 x 0.01 < 1 x 0.04: monotone max
     assert b["p_holm"] is None and not b["resolved"] and b["verdict"].startswith("no test")
     (d,) = adjust_pairs([{**loose, "p": 0.06}])
+    assert d["in_family"]
+    # a family of one: Holm is the identity on it; the pair outside keeps p and gets no verdict
+    inside, outside = adjust_pairs([loose, tested], family=[True, False])
+    assert inside["p_holm"] == pytest.approx(0.04) and inside["resolved"]
+    assert outside["p_holm"] is None and not outside["resolved"] and not outside["in_family"]
+    assert outside["verdict"] == "outside the family: uncorrected p, no verdict"
+    with pytest.raises(ValueError, match="family marks 1 pairs, there are 2"):
+        adjust_pairs([loose, tested], family=[True])
     assert not d["resolved"] and d["verdict"] == "not detected (the interval excludes differences larger than 0.2000)"
 
 

@@ -233,7 +233,8 @@ def test_pairs_are_holm_adjusted_and_the_report_says_so(tmp_path):
     assert [(p["a"], p["b"]) for p in pairs] == [("residual-n1", "mhc-n2"), ("residual-n1", "shc-n2"),
                                                  ("mhc-n2", "shc-n2")]  # fmt: skip
     assert [p["p_holm"] for p in pairs] == pytest.approx(holm([p["p"] for p in pairs]))
-    assert summary["multiple_comparisons"] == {"method": "holm", "pairs": 3}
+    assert summary["multiple_comparisons"] == {"method": "holm", "pairs": 3, "family": "every pair"}
+    assert all(p["in_family"] for p in pairs)
     for p in pairs:
         d = [FINAL[(p["a"].split("-")[0], s)] - FINAL[(p["b"].split("-")[0], s)] for s in range(4)]
         assert p["mean"] == pytest.approx(statistics.mean(d)) and p["sd"] == pytest.approx(statistics.stdev(d))
@@ -247,6 +248,55 @@ def test_pairs_are_holm_adjusted_and_the_report_says_so(tmp_path):
     assert "Holm step-down over the 3 pair(s)" in report and "per-comparison alpha = 0.05" in report
     assert "| mdd_80 | verdict |" in report and tie["verdict"] in report
     assert "Resolved: residual − mhc = +0.3" in report
+
+
+def test_a_pre_specified_family_is_corrected_alone_in_the_asked_orientation(tmp_path):
+    cfg = study(tmp_path, methods=("residual", "mhc", "shc"))
+    cfg.pairs = ("shc-n2:residual-n1", "mhc-n2:shc-n2")
+    cfg.validate()
+    jobs = plan(cfg)
+    for job in jobs:
+        write_run(job, done_extra={"val_tokens": 10}, provenance=prov("abc"))
+    summary = summarise(cfg, jobs, 0.0, "cmd")
+    pairs = summary["paired_differences"]
+    # the family first, as asked (shc - residual, not residual - shc), then the pair outside it
+    assert [(p["a"], p["b"], p["in_family"]) for p in pairs] == [
+        ("shc-n2", "residual-n1", True), ("mhc-n2", "shc-n2", True), ("residual-n1", "mhc-n2", False)]
+    d = [FINAL[("shc", s)] - FINAL[("residual", s)] for s in range(4)]
+    assert pairs[0]["mean"] == pytest.approx(statistics.mean(d))
+    # Holm over the two family pairs only; the third keeps its uncorrected p and has no verdict
+    assert [p["p_holm"] for p in pairs[:2]] == pytest.approx(holm([p["p"] for p in pairs[:2]]))
+    outside = pairs[2]
+    assert outside["p"] < 0.05 and outside["p_holm"] is None and not outside["resolved"]
+    assert outside["verdict"] == "outside the family: uncorrected p, no verdict"
+    assert summary["multiple_comparisons"] == {"method": "holm", "pairs": 2,
+                                               "family": ["shc-n2:residual-n1", "mhc-n2:shc-n2"]}  # fmt: skip
+    assert summary["study"]["pairs"] == ["shc-n2:residual-n1", "mhc-n2:shc-n2"]
+    report = report_markdown(summary, [])
+    assert "Holm step-down over the 2 pre-specified pair(s)" in report
+    assert CompareConfig.from_dict(summary["study"]).validate().pairs == cfg.pairs  # study.json round trip
+
+
+@pytest.mark.parametrize(("pairs", "message"), [
+    (("mhc-n2:nope-n4",), "pairs: no group nope-n4 in this study; its groups: residual-n1, mhc-n2"),
+    (("mhc-n2",), "pairs: each pair is A:B \\(two group names\\), got 'mhc-n2'"),
+    (("mhc-n2:mhc-n2",), "pairs a group with itself or repeats a pair"),
+    (("mhc-n2:residual-n1", "residual-n1:mhc-n2"), "pairs a group with itself or repeats a pair"),
+])  # fmt: skip
+def test_bad_pairs_are_refused_in_one_line(tmp_path, pairs, message):
+    cfg = study(tmp_path)
+    cfg.pairs = pairs
+    with pytest.raises(ValueError, match=message):
+        cfg.validate()
+
+
+def test_bad_pairs_flag_exits_2_before_training(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code = main(["compare", "--preset", "demo", "--kinds", "residual,shc", "--num-streams", "2", "--out", str(out),
+                 "--pairs", "shc-n2:mhc-n2"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no group mhc-n2 in this study" in err[0]
+    assert not out.exists()
 
 
 def test_boilerplate_says_only_what_happened(finished):

@@ -79,6 +79,8 @@ def study_from_args(args):
         cfg.out = Path(args.out)
     cfg.overrides = (*cfg.overrides, *args.set)
     cfg.axes = (*cfg.axes, *(parse_axis(a) for a in args.axis))
+    if args.pairs is not None:
+        cfg.pairs = tuple(_csv(args.pairs))
     return cfg.validate()
 
 
@@ -140,6 +142,10 @@ def register(subparsers) -> None:
     p.add_argument("--batches", type=int, default=None, help=f"validation batches per analysis ({DEFAULT_BATCHES})")
     p.add_argument("--bench-rounds", type=int, default=None,
                    help="rounds of the interleaved throughput measurement after training (0: skip; default 5)")
+    p.add_argument("--pairs", default=None, metavar="A:B,C:D",
+                   help="the pairs of groups the Holm correction covers, named as in the report (e.g. "
+                   "mhc-n4:shc-n4); other pairs are listed with their uncorrected p and no verdict "
+                   "(default: every pair)")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: re-render report.md/summary.json from the runs on disk")
     p.add_argument("--allow-mixed-commits", action="store_true",

@@ -56,7 +56,12 @@ def final_eval_line(summary: dict) -> str:
 def paired_section(summary: dict, names: dict[str, str]) -> list[str]:
     pct = round(100 * summary["confidence"])
     alpha, power = summary.get("alpha", 0.05), summary.get("power", 0.8)
-    tested = sum(p["p"] is not None for p in summary["paired_differences"])
+    tested = sum(p["p"] is not None and p.get("in_family", True) for p in summary["paired_differences"])
+    family = summary.get("multiple_comparisons", {}).get("family", "every pair")
+    over = f"{tested} pair(s) with a p-value" if family == "every pair" else (
+        f"{tested} pre-specified pair(s) with a p-value (the family given by `--pairs`, listed first; "
+        "every other pair shows its uncorrected p and no verdict)"
+    )
     lines = [
         "## Paired differences of the final validation loss (by seed)",
         "",
@@ -64,7 +69,7 @@ def paired_section(summary: dict, names: dict[str, str]) -> list[str]:
         f"of d over the k common seeds; {pct}% confidence interval mean ± t_(k−1) sd/√k with the Student-t "
         f"quantile at {(1 + summary['confidence']) / 2:.3f} and k−1 degrees of freedom (needs k ≥ 2); p: two-sided "
         "p-value of the paired t statistic T = mean/(sd/√k). Multiplicity correction: Holm step-down over the "
-        f"{tested} pair(s) with a p-value (p_holm); resolved = p_holm < {alpha:g} (a negative difference: A ends "
+        f"{over} (p_holm); resolved = p_holm < {alpha:g} (a negative difference: A ends "
         f"lower). Otherwise: not detected, with the largest difference the {pct}% interval still allows. "
         f"mdd_80: the difference the paired t-test at per-comparison alpha = {alpha:g} would detect with "
         f"{power:.0%} power, (t_(1−alpha/2, k−1) + t_({power:g}, k−1)) sd/√k with the observed sd (before the Holm "

@@ -174,15 +174,23 @@ def verdict(pair: Mapping) -> str:
     return f"not detected (the interval excludes differences larger than {bound:.4f})"
 
 
-def adjust_pairs(pairs: Sequence[Mapping], alpha: float = ALPHA) -> list[dict]:
-    """Every pair (from :func:`paired_difference`) with ``p_holm`` (Holm over the pairs that have a
-    p-value), ``resolved = p_holm < alpha`` and its :func:`verdict` added."""
-    tested = [i for i, p in enumerate(pairs) if p.get("p") is not None]
+def adjust_pairs(pairs: Sequence[Mapping], alpha: float = ALPHA, family: Sequence[bool] | None = None) -> list[dict]:
+    """Every pair (from :func:`paired_difference`) with ``in_family``, ``p_holm`` (Holm over the
+    family's pairs that have a p-value), ``resolved = p_holm < alpha`` and its :func:`verdict`
+    added. ``family`` marks the pairs the correction covers (None: every pair); a pair outside it
+    keeps its uncorrected ``p`` and gets no ``p_holm`` and no verdict."""
+    family = [True] * len(pairs) if family is None else list(family)
+    if len(family) != len(pairs):
+        raise ValueError(f"family marks {len(family)} pairs, there are {len(pairs)}")
+    tested = [i for i, p in enumerate(pairs) if p.get("p") is not None and family[i]]
     adjusted = dict(zip(tested, holm([pairs[i]["p"] for i in tested]), strict=True))
     out = []
     for i, pair in enumerate(pairs):
-        entry = {**pair, "p_holm": adjusted.get(i)}
+        entry = {**pair, "in_family": family[i], "p_holm": adjusted.get(i)}
         entry["resolved"] = entry["p_holm"] is not None and entry["p_holm"] < alpha
-        entry["verdict"] = verdict(entry)
+        entry["verdict"] = verdict(entry) if family[i] else OUTSIDE_FAMILY
         out.append(entry)
     return out
+
+
+OUTSIDE_FAMILY = "outside the family: uncorrected p, no verdict"

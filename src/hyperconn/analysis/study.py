@@ -87,6 +87,7 @@ class CompareConfig:
     axes: tuple[Axis, ...] = ()
     analyze_batches: int = DEFAULT_BATCHES
     bench_rounds: int = 5  # interleaved throughput rounds after training (0: skip)
+    pairs: tuple[tuple[str, str], ...] = ()  # the Holm family, group pairs (A, B); empty: every pair
 
     def __init__(
         self,
@@ -100,6 +101,7 @@ class CompareConfig:
         axes: tuple[Axis, ...] = (),
         analyze_batches: int = DEFAULT_BATCHES,
         bench_rounds: int = 5,
+        pairs: tuple = (),
         *,
         methods: tuple[str, ...] | None = None,
         streams: int | tuple[int, ...] | None = None,
@@ -116,7 +118,7 @@ class CompareConfig:
         self.preset, self.kinds = preset, kinds
         self.num_streams = next((n for n in (num_streams, streams) if n is not None), 4)
         self.seeds, self.out, self.steps, self.overrides, self.axes = seeds, out, steps, overrides, axes
-        self.analyze_batches, self.bench_rounds = analyze_batches, bench_rounds
+        self.analyze_batches, self.bench_rounds, self.pairs = analyze_batches, bench_rounds, pairs
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -162,7 +164,24 @@ class CompareConfig:
         if len(set(labels)) != len(labels) or len({a.key for a in self.axes}) != len(self.axes):
             raise ValueError(f"axes must have distinct keys and names, got {labels}")
         self.out = Path(self.out)
+        self.pairs = self._checked_pairs()
         return self
+
+    def _checked_pairs(self) -> tuple[tuple[str, str], ...]:
+        """``pairs`` as ``(A, B)`` tuples of this study's group names ("A:B" strings accepted)."""
+        groups = list(dict.fromkeys(spec.group for spec in self.runs()))
+        out: list[tuple[str, str]] = []
+        for item in self.pairs:
+            pair = tuple(item.split(":")) if isinstance(item, str) else tuple(item)
+            if len(pair) != 2 or not all(isinstance(g, str) for g in pair):
+                raise ValueError(f"pairs: each pair is A:B (two group names), got {item!r}")
+            unknown = [g for g in pair if g not in groups]
+            if unknown:
+                raise ValueError(f"pairs: no group {', '.join(unknown)} in this study; its groups: {', '.join(groups)}")
+            if pair[0] == pair[1] or set(pair) in [set(p) for p in out]:
+                raise ValueError(f"pairs: {pair[0]}:{pair[1]} pairs a group with itself or repeats a pair")
+            out.append(pair)
+        return tuple(out)
 
     def runs(self) -> list[RunSpec]:
         """Every run, seed by seed (so a first result for every group exists early)."""
@@ -185,18 +204,19 @@ class CompareConfig:
             "preset": self.preset, "kinds": list(self.kinds), "num_streams": list(self.num_streams),
             "seeds": self.seeds, "out": str(self.out), "steps": self.steps, "set": list(self.overrides),
             "axes": [a.to_dict() for a in self.axes], "batches": self.analyze_batches,
-            "bench_rounds": self.bench_rounds,
+            "bench_rounds": self.bench_rounds, "pairs": [f"{a}:{b}" for a, b in self.pairs],
         }  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict) -> CompareConfig:
         """A study spec: ``preset``, ``kinds`` (list or comma string), ``num_streams`` (int or list),
         ``seeds``, ``out``, ``steps``, ``set`` (list of ``section.key=value``), ``axes`` (list of
-        ``{key, values, name?, kinds?}``), ``batches``, ``bench_rounds``. The old names ``methods``
+        ``{key, values, name?, kinds?}``), ``batches``, ``bench_rounds``, ``pairs`` (list of
+        ``A:B`` group names: the family the Holm correction covers; absent: every pair). The old names ``methods``
         and ``streams`` (and an axis's ``methods``) are read with a warning, or silently where they
         repeat the new key's value (as :meth:`to_dict` writes them)."""
         allowed = {"preset", "kinds", "num_streams", "seeds", "out", "steps", "set", "axes", "batches",
-                   "bench_rounds"}  # fmt: skip
+                   "bench_rounds", "pairs"}  # fmt: skip
         if not isinstance(data, dict):
             raise ValueError(f"a study spec must be a mapping, got {type(data).__name__}")
         data = _study_renamed(data)
@@ -215,6 +235,7 @@ class CompareConfig:
             seeds=data.get("seeds", 1), out=Path(data.get("out", "runs/compare")), steps=data.get("steps"),
             overrides=tuple(data.get("set") or ()), axes=tuple(axes),
             analyze_batches=data.get("batches", DEFAULT_BATCHES), bench_rounds=data.get("bench_rounds", 5),
+            pairs=tuple(data.get("pairs") or ()),
         )  # fmt: skip
 
     @classmethod
