@@ -1,7 +1,7 @@
 """One-shot GPU check of the fused Triton kernels (``hyperconn.kernels``): correctness, speed, training step.
 
 Run on a CUDA machine; it imports only torch, triton and hyperconn (``pip install -e . --no-deps`` or
-``PYTHONPATH=src``) and finishes in about 3-5 minutes::
+``PYTHONPATH=src``) and finishes in about 5-8 minutes (two compiles of the step model)::
 
     PYTHONPATH=src python benchmarks/gpu_check.py --out docs/results/gpu_check.json
 
@@ -13,7 +13,8 @@ of the fused kernels, sHC fwd+bwd at C = 2048 bf16; the fastest are used from th
 ``--keep-blocks``), ``correctness`` (fused vs PyTorch path, values and every gradient: sHC n = 4
 bf16 and fp32, n = 3 bf16, mHC n = 4 bf16; C = 1024, 4099 tokens), ``step`` (training step of
 the qwen3-0.6b shape with ``--layers`` layers, bf16 autocast: residual vs sHC n = 4 with and
-without the kernels) and ``layer`` (width + identity branch + depth, n = 4, 8192 tokens, C in
+without the kernels, and both under ``torch.compile``) and ``layer`` (width + identity branch +
+depth, n = 4, 8192 tokens, C in
 {1024, 2048} bf16: fused vs PyTorch eager vs torch.compile, and C = 1024 fp32 streams: fused vs
 eager; fwd+bwd and fwd only; achieved bandwidth for the byte model below). Triton compiles each
 kernel variant on first use (seconds each); the order lets later stages reuse earlier variants.
@@ -298,13 +299,13 @@ def stage_layer(args, results):
     return {"byte_model": "must: fwd (4n+2) T C b, fwd+bwd (8n+5) T C b", "blocks": blocks(), "cases": out}
 
 
-def _train_step_ms(kind, streams, layers, batch, seq, reps, fused: bool):
+def _train_step_ms(kind, streams, layers, batch, seq, reps, fused: bool, compiled: bool = False):
     from hyperconn.model import ConnectionConfig, LanguageModel, get_preset
 
     cfg = get_preset("qwen3-0.6b").model
     cfg.n_layers = layers
     cfg.max_seq_len = seq
-    cfg.connection = ConnectionConfig(kind=kind, streams=streams)
+    cfg.connection = ConnectionConfig(kind=kind, num_streams=streams)
     for key, value in SIZES.get("model_override", {}).items():
         setattr(cfg, key, value)
     cfg.validate()
@@ -323,8 +324,11 @@ def _train_step_ms(kind, streams, layers, batch, seq, reps, fused: bool):
 
     batch_xy = [(idx[:, :-1], idx[:, 1:])]
 
+    # compiled: the trainer's train.compile=true (the whole model; torch.compile always takes PyTorch)
+    forward = torch.compile(model) if compiled else model
+
     def step():
-        train_step(model, opt, batch_xy, precision="bf16", grad_clip=1.0)
+        train_step(forward, opt, batch_xy, precision="bf16", grad_clip=1.0, parameters=model.parameters())
 
     ctx = backend(model, "triton" if fused else "torch")
     kernels.width = counting_width
@@ -348,16 +352,21 @@ def stage_step(args, results):
            "note": "bf16 autocast, fp32 master weights (fp32 streams, as in hyperconn train), AdamW fused, clip 1.0",
            "blocks": blocks()}
     rows = {}
-    for name, kind, n, fused in (("residual", "residual", 1, True), ("shc n=4 fused", "shc", 4, True),
-                                 ("shc n=4 pytorch", "shc", 4, False)):
+    for name, kind, n, fused, compiled in (("residual", "residual", 1, True, False),
+                                           ("shc n=4 fused", "shc", 4, True, False),
+                                           ("shc n=4 pytorch", "shc", 4, False, False),
+                                           ("residual compiled", "residual", 1, False, True),
+                                           ("shc n=4 compiled", "shc", 4, False, True)):
         if time.monotonic() - args.t0 > args.budget:
             rows[name] = {"skipped": "time budget"}
             continue
         try:
-            ms, calls, peak = _train_step_ms(kind, n, args.layers, batch, seq, args.step_reps, fused)
+            t_start = time.monotonic()
+            ms, calls, peak = _train_step_ms(kind, n, args.layers, batch, seq, args.step_reps, fused, compiled)
             if SIZES["device"] == "cuda":
                 torch.cuda.empty_cache()
-            rows[name] = {"ms": round(ms, 3), "fused_width_calls_per_step": calls, "peak_gib": round(peak, 2)}
+            rows[name] = {"ms": round(ms, 3), "fused_width_calls_per_step": calls, "peak_gib": round(peak, 2),
+                          "wall_s_with_compile": round(time.monotonic() - t_start, 1) if compiled else None}
         except Exception as e:  # noqa: BLE001
             rows[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
         print(f"  {name}: {json.dumps({k: v for k, v in rows[name].items() if k != 'traceback'})}", flush=True)
@@ -366,6 +375,10 @@ def stage_step(args, results):
     for name in ("shc n=4 fused", "shc n=4 pytorch"):
         if base and "ms" in rows.get(name, {}):
             out[f"overhead vs residual: {name}"] = round(rows[name]["ms"] / base - 1, 4)
+    base_compiled = rows.get("residual compiled", {}).get("ms")
+    if base_compiled and "ms" in rows.get("shc n=4 compiled", {}):
+        ratio = rows["shc n=4 compiled"]["ms"] / base_compiled
+        out["overhead vs residual compiled: shc n=4 compiled"] = round(ratio - 1, 4)
     return out
 
 
@@ -469,7 +482,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON result path (a .md summary is written beside)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)}")
-    parser.add_argument("--budget", type=float, default=240.0,
+    parser.add_argument("--budget", type=float, default=420.0,
                         help="seconds after which no new stage (or layer case / step run) starts")
     parser.add_argument("--reps", type=int, default=20, help="timed repeats per layer contender")
     parser.add_argument("--layers", type=int, default=8, help="qwen3-0.6b layers in the step stage (28 in full)")
