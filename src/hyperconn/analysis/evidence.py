@@ -56,8 +56,7 @@ def final_eval_line(summary: dict) -> str:
 def paired_section(summary: dict, names: dict[str, str]) -> list[str]:
     pct = round(100 * summary["confidence"])
     alpha, power = summary.get("alpha", 0.05), summary.get("power", 0.8)
-    tested = sum(p["p"] is not None and p.get("in_family", True) for p in summary["paired_differences"])
-    family = summary.get("multiple_comparisons", {}).get("family", "every pair")
+    tested, family = summary["multiple_comparisons"]["pairs"], summary["multiple_comparisons"]["family"]
     over = f"{tested} pair(s) with a p-value" if family == "every pair" else (
         f"{tested} pre-specified pair(s) with a p-value (the family given by `--pairs`, listed first; "
         "every other pair shows its uncorrected p and no verdict)"

@@ -174,6 +174,9 @@ def verdict(pair: Mapping) -> str:
     return f"not detected (the interval excludes differences larger than {bound:.4f})"
 
 
+OUTSIDE_FAMILY = "outside the family: uncorrected p, no verdict"
+
+
 def adjust_pairs(pairs: Sequence[Mapping], alpha: float = ALPHA, family: Sequence[bool] | None = None) -> list[dict]:
     """Every pair (from :func:`paired_difference`) with ``in_family``, ``p_holm`` (Holm over the
     family's pairs that have a p-value), ``resolved = p_holm < alpha`` and its :func:`verdict`
@@ -192,5 +195,3 @@ def adjust_pairs(pairs: Sequence[Mapping], alpha: float = ALPHA, family: Sequenc
         out.append(entry)
     return out
 
-
-OUTSIDE_FAMILY = "outside the family: uncorrected p, no verdict"

@@ -301,16 +301,16 @@ def summarise(cfg: CompareConfig, jobs: Sequence[Job], wall_s: float, command: s
     # every pair of groups; the asked pairs (cfg.pairs, the Holm family) in the asked orientation
     # and order, first, then the rest
     asked = {frozenset(p): rank for rank, p in enumerate(cfg.pairs)}
-    pairs, ranks = [], []
+    ranked = []  # (rank in cfg.pairs, or len(asked) outside the family; the pair)
     for i, first_group in enumerate(order):
         for second_group in order[i + 1 :]:
-            rank = asked.get(frozenset((first_group, second_group)))
-            a, b = (first_group, second_group) if rank is None else cfg.pairs[rank]
+            rank = asked.get(frozenset((first_group, second_group)), len(asked))
+            a, b = cfg.pairs[rank] if rank < len(asked) else (first_group, second_group)
             by_seed = {g: {int(s): v for s, v in groups[g]["val_loss_by_seed"].items()} for g in (a, b)}
-            pairs.append({"a": a, "b": b, **paired_difference(by_seed[a], by_seed[b])})
-            ranks.append(len(asked) if rank is None else rank)
-    pairs = [p for _, p in sorted(zip(ranks, pairs, strict=True), key=lambda e: e[0])]  # stable
-    family = [rank < len(asked) for rank in sorted(ranks)] if asked else None
+            ranked.append((rank, {"a": a, "b": b, **paired_difference(by_seed[a], by_seed[b])}))
+    ranked.sort(key=lambda e: e[0])  # the family in the asked order, then the rest in report order (stable)
+    family = [rank < len(asked) for rank, _ in ranked] if asked else None
+    pairs = adjust_pairs([pair for _, pair in ranked], ALPHA, family)
     data_all = [json.dumps(e["data"], sort_keys=True) for e in groups.values()]
     first = records[order[0]][0].job.config
     finished = {r.job.spec.name: r.job.run_dir for recs in records.values() for r in recs}
@@ -328,14 +328,14 @@ def summarise(cfg: CompareConfig, jobs: Sequence[Job], wall_s: float, command: s
         "power": POWER,
         "multiple_comparisons": {
             "method": "holm",
-            "pairs": sum(p["p"] is not None for i, p in enumerate(pairs) if family is None or family[i]),
+            "pairs": sum(p["p_holm"] is not None for p in pairs),
             "family": "every pair" if family is None else [f"{a}:{b}" for a, b in cfg.pairs],
         },
         "axes": [{"label": a.label, "key": a.key, "kinds": list(a.kinds)} for a in cfg.axes],
         "data": json.loads(data_all[0]) if len(set(data_all)) == 1 else {"varies_by_group": True},
         "train_tokens": {r.job.spec.name: r.train_tokens for recs in records.values() for r in recs},
         "groups": groups,
-        "paired_differences": adjust_pairs(pairs, ALPHA, family),
+        "paired_differences": pairs,
         "throughput_bench": bench or None,
         "connection_parameters_per_layer": {"dim": first.model.dim, "table": parameter_table(first.model.dim)},
     }

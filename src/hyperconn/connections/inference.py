@@ -144,7 +144,7 @@ class InferenceSteps:
         # n = 2 has no gamma) read straight from ``_parameters``: ``nn.Module.parameters()`` is a
         # generator hashing every tensor into a memo set, which a decode token pays per call
         return self._inference_cache.get(
-            [p for p in self._parameters.values() if p is not None], (dtype, device),
+            self._parameters.values(), (dtype, device),
             lambda: self.inference_constants(dtype),
         )
 

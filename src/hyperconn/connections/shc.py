@@ -128,7 +128,6 @@ class SHC(CoefficientConnection):
             gamma = self.gamma.to(torch.float64)
             poly_map = poly_map * (gamma[0] ** powers[:, 0] * gamma[1] ** powers[:, 1]).unsqueeze(-1)
         consts["index"] = index.reshape(-1).to(weight.device)  # flat, for one index_select
-        consts["factors"] = index.shape[1]
         consts["map"] = poly_map.to(dtype=dtype, device=weight.device)
         return consts
 
@@ -137,7 +136,7 @@ class SHC(CoefficientConnection):
             return super().lean_mixing(coef, consts, lead)
         n = self.num_streams
         gathered = torch.index_select(torch.tanh(coef), 1, consts["index"])
-        monomials = gathered.view(coef.shape[0], -1, consts["factors"]).prod(-1)
+        monomials = gathered.view(coef.shape[0], consts["map"].shape[0], -1).prod(-1)  # a map row per monomial
         num, den = (monomials @ consts["map"]).split_with_sizes((n * (n + 2), 1), dim=-1)
         rows = num / den  # [H_pre; H_res^T; H_post], (tokens, (n + 2) n)
         post = token_view(rows, lead, (n, 1), (1, 1), (n + 1) * n)
