@@ -165,3 +165,21 @@ def test_compiled_groups_time_the_eager_references_in_the_same_rounds():
     built = build_contenders(cfg, 2, x, grad, compiled=True, use_package=package_available())  # lazy: no compile yet
     assert {"shc", "hc", "naive:shc", "naive:hc"} <= set(built)
     assert package_available() == ("hyper-connections:mhc" in built)
+
+
+@pytest.mark.slow
+def test_compiled_decode_generates_what_eager_does():
+    """``bench decode --compile`` compiles the whole forward with dynamic shapes: the prompt's
+    prefill and every one-token step at a growing cache position run compiled, and greedy
+    decoding gives the eager model's tokens."""
+    from hyperconn.bench.model import ModelBenchConfig, build_model
+
+    cfg = ModelBenchConfig(shrink=(32, 1), vocab_size=64, precision="fp32")
+    eager = build_model(cfg, "tiny", "shc").eval()
+    compiled = build_model(cfg, "tiny", "shc").eval()
+    compiled.compile(dynamic=True)
+    prompt = torch.randint(cfg.vocab_size, (1, 5), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = eager.generate(prompt, 6, temperature=0.0)
+        got = compiled.generate(prompt, 6, temperature=0.0)
+    assert torch.equal(got, want)

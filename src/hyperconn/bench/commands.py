@@ -80,7 +80,9 @@ def register(subparsers) -> None:
         p.add_argument("--seq-len", type=int, help="default: the preset's max_seq_len")
         p.add_argument("--precision", choices=("bf16", "fp32"), default=precision)
         p.add_argument("--new-tokens", type=int, default=64)
-        p.add_argument("--compile", action="store_true", help="torch.compile the model (step only)")
+        p.add_argument("--compile", action="store_true",
+                       help="torch.compile the model (decode: the whole forward, dynamic shapes); "
+                            "the warm-up round pays the compile")
         p.add_argument("--stream-dtype", choices=("float32", "bfloat16"), default="float32",
                        help="model.stream_dtype of every contender but residual")
         p.set_defaults(func=func)

@@ -105,6 +105,10 @@ def train_step_contender(cfg: ModelBenchConfig, preset: str, kind: str) -> Calla
 
 def decode_contender(cfg: ModelBenchConfig, preset: str, kind: str) -> Callable[[], None]:
     model = build_model(cfg, preset, kind).eval()
+    if cfg.compiled:
+        # in place, so generate's own calls run compiled; dynamic: one graph for the prompt's
+        # prefill and every one-token step at a growing cache position
+        model.compile(dynamic=True)
     gen = torch.Generator().manual_seed(cfg.seed)
     prompt = torch.randint(cfg.vocab_size, (1, cfg.prompt_len), generator=gen)
 
@@ -193,7 +197,7 @@ def run_decode_bench(cfg: ModelBenchConfig, log: Callable[[str], None] = print) 
         for name, t in timings.items():
             tok_s = cfg.new_tokens / t["median_ms"] * 1e3
             rows.append(
-                dict(bench="decode", preset=preset, contender=name, precision=cfg.precision,
+                dict(bench="decode", preset=preset, contender=name, precision=cfg.precision, compiled=cfg.compiled,
                      new_tokens=cfg.new_tokens, **t, tokens_per_s=tok_s, x_residual=tok_s / (base * 1e3),
                      aten_ops_per_token=decode_ops_per_token(cfg, preset, kinds[name]))
             )
