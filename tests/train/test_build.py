@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.support import TINY
+from tests.support import TINY, small_model
 
 from hyperconn.model import LanguageModel
 from hyperconn.train import TrainConfig
-from hyperconn.train.build import build_plain, check_shardable
+from hyperconn.train.build import build_plain, check_shardable, compiled_forward
 from hyperconn.train.config import TrainSettings
 from hyperconn.train.rundir import RESUMABLE_CHANGES
 
@@ -46,3 +46,19 @@ def test_every_resumable_key_is_a_train_setting():
     fields = set(TrainSettings.__dataclass_fields__)
     assert set(RESUMABLE_CHANGES) <= fields
     assert "lr" not in RESUMABLE_CHANGES and "seed" not in RESUMABLE_CHANGES  # these change the run
+
+
+def test_compiled_forward_is_regional_for_the_language_model():
+    """A hyperconn model is compiled block by block in place (the loop keeps calling the module it
+    had, whose state-dict keys are unchanged); any other module is compiled whole."""
+    model = small_model("shc")
+    keys = list(model.state_dict())
+    assert compiled_forward(model, model, sharded=False) is model
+    assert list(model.state_dict()) == keys
+    sharded = small_model("shc")
+    assert compiled_forward(sharded, sharded, sharded=True) is not sharded  # FSDP: compiled whole
+    other = torch.nn.Linear(3, 2)
+    whole = compiled_forward(other, other, sharded=False)
+    assert whole is not other
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(whole(x), other(x))

@@ -157,12 +157,18 @@ def test_grad_accumulation_averages_the_micro_batches(make_cfg):
 def test_compiled_run_matches_eager_and_says_its_compile_time(make_cfg, capsys):
     """``train.compile=true`` trains the same math (losses agree to rounding) and prints the
     one-off compile time once; ``train.compile=false`` stays the plain path."""
-    runs = {}
+    runs, dirs = {}, {}
     for flag in ("false", "true"):
         cfg = make_cfg("train.steps=3", "train.eval_interval=3", f"train.compile={flag}", name=f"compile-{flag}")
-        runs[flag] = train_losses(train(cfg))
+        dirs[flag] = train(cfg)
+        runs[flag] = train_losses(dirs[flag])
     said = capsys.readouterr().err
     assert said.count("torch.compile: the first training step took") == 1
     assert [s for s, _ in runs["true"]] == [s for s, _ in runs["false"]]
     for (_, eager), (_, compiled) in zip(runs["false"], runs["true"], strict=True):
         assert compiled == pytest.approx(eager, rel=1e-4)
+    # the evaluation (eager in both runs) scores the same weights to rounding
+    val = {f: [r["val_loss"] for r in read_metrics(d) if r.get("val_loss") is not None] for f, d in dirs.items()}
+    assert len(val["true"]) == len(val["false"]) >= 1
+    assert val["true"] == pytest.approx(val["false"], rel=1e-4)
+

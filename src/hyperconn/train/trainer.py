@@ -24,6 +24,7 @@ Every step's loss and gradient norm go to ``steps.csv``; ``DONE`` gets their sta
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -35,7 +36,7 @@ from .._optional import require
 from ..data import PreparedData
 from ..fileio import check_writable, remove_temps
 from . import distributed as D
-from .build import build_model, prepare_run_data
+from .build import build_model, compiled_forward, prepare_run_data
 from .checkpoint import check_weights, newest_valid, remove_stale, save_checkpoint, set_rng_state
 from .config import TrainConfig, load_config
 from .evaluation import ValResult, bits_per_byte, evaluate_loss
@@ -90,7 +91,9 @@ class Trainer:
         if self.resume:
             self._restore()
         self.saved_step = self.step if self.last_checkpoint is not None else None
-        self.forward_model = torch.compile(self.model) if t.compile else self.model
+        self.forward_model = self.model
+        if t.compile:
+            self.forward_model = compiled_forward(self.raw_model, self.model, self.parallel.sharded)
         self.batcher = self.data.train_batcher(
             t.seq_len, t.batch_size, t.seed, info.rank, info.world_size, micro_steps=t.grad_accum
         )
@@ -257,10 +260,14 @@ class Trainer:
         over the validation split, or with ``final`` the whole split."""
         t = self.cfg.train
         hres: dict = {}
-        result = evaluate_loss(
-            self.raw_model, self.data.val, t.seq_len, t.batch_size, None if final else t.eval_batches,
-            self.info.device, self.precision, self.info, hres,
-        )  # fmt: skip
+        # evaluation stays eager, as before compile: the blocks compiled in place would otherwise
+        # compile again for no-grad and for the final evaluation's batch shapes
+        stance = torch.compiler.set_stance("force_eager") if t.compile else contextlib.nullcontext()
+        with stance:
+            result = evaluate_loss(
+                self.raw_model, self.data.val, t.seq_len, t.batch_size, None if final else t.eval_batches,
+                self.info.device, self.precision, self.info, hres,
+            )  # fmt: skip
         return result, bits_per_byte(result.loss, self.data.n_val_tokens, self.data.val_bytes), hres
 
     def _eval_and_log(self, elapsed: float, final: bool = False) -> tuple[ValResult, float]:
