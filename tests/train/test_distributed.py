@@ -162,10 +162,10 @@ def _worker(rank: int, world: int, port: int, trainer_cfgs: dict, out: str) -> N
 def launched(corpus, cache_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
     sets = [f"data.source={corpus}", f"data.cache_dir={cache_dir}", *MICRO, *TRAINER_RUN]
-    cfgs = {
-        name: build_config("demo", overrides=[*sets, f"train.fsdp={fsdp}"], out=str(root / name)).to_dict()
-        for name, fsdp in (("ddp", "false"), ("fsdp2", "true"))
-    }
+    runs = {"ddp": ["train.fsdp=false"], "fsdp2": ["train.fsdp=true"],
+            "ddp-compiled": ["train.fsdp=false", "train.compile=true"]}  # fmt: skip
+    cfgs = {name: build_config("demo", overrides=[*sets, *extra], out=str(root / name)).to_dict()
+            for name, extra in runs.items()}  # fmt: skip
     # spawned children import this module by the name pytest gave it: put its root on their path
     top = str(Path(__file__).resolve().parents[_worker.__module__.count(".")])
     with pytest.MonkeyPatch.context() as mp_ctx:
@@ -174,7 +174,7 @@ def launched(corpus, cache_dir, tmp_path_factory):
     return root, torch.load(root / "results.pt")
 
 
-@pytest.mark.parametrize("name", ["ddp", "fsdp2"])
+@pytest.mark.parametrize("name", ["ddp", "fsdp2", "ddp-compiled"])  # compiled: the blocks in place, DDP around
 def test_the_trainer_keeps_two_ranks_in_sync_across_a_resume(launched, name):
     root, results = launched
     assert results[f"trainer {name}"][0], "ranks differ"
@@ -183,6 +183,9 @@ def test_the_trainer_keeps_two_ranks_in_sync_across_a_resume(launched, name):
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert rows[-1]["tokens"] == 4 * 2 * 2 * 4 * 16  # steps x ranks x accum x batch x seq
     assert (run / "DONE").is_file()
+    if name == "ddp-compiled":  # the same run as "ddp" but compiled: its losses to rounding
+        eager = [r["loss"] for r in read_metrics(root / "ddp") if r["loss"] is not None]
+        assert [r["loss"] for r in rows] == pytest.approx(eager, rel=1e-4)
 
 
 @pytest.mark.parametrize(("kind", "n"), DDP_CASES)
