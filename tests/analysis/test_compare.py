@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 import hyperconn.train
-from hyperconn.analysis.compare import load_study, run_compare, summary_table
+from hyperconn.analysis.compare import compare_command, load_study, run_compare, summary_table
 from hyperconn.analysis.jobs import RunMismatchError, check_reuse
 from hyperconn.analysis.stats import t_quantile
-from hyperconn.analysis.study import Axis, CompareConfig, plan
+from hyperconn.analysis.study import Axis, CompareConfig, parse_axis, plan
 from hyperconn.analysis.summarise import count_spikes
 from hyperconn.cli import main
 
@@ -252,3 +252,24 @@ def test_analyze_command(compared, tmp_path, capsys):
     assert "composite forward/backward gain" in capsys.readouterr().out
     assert main(["analyze", str(tmp_path / "missing")]) == 2
     assert "no run directory" in capsys.readouterr().err
+
+
+def test_the_reported_command_rebuilds_the_study():
+    """The report's ``command`` line, run again, asks for the same study: axes, overrides, the
+    pre-specified Holm family (``--pairs``) and a non-default ``--batches`` included."""
+    import argparse
+    import shlex
+
+    from hyperconn.analysis.commands import register, study_from_args
+
+    cfg = CompareConfig(
+        preset="demo", kinds=("residual", "shc"), num_streams=(4,), seeds=2, out="runs/x", steps=30,
+        overrides=("train.batch_size=4",), axes=(parse_axis("shc:train.lr_scale=0.5,2"),), analyze_batches=3,
+        pairs=("shc-n4-lrx0.5:residual-n1", "shc-n4-lrx2:residual-n1"),
+    ).validate()  # fmt: skip
+    words = shlex.split(compare_command(cfg))
+    assert words[:2] == ["hyperconn", "compare"] and "--pairs" in words and "--batches" in words
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    again = study_from_args(parser.parse_args(words[1:]))
+    assert again.to_dict() == cfg.to_dict()

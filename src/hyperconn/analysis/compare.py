@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..fileio import write_json
+from .analyze import DEFAULT_BATCHES
 from .axes import yaml_scalar
 from .commits import check_commits, current_commit
 from .jobs import check_reuse, run_jobs, run_probes
@@ -50,7 +51,11 @@ def compare_command(cfg: CompareConfig) -> str:
     for axis in cfg.axes:
         scope = f"{','.join(axis.kinds)}:" if axis.kinds else ""
         parts.append(f"--axis {scope}{axis.key}={','.join(yaml_scalar(v) for v in axis.values)}")
+    if cfg.analyze_batches != DEFAULT_BATCHES:
+        parts.append(f"--batches {cfg.analyze_batches}")
     parts.append(f"--bench-rounds {cfg.bench_rounds}")
+    if cfg.pairs:  # the pre-specified Holm family
+        parts.append(f"--pairs {','.join(f'{a}:{b}' for a, b in cfg.pairs)}")
     return " ".join(parts)
 
 
