@@ -75,8 +75,8 @@ def compiled_forward(raw_model: nn.Module, model: nn.Module, sharded: bool) -> n
     A hyperconn ``LanguageModel`` that is not sharded is compiled block by block, in place
     (:func:`~hyperconn.model.compile.compile_blocks`: one graph per distinct block, so three when
     the inert first and last ``H_res`` are skipped), and the loop calls ``model`` as before (DDP
-    around it, or the model itself). At ``small`` on the CPU that compiles in about a third of the
-    whole model's time, with the same step time (docs/performance.md, "Compile on this CPU").
+    around it, or the model itself). At ``small`` on the CPU that compiles in less than half the
+    whole model's time, with the same step time (docs/performance.md, "Regional compile").
     Any other model (an HF one, an FSDP-sharded one) is compiled whole."""
     if isinstance(raw_model, LanguageModel) and not sharded:
         compile_blocks(raw_model)
