@@ -30,11 +30,9 @@ import time
 import torch
 from block_ab import finish
 
-from hyperconn.bench.model import ModelBenchConfig, build_model
+from hyperconn.bench.model import ModelBenchConfig, build_model, training_step
 from hyperconn.bench.timing import interleaved_medians
 from hyperconn.model.compile import compile_blocks
-from hyperconn.train.optim import build_optimizer
-from hyperconn.train.step import train_step
 
 MODES = ("eager", "whole", "regional")
 
@@ -42,15 +40,9 @@ MODES = ("eager", "whole", "regional")
 def contender(preset: str, kind: str, batch: int, mode: str):
     cfg = ModelBenchConfig(precision="fp32", batch_size=batch)
     model = build_model(cfg, preset, kind)
-    forward = torch.compile(model) if mode == "whole" else model
     if mode == "regional":
         compile_blocks(model)
-    optimizer = build_optimizer(model, 1e-4, (0.9, 0.95), 0.1)
-    gen = torch.Generator().manual_seed(0)
-    shape = (batch, model.cfg.max_seq_len)
-    x, y = torch.randint(cfg.vocab_size, shape, generator=gen), torch.randint(cfg.vocab_size, shape, generator=gen)
-    params = list(model.parameters())
-    return lambda: train_step(forward, optimizer, [(x, y)], precision="fp32", grad_clip=1.0, parameters=params)
+    return training_step(cfg, model, torch.compile(model) if mode == "whole" else model)
 
 
 def first_step_s(step) -> float:

@@ -88,7 +88,12 @@ def _autocast(precision: str):
 
 def train_step_contender(cfg: ModelBenchConfig, preset: str, kind: str) -> Callable[[], None]:
     model = build_model(cfg, preset, kind)
-    forward = torch.compile(model) if cfg.compiled else model
+    return training_step(cfg, model, torch.compile(model) if cfg.compiled else model)
+
+
+def training_step(cfg: ModelBenchConfig, model: LanguageModel, forward: Callable) -> Callable[[], None]:
+    """One trainer step (``hyperconn.train.step.train_step``) of ``model`` called through
+    ``forward`` (the model, or a compiled form of it) on a fixed batch, as a closure."""
     optimizer = build_optimizer(model, 1e-4, (0.9, 0.95), 0.1)
     gen = torch.Generator().manual_seed(cfg.seed)
     seq = _seq_len(cfg, model)
