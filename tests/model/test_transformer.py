@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from tests.support import perturb, slow_unless
 
 from hyperconn import connection_parameter_count
+from hyperconn.connections import constants, shc
 from hyperconn.model import ConnectionConfig, LanguageModel, ModelConfig, get_preset
 
 VOCAB = 50
@@ -138,6 +139,29 @@ def test_greedy_generate_matches_uncached_decoding(kind, streams):
     for _ in range(8):
         ref = torch.cat([ref, model(ref)[:, -1].argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(out, ref)
+
+
+@pytest.mark.parametrize("kind", ["shc", "mhc"])
+def test_generate_leaves_the_model_trainable_and_its_eval_current(kind, monkeypatch):
+    """generate runs in inference mode: nothing it builds (the no-grad path's parameter cache, the
+    process-wide constants) may leak into training, and an optimizer step must reach the next
+    no-grad forward."""
+    monkeypatch.setattr(constants, "_MEMO", {})  # first built inside generate, as in a fresh process
+    shc.decode_polynomial.cache_clear()
+    model = micro(kind, 4).eval()
+    prompt = torch.randint(0, VOCAB, (1, 5))
+    model.generate(prompt, 3, temperature=0)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(prompt).logsumexp(-1).mean().backward()  # would raise on an inference tensor saved for backward
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        after = model(prompt)
+    with torch.enable_grad():
+        reference = model(prompt)  # the training forward, which never reads the cache
+    torch.testing.assert_close(after, reference.detach())
+    assert torch.equal(model.generate(prompt, 3, temperature=0)[:, :5], prompt)
 
 
 @pytest.mark.slow

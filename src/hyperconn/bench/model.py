@@ -126,10 +126,11 @@ def decode_contender(cfg: ModelBenchConfig, preset: str, kind: str) -> Callable[
 
 def decode_ops_per_token(cfg: ModelBenchConfig, preset: str, kind: str) -> int:
     """ATen ops one cached decode step dispatches (batch 1, after the prompt's prefill): the
-    number that batch-1 generation time follows on a CPU, free of timing noise."""
+    number that batch-1 generation time follows on a CPU, free of timing noise. Under
+    ``torch.inference_mode``, as ``generate`` runs."""
     model = build_model(cfg, preset, kind).eval()
     prompt = torch.randint(cfg.vocab_size, (1, cfg.prompt_len), generator=torch.Generator().manual_seed(cfg.seed))
-    with torch.no_grad(), _autocast(cfg.precision):
+    with torch.inference_mode(), _autocast(cfg.precision):
         cache = model.new_cache(1)
         model(prompt, 0, cache)
         token = prompt[:, -1:]

@@ -26,7 +26,8 @@ def constant(
     key = (build.__module__, build.__qualname__, args, dtype, torch.device(device))
     value = _MEMO.get(key)
     if value is None:
-        value = build(*args).to(dtype=dtype, device=device)
+        with torch.inference_mode(False):  # kept for later autograd use, even if first asked for in generate
+            value = build(*args).to(dtype=dtype, device=device)
         _MEMO[key] = value
     return value
 

@@ -39,7 +39,9 @@ class ParameterCache:
     def get(self, params: Iterable[torch.Tensor], extra: Hashable, build: Callable[[], object]) -> object:
         key = (extra, *[(id(p), p.data_ptr(), p._version) for p in params if p is not None])
         if key != self._key:
-            with torch.no_grad():
+            # normal tensors even when built inside generate's inference mode: the process-wide
+            # constants built on the way (polynomial maps) outlive it and may meet autograd
+            with torch.inference_mode(False), torch.no_grad():
                 self._value = build()
             self._key = key
         return self._value

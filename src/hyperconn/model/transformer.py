@@ -148,7 +148,7 @@ class LanguageModel(nn.Module):
         ]
         return KVCache(layers)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(
         self,
         idx: torch.Tensor,
@@ -161,6 +161,9 @@ class LanguageModel(nn.Module):
 
         ``temperature=0`` is greedy; ``top_k`` keeps the k most likely tokens. When the context
         reaches ``max_seq_len``, the cache is rebuilt from the last half of the window.
+        Runs under ``torch.inference_mode`` (no version counters or view tracking: about 10% more
+        tokens/s than ``no_grad`` at ``tiny`` on a CPU, docs/performance.md), so the returned
+        tensor is an inference tensor: ``.clone()`` it outside the mode before an in-place write.
         """
         check_sampling(temperature, top_k)
         was_training = self.training
