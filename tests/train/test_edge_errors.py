@@ -36,6 +36,21 @@ def test_bad_settings_are_refused_before_anything_is_written(cli, train_argv, tm
     assert not (tmp_path / "run").exists()
 
 
+def test_compile_without_a_cpp_compiler_is_refused_before_anything_is_written(
+    cli, train_argv, tmp_path, cache_dir, monkeypatch
+):
+    """On the CPU, Inductor writes C++: no compiler is one line at setup, not a traceback at step 1."""
+    from torch._inductor import config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(tmp_path / "no-such-c++")))
+    line = cli.refused(
+        [*train_argv, "--set", "train.compile=true"], r"train.compile=true on the CPU needs a C\+\+ compiler",
+        watch=[tmp_path],
+    )
+    assert "no-such-c++" in line and "train.compile=false" in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_yaml_syntax_error_in_the_config_file_names_the_file_and_line(cli, train_argv, tmp_path, cache_dir):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  lr: [1e-3\n")

@@ -77,11 +77,34 @@ def compiled_forward(raw_model: nn.Module, model: nn.Module, sharded: bool) -> n
     the inert first and last ``H_res`` are skipped), and the loop calls ``model`` as before (DDP
     around it, or the model itself). At ``small`` on the CPU that compiles in less than half the
     whole model's time, with the same step time (docs/performance.md, "Regional compile").
-    Any other model (an HF one, an FSDP-sharded one) is compiled whole."""
+    Any other model (an HF one, an FSDP-sharded one) is compiled whole.
+
+    On the CPU, Inductor writes C++: without a working compiler the run stops here, before it
+    writes anything, with one ValueError line instead of a traceback at the first step."""
+    param = next(raw_model.parameters(), None)
+    if param is not None and param.device.type == "cpu":
+        require_cpp_compiler()
     if isinstance(raw_model, LanguageModel) and not sharded:
         compile_blocks(raw_model)
         return model
     return torch.compile(model)
+
+
+def require_cpp_compiler() -> None:
+    """ValueError unless Inductor finds the C++ compiler it would use for CPU code (the check
+    ``torch.compile`` itself makes at the first compiled step; skipped where this torch has none)."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        from torch._inductor.exc import InvalidCxxCompiler
+    except ImportError:
+        return
+    try:
+        get_cpp_compiler()
+    except InvalidCxxCompiler as err:
+        raise ValueError(
+            f"train.compile=true on the CPU needs a C++ compiler for torch.compile ({err}): "
+            "install one (g++ or clang++, or point CXX at it) or set train.compile=false"
+        ) from None
 
 
 def build_plain(cfg: TrainConfig, seed: int) -> LanguageModel:
