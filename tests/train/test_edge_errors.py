@@ -36,17 +36,15 @@ def test_bad_settings_are_refused_before_anything_is_written(cli, train_argv, tm
     assert not (tmp_path / "run").exists()
 
 
-def test_compile_without_a_cpp_compiler_is_refused_before_anything_is_written(
-    cli, train_argv, tmp_path, cache_dir, monkeypatch
-):
+def test_compile_without_a_cpp_compiler_is_refused_before_anything_is_written(cli, train_argv, tmp_path):
     """On the CPU, Inductor writes C++: no compiler is one line at setup, not a traceback at step 1."""
     from torch._inductor import config as inductor_config
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(tmp_path / "no-such-c++")))
-    line = cli.refused(
-        [*train_argv, "--set", "train.compile=true"], r"train.compile=true on the CPU needs a C\+\+ compiler",
-        watch=[tmp_path],
-    )
+    with inductor_config.patch({"cpp.cxx": (None, str(tmp_path / "no-such-c++"))}):  # restored on exit
+        line = cli.refused(
+            [*train_argv, "--set", "train.compile=true"], r"train.compile=true on the CPU needs a C\+\+ compiler",
+            watch=[tmp_path],
+        )
     assert "no-such-c++" in line and "train.compile=false" in line
     assert not (tmp_path / "run").exists()
 
