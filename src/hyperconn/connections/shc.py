@@ -137,7 +137,7 @@ class SHC(CoefficientConnection):
         n = self.num_streams
         gathered = torch.index_select(torch.tanh(coef), 1, consts["index"])
         monomials = gathered.view(coef.shape[0], consts["map"].shape[0], -1).prod(-1)  # a map row per monomial
-        num, den = torch.mm(monomials, consts["map"]).split_with_sizes((n * (n + 2), 1), dim=-1)
+        num, den = (monomials @ consts["map"]).split_with_sizes((n * (n + 2), 1), dim=-1)
         rows = num / den  # [H_pre; H_res^T; H_post], (tokens, (n + 2) n)
         post = token_view(rows, lead, (n, 1), (1, 1), (n + 1) * n)
         return InferenceMixing(rows.view(-1, n + 2, n), post)
