@@ -23,6 +23,7 @@ __all__ = [
     "available_connections",
     "connection_parameter_count",
     "expand_streams",
+    "frozen_parameters",
     "make_connection",
     "reduce_streams",
 ]
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
         available_connections,
         connection_parameter_count,
         expand_streams,
+        frozen_parameters,
         make_connection,
         reduce_streams,
     )

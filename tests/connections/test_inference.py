@@ -1,5 +1,5 @@
-"""The gradient-free path (``width_inference``, cached parameter-derived tensors) equals the
-autograd path, and its cache follows every parameter change."""
+"""The gradient-free path (``width_inference``, parameter-derived tensors) equals the autograd
+path, after every way of writing the parameters (fused optimizers and ``.data`` included)."""
 
 import copy
 
@@ -69,39 +69,139 @@ def test_inference_bfloat16_streams_match_autograd_path(kind):
     torch.testing.assert_close(got.float(), expected.float(), rtol=1e-2, atol=2e-2)
 
 
+def _writes(conn: torch.nn.Module, x: torch.Tensor):
+    """Every way a user's code writes a connection's parameters, one after the other: the ones
+    that bump ``_version`` and the ones that do not (fused AdamW, ``.data`` edits)."""
+    with torch.no_grad():  # an in-place write (what the default optimizers do)
+        for p in conn.parameters():
+            p.mul_(1.1).add_(0.05)
+    yield "in-place mul_/add_"
+    conn.load_state_dict(_perturbed(conn.kind, conn.num_streams, seed=7).state_dict())
+    yield "load_state_dict"
+    for fused in (False, True):
+        opt = torch.optim.AdamW(conn.parameters(), lr=0.05, fused=fused)
+        conn(x.clone().requires_grad_(True), _branch).square().sum().backward()
+        opt.step()
+        opt.zero_grad()
+        yield f"AdamW(fused={fused}) step"
+    for p in conn.parameters():
+        p.data.add_(0.5)  # .data: no version counter
+    yield ".data.add_"
+    first = next(conn.parameters())
+    first.data = first.data + 0.25  # .data rebound to new storage
+    yield ".data = ..."
+    conn.reset_parameters()
+    yield "reset_parameters"
+    other = _perturbed(conn.kind, conn.num_streams, seed=9)  # a parameter replaced by another tensor
+    for name, p in other.named_parameters():
+        setattr(conn, name, p)
+    yield "parameters replaced"
+
+
 @pytest.mark.parametrize("kind", ["hc", "mhc", "mhc_lite", "kromhc", "shc"])
-def test_cache_follows_every_kind_of_parameter_change(kind):
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode", "frozen_parameters"])
+def test_no_grad_output_follows_every_parameter_write(kind, mode):
+    """Evaluation never runs on stale weights, whatever wrote them: after each write, the no-grad
+    (or inference-mode) output equals the autograd path's. Inside a ``frozen_parameters`` scope the
+    values are cached for the scope; every write here happens between scopes."""
     conn = _perturbed(kind, 4)
     x = torch.randn(5, 4, 24)
 
-    def check():
+    def check(what):
         with torch.enable_grad():
             expected = conn(x.clone().requires_grad_(True), _branch).detach()
-        with torch.no_grad():
-            torch.testing.assert_close(conn(x, _branch), expected, rtol=1e-4, atol=1e-4)
+        context = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}.get(mode)
+        for _ in range(2):  # the second call is where a cache would answer
+            if context is None:
+                with torch.inference_mode(), hyperconn.frozen_parameters(conn):
+                    got = conn(x, _branch)
+            else:
+                with context():
+                    got = conn(x, _branch)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5, msg=lambda m: f"after {what}: {m}")
 
-    check()  # builds the cache
-    with torch.no_grad():  # an in-place write (what optimizers do)
-        for p in conn.parameters():
-            p.mul_(1.1).add_(0.05)
-    check()
-    conn.load_state_dict(_perturbed(kind, 4, seed=7).state_dict())  # copy_ into the same storage
-    check()
-    opt = torch.optim.SGD(conn.parameters(), lr=0.5)  # a real optimizer step on real gradients
-    conn(x.clone().requires_grad_(True), _branch).square().sum().backward()
-    opt.step()
-    check()
-    conn.reset_parameters()
-    check()
-    other = _perturbed(kind, 4, seed=9)  # a parameter replaced by another tensor
-    for name, p in other.named_parameters():
-        setattr(conn, name, p)
-    check()
-    clone = copy.deepcopy(conn)  # a deep copy must not serve the original's cache to new storage
+    check("nothing")
+    for what in _writes(conn, x):
+        check(what)
+
+
+def test_frozen_parameters_builds_once_and_drops_its_cache_on_exit(monkeypatch):
+    conn = _perturbed("shc", 4)
+    x = torch.randn(1, 1, 4, 24)
+    builds = []
+    original = type(conn).inference_constants
+
+    def counting(self, dtype):
+        builds.append(dtype)
+        return original(self, dtype)
+
+    monkeypatch.setattr(type(conn), "inference_constants", counting)
     with torch.no_grad():
-        for p in clone.parameters():
-            p.zero_()
-    check()
+        conn(x, _branch)
+        conn(x, _branch)
+        assert len(builds) == 2  # no scope: built on every call
+        with hyperconn.frozen_parameters(conn):
+            for _ in range(5):
+                conn(x, _branch)
+            with hyperconn.frozen_parameters(conn):  # nested: the outer scope owns the cache
+                conn(x, _branch)
+            conn(x.double(), _branch)  # another dtype: its own entry
+        assert len(builds) == 4
+        conn.bias.data.add_(1.0)  # a write the version counter does not see, after the scope
+        with hyperconn.frozen_parameters(conn):
+            after = conn(x, _branch)
+    with torch.enable_grad():
+        expected = conn(x.clone().requires_grad_(True), _branch).detach()
+    assert len(builds) == 5
+    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
+
+
+class _UserModel(torch.nn.Module):
+    """A user's own model: two MLP blocks wrapped by ``make_connection`` connections."""
+
+    def __init__(self, kind: str, n: int = 4, dim: int = 24, vocab: int = 40) -> None:
+        super().__init__()
+        self.n = n
+        self.embed = torch.nn.Embedding(vocab, dim)
+        self.conns = torch.nn.ModuleList(
+            [hyperconn.make_connection(kind, n, dim, layer_index=i) for i in range(2)]
+        )
+        self.mlps = torch.nn.ModuleList(
+            [torch.nn.Sequential(torch.nn.Linear(dim, 2 * dim), torch.nn.GELU(), torch.nn.Linear(2 * dim, dim))
+             for _ in range(2)]
+        )
+        self.head = torch.nn.Linear(dim, vocab)
+
+    def forward(self, idx):
+        x = hyperconn.expand_streams(self.embed(idx), self.n)
+        for conn, mlp in zip(self.conns, self.mlps, strict=True):
+            x = conn(x, mlp)
+        return self.head(hyperconn.reduce_streams(x))
+
+
+def _loss(model, idx):
+    logits = model(idx[:, :-1])
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), idx[:, 1:].reshape(-1))
+
+
+@pytest.mark.parametrize("kind", ["mhc", "shc"])
+def test_a_make_connection_model_trained_with_fused_adamw_evaluates_its_current_weights(kind):
+    """The reported case: a model built from ``make_connection`` trained with fused AdamW (which
+    leaves ``_version`` alone), evaluated under ``no_grad`` between steps, as a training loop does."""
+    torch.manual_seed(0)
+    model = _UserModel(kind)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-2, fused=True)
+    data = torch.randint(40, (8, 17))
+    for step in range(12):
+        _loss(model, data).backward()
+        opt.step()
+        opt.zero_grad()
+        if step % 4 == 3:
+            with torch.no_grad():
+                evaluated = _loss(model, data)
+            with torch.enable_grad():
+                truth = _loss(model, data).detach()
+            torch.testing.assert_close(evaluated, truth, rtol=1e-6, atol=1e-6)
 
 
 def test_cached_path_is_never_used_under_autograd():

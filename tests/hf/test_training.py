@@ -156,3 +156,50 @@ def test_recompute_option_reaches_the_connections_and_keeps_the_gradients():
         grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+class _TokenDataset(torch.utils.data.Dataset):
+    def __init__(self, ids: torch.Tensor) -> None:
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["mhc", "shc"])
+def test_trainer_with_fused_adamw_evaluates_and_generates_the_current_weights(kind, tmp_path):
+    """``transformers.Trainer`` with its default ``adamw_torch_fused`` (which leaves ``_version``
+    alone): ``evaluate()`` equals the loss recomputed with autograd on, and the logits (no-grad and
+    inference mode) equal those of a fresh model loaded from the same weights."""
+    transformers = pytest.importorskip("transformers")
+    model = hyperconn.hf.convert(tiny_model("llama"), kind=kind, num_streams=4)
+    data = _TokenDataset(torch.cat([token_batch(4, 12, seed=s) for s in range(2)]))
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), optim="adamw_torch_fused", learning_rate=5e-2, max_steps=6,
+        per_device_train_batch_size=4, per_device_eval_batch_size=8, report_to=[], save_strategy="no",
+        logging_strategy="no", use_cpu=True, dataloader_num_workers=0,
+    )
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=data, eval_dataset=data)
+    before = trainer.evaluate()["eval_loss"]  # a no-grad pass before any step: what a cache would keep
+    trainer.train()
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate wraps it
+    assert optimizer.defaults.get("fused") is True
+    evaluated = trainer.evaluate()["eval_loss"]
+    model.eval()
+    ids = data.ids
+    with torch.enable_grad():
+        truth = model(ids, labels=ids).loss.item()
+    assert evaluated != pytest.approx(before, abs=1e-4)
+    assert evaluated == pytest.approx(truth, abs=1e-5)
+
+    model.save_pretrained(tmp_path / "saved")
+    reloaded = hyperconn.hf.load(tmp_path / "saved").float().eval()
+    with torch.enable_grad():
+        expected = reloaded(ids).logits.detach()
+    for context in (torch.no_grad, torch.inference_mode):
+        with context():
+            torch.testing.assert_close(model(ids).logits, expected, rtol=1e-5, atol=1e-5)

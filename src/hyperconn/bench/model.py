@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..connections import available_connections
+from ..connections import available_connections, frozen_parameters
 from ..model import ConnectionConfig, LanguageModel, get_preset
 from ..train.optim import build_optimizer
 from ..train.step import train_step
@@ -130,7 +130,7 @@ def decode_ops_per_token(cfg: ModelBenchConfig, preset: str, kind: str) -> int:
     ``torch.inference_mode``, as ``generate`` runs."""
     model = build_model(cfg, preset, kind).eval()
     prompt = torch.randint(cfg.vocab_size, (1, cfg.prompt_len), generator=torch.Generator().manual_seed(cfg.seed))
-    with torch.inference_mode(), _autocast(cfg.precision):
+    with torch.inference_mode(), _autocast(cfg.precision), frozen_parameters(model):
         cache = model.new_cache(1)
         model(prompt, 0, cache)
         token = prompt[:, -1:]

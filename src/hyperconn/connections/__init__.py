@@ -2,6 +2,7 @@
 
 from .base import CoefficientConnection, HyperConnection, Mixing, expand_streams, reduce_streams
 from .hc import HC
+from .inference import frozen_parameters
 from .kromhc import KromHC
 from .mhc import MHC
 from .mhc_lite import MHCLite
@@ -32,6 +33,7 @@ __all__ = [
     "connection_options",
     "connection_parameter_count",
     "expand_streams",
+    "frozen_parameters",
     "make_connection",
     "reduce_streams",
 ]

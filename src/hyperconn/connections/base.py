@@ -30,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 from .. import kernels
 from ..kernels.interface import GivenCoefficients, KernelRoute, ProjectedCoefficients
 from .constants import constant, group_index, identity_matrix
-from .inference import CoefficientInference, InferenceMixing, InferenceSteps, ParameterCache, inference_path
+from .inference import CoefficientInference, InferenceMixing, InferenceSteps, inference_path
 from .ops import StreamGradSlot, autocast_off, depth_add, pre_mix, project_rms, width_mix
 from .streams import compute_dtype, expand_streams, float32_region, reduce_streams, token_view
 from .validation import (
@@ -111,7 +111,6 @@ class HyperConnection(InferenceSteps, nn.Module):
         self.recompute = bool(recompute)
         self.backend = backend
         self.mixes_streams = check_mix_streams(self.kind, mix_streams)
-        self._inference_cache = ParameterCache()  # parameter-derived tensors of the no-grad path
         from .registry import registered_class  # the registry imports every kind, this module first
 
         # the lean paths (no-grad decode math, projection and fused kernels) are the registered

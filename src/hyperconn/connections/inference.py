@@ -4,24 +4,23 @@
 connection classes (mixins of ``HyperConnection`` and ``CoefficientConnection``): the width and
 depth steps as one batched GEMM and one ``addcmul`` per call, from :class:`InferenceMixing`.
 
-Values a connection derives from its parameters are cached for this path.
+Values a connection derives from its parameters (the projection with the RMSNorm gain and the
+gates folded in, a kind's other parameter-only tensors) are a handful of ops per call that give
+the same result every time the parameters are the same. One decode token calls every connection
+on a ``(1, 1, n, C)`` tensor, where the cost is the number of ATen ops, not the data: so inside a
+:func:`frozen_parameters` scope (``generate`` opens one for its whole loop) they are built once.
 
-One decode token calls every connection on a ``(1, 1, n, C)`` tensor: the cost is the number of
-ATen ops, not the data. Folding the RMSNorm gain and the gates into the projection weight (and
-building the kind's other parameter-only tensors) is a handful of ops per call that give the same
-result every time until a parameter changes, so the gradient-free path builds them once.
-
-The cache is keyed on every parameter's identity, storage address and ``_version`` counter
-(bumped by every in-place write: optimizer steps, ``load_state_dict``, ``reset_parameters``,
-``.data`` copies through ``copy_``), plus the dtype and device asked for; any change rebuilds it.
-It is only consulted with autograd off (``torch.is_grad_enabled()`` false), so a cached tensor is
-never part of a graph and no gradient can miss it.
+Outside such a scope nothing is cached: every call derives them from the parameters as they are.
+A cache keyed on what PyTorch tracks about a parameter cannot be trusted: ``fused=True`` optimizers
+and writes through ``.data`` change the values without bumping ``_version``. A scope is a promise
+the caller can keep (nothing writes the parameters while it is open), and it ends with the call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -30,24 +29,46 @@ from .streams import compute_dtype, float32_region, token_view
 
 
 class ParameterCache:
-    """One cached value, rebuilt whenever a parameter it was built from changes."""
+    """Values built from a connection's parameters, kept for one :func:`frozen_parameters` scope.
+
+    Keyed on the dtype and device asked for; the parameters' identity, storage and ``_version``
+    are checked too, so a write PyTorch does see (or a replaced parameter) still rebuilds it."""
 
     def __init__(self) -> None:
-        self._key: tuple | None = None
-        self._value: object = None
+        self._values: dict[Hashable, tuple[tuple, object]] = {}
 
     def get(self, params: Iterable[torch.Tensor], extra: Hashable, build: Callable[[], object]) -> object:
-        key = (extra, *[(id(p), p.data_ptr(), p._version) for p in params if p is not None])
-        if key != self._key:
-            # normal tensors even when built inside generate's inference mode: the process-wide
-            # constants built on the way (polynomial maps) outlive it and may meet autograd
-            with torch.inference_mode(False), torch.no_grad():
-                self._value = build()
-            self._key = key
-        return self._value
+        key = tuple((id(p), p.data_ptr(), p._version) for p in params if p is not None)
+        hit = self._values.get(extra)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        # normal tensors even when built inside generate's inference mode: the process-wide
+        # constants built on the way (polynomial maps) outlive it and may meet autograd
+        with torch.inference_mode(False), torch.no_grad():
+            value = build()
+        self._values[extra] = (key, value)
+        return value
 
-    def clear(self) -> None:
-        self._key, self._value = None, None
+
+@contextlib.contextmanager
+def frozen_parameters(module: torch.nn.Module) -> Iterator[None]:
+    """Build the no-grad path's parameter-derived tensors once per connection under ``module``
+    while the scope is open, instead of on every call (``generate`` runs its loop in one).
+
+    The caller promises that nothing writes the parameters inside the scope: no optimizer step,
+    no ``load_state_dict``, no ``.data`` edit. On exit every cache is dropped, so evaluation and
+    generation after a write always see the new weights. Scopes nest (the outermost one owns
+    the caches)."""
+    opened = []
+    for sub in module.modules():
+        if isinstance(sub, InferenceSteps) and sub._inference_cache is None:
+            sub._inference_cache = ParameterCache()
+            opened.append(sub)
+    try:
+        yield
+    finally:
+        for sub in opened:
+            sub._inference_cache = None
 
 
 def inference_path() -> bool:
@@ -140,15 +161,18 @@ class InferenceSteps:
         """Tensors the no-grad path derives from the parameters alone (folded weights...)."""
         return {}
 
+    _inference_cache: ParameterCache | None = None  # set by frozen_parameters() for its scope
+
     def cached_inference_constants(self, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
-        """:meth:`inference_constants`, rebuilt only when a parameter changes (:class:`ParameterCache`)."""
+        """:meth:`inference_constants`: built once per :func:`frozen_parameters` scope, on every
+        call outside one (nothing then can be stale)."""
+        cache = self._inference_cache
+        if cache is None:
+            return self.inference_constants(dtype)
         # the module's own parameters (a connection has no submodules; None = unset, e.g. sHC
         # n = 2 has no gamma) read straight from ``_parameters``: ``nn.Module.parameters()`` is a
         # generator hashing every tensor into a memo set, which a decode token pays per call
-        return self._inference_cache.get(
-            self._parameters.values(), (dtype, device),
-            lambda: self.inference_constants(dtype),
-        )
+        return cache.get(self._parameters.values(), (dtype, device), lambda: self.inference_constants(dtype))
 
     def inference_mixing(self, streams: torch.Tensor) -> InferenceMixing:
         """The coefficients of :meth:`inference_forward` (autograd off). The default builds them

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .._optional import require
-from ..connections import HyperConnection
+from ..connections import HyperConnection, frozen_parameters
 from ..model.sampling import check_sampling, sample
 from .convert import SUPPORTED_ARCHITECTURES, ConversionConfig, apply_conversion, hyper_connections
 
@@ -126,16 +126,17 @@ class HFLanguageModel(nn.Module):
         self.eval()
         window = self.max_seq_len
         out, cache, pos, logits = idx, None, 0, None
-        for _ in range(max_new_tokens):
-            if cache is None or pos >= window:
-                context = out[:, -(window // 2 if pos >= window else window - 1) :]
-                step = self.hf(input_ids=context, use_cache=True)
-                pos = context.shape[1]
-            else:
-                step = self.hf(input_ids=out[:, -1:], use_cache=True, **{self._cache_arg: cache})
-                pos += 1
-            cache, logits = getattr(step, self._cache_arg), step.logits[:, -1]
-            out = torch.cat([out, sample(logits.float(), temperature, top_k, generator)], dim=1)
+        with frozen_parameters(self.hf):  # nothing writes the weights during the loop
+            for _ in range(max_new_tokens):
+                if cache is None or pos >= window:
+                    context = out[:, -(window // 2 if pos >= window else window - 1) :]
+                    step = self.hf(input_ids=context, use_cache=True)
+                    pos = context.shape[1]
+                else:
+                    step = self.hf(input_ids=out[:, -1:], use_cache=True, **{self._cache_arg: cache})
+                    pos += 1
+                cache, logits = getattr(step, self._cache_arg), step.logits[:, -1]
+                out = torch.cat([out, sample(logits.float(), temperature, top_k, generator)], dim=1)
         self.train(was_training)
         return out
 

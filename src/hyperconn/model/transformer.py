@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from ..connections import HyperConnection, make_connection
+from ..connections import HyperConnection, frozen_parameters, make_connection
 from .config import ModelConfig
 from .ends import StreamEnd, make_expand, make_readout
 from .kv_cache import KVCache, LayerKVCache
@@ -164,6 +164,8 @@ class LanguageModel(nn.Module):
         Runs under ``torch.inference_mode`` (no version counters or view tracking: about 10% more
         tokens/s than ``no_grad`` at ``tiny`` on a CPU, docs/performance.md), so the returned
         tensor is an inference tensor: ``.clone()`` it outside the mode before an in-place write.
+        The connections' parameter-derived tensors are built once for the call
+        (:func:`hyperconn.connections.frozen_parameters`).
         """
         check_sampling(temperature, top_k)
         was_training = self.training
@@ -171,16 +173,17 @@ class LanguageModel(nn.Module):
         window = self.cfg.max_seq_len
         out = idx
         cache, pos, logits = None, 0, None
-        for _ in range(max_new_tokens):
-            if cache is None or pos >= window:
-                context = out[:, -(window // 2 if pos >= window else window - 1) :]
-                cache = self.new_cache(out.shape[0])
-                logits = self(context, 0, cache)[:, -1]
-                pos = context.shape[1]
-            next_id = sample(logits.float(), temperature, top_k, generator)
-            out = torch.cat([out, next_id], dim=1)
-            if pos < window:
-                logits = self(next_id, pos, cache)[:, -1]
-            pos += 1
+        with frozen_parameters(self):  # nothing writes the weights during the loop
+            for _ in range(max_new_tokens):
+                if cache is None or pos >= window:
+                    context = out[:, -(window // 2 if pos >= window else window - 1) :]
+                    cache = self.new_cache(out.shape[0])
+                    logits = self(context, 0, cache)[:, -1]
+                    pos = context.shape[1]
+                next_id = sample(logits.float(), temperature, top_k, generator)
+                out = torch.cat([out, next_id], dim=1)
+                if pos < window:
+                    logits = self(next_id, pos, cache)[:, -1]
+                pos += 1
         self.train(was_training)
         return out
