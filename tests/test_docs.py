@@ -114,3 +114,21 @@ def test_docs_extra_is_installed_by_the_makefile():
     assert test_rule == ["lint", "docs-check"], test_rule
     assert re.search(r"^MKDOCS\s*:=.*/bin/mkdocs$", makefile, re.MULTILINE)
     assert re.search(r"^docs-check:.*\n(?:\t.*\n)*?\t\$\(MKDOCS\) build --strict", makefile, re.MULTILINE)
+
+
+def test_every_page_builds_to_its_own_url(monkeypatch):
+    """Two pages with one destination (results.md and results/README.md both become
+    results/index.html) silently drop one of them from the site; `--strict` does not notice."""
+    pytest.importorskip("mkdocs")
+    monkeypatch.setenv("NO_MKDOCS_2_WARNING", "1")
+    from mkdocs.config import load_config
+    from mkdocs.structure.files import get_files
+
+    cfg = load_config(str(ROOT / "mkdocs.yml"))
+    pages = get_files(cfg).documentation_pages()
+    assert pages, "mkdocs found no pages"
+    by_dest: dict[str, list[str]] = {}
+    for page in pages:
+        by_dest.setdefault(page.dest_uri, []).append(page.src_uri)
+    clashes = {dest: srcs for dest, srcs in by_dest.items() if len(srcs) > 1}
+    assert not clashes, f"pages that build to one URL: {clashes}"
