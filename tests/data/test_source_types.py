@@ -3,6 +3,7 @@ form; the fingerprints (and so the cache keys) are the formulas the token cache 
 
 import hashlib
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -176,3 +177,26 @@ def test_shards_source_dispatches_to_the_shards(tmp_path, text_folder):
     assert not DataConfig(source=str(source)).rank0_builds_cache
     with pytest.raises(ValueError, match="already shards"):
         prepare_shards(DataConfig(source=str(source)), tmp_path / "again")
+
+
+def test_a_table_file_read_as_raw_text_warns_once_naming_the_hf_route(tmp_path, one_file):
+    path = tmp_path / "rows.csv"
+    path.write_text("id,text\n" + "".join(f"{i},{make_text(i, 1).strip()}\n" for i in range(20)), encoding="utf-8")
+    source = parse_source(str(path))
+    assert type(source) is FileSource  # still trained as raw text, as before
+    with pytest.warns(UserWarning, match="trained as raw text") as record:
+        DataConfig(source=str(path)).validate()
+    assert len(record) == 1
+    message = str(record[0].message)
+    hf_spelling = f"hf:{path}"
+    assert f"source='{hf_spelling}'" in message and f"--set data.source={hf_spelling}" in message
+    assert message.startswith(f"source={str(path)!r}:")  # the file is named
+    suggested = parse_source(hf_spelling)  # the spelling it names reads the same file as a dataset
+    assert type(suggested) is HFSource and suggested.local == path
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DataConfig(source=str(path)).validate()  # once per file: no second warning
+        parse_source(str(one_file)).validate()  # a .txt file: no warning
+    with pytest.warns(UserWarning, match=r"\.jsonl file given as a plain path"):
+        (tmp_path / "rows.jsonl").write_text('{"text": "a"}\n', encoding="utf-8")
+        parse_source(str(tmp_path / "rows.jsonl")).validate()

@@ -3,7 +3,7 @@
 | string | type | documents; validation split (``splits``) |
 |---|---|---|
 | `shakespeare`, `pycode` | `BundledSource` | the bundled corpus (`bundled.BUNDLED`); its held-out documents |
-| a path to a text file | `FileSource` | one document; the tail of `val_fraction` of the characters |
+| a path to a text file | `FileSource` | one document; the tail of `val_fraction` of the characters (a `.csv/.json/.jsonl/.parquet` file warns once: `hf:<path>` reads it as a dataset) |
 | a path to a folder | `FolderSource` | its `*.txt` files, one document each (one file: that file); whole files |
 | `hf:<hub name or path>` | `HFSource` | the non-empty texts of `hf_text_field` in `hf_split`; evenly spread documents |
 | `shards:<dir>` | `ShardsSource` | token shards written by `hyperconn data prepare`: already tokenised |
@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from .bundled import BUNDLED, BundledCorpus
-from .hf_datasets import load_hf_dataset, local_fingerprint
+from .hf_datasets import HF_FILE_BUILDERS, load_hf_dataset, local_fingerprint
 from .paths import looks_like_path, resolve_path
 from .splits import choose_val_files, is_val_document, split_text_tail
 
@@ -112,6 +113,27 @@ class SourceSettings:
         check_val_fraction(self.val_fraction)
 
 
+# files ``hf:`` reads as a table of rows (``hf_datasets.HF_FILE_BUILDERS`` less ``.txt``): as a plain
+# source path they are trained as raw text, header and delimiters included, which is rarely meant
+TABLE_SUFFIXES = tuple(sorted(s for s, builder in HF_FILE_BUILDERS.items() if builder != "text"))
+_warned_table_files: set[Path] = set()
+
+
+def warn_table_file(path: Path) -> None:
+    """Warn, once per file and process, that a ``.csv/.json/.jsonl/.parquet`` source file is read
+    as raw text, naming the ``hf:`` spelling that reads it as a dataset."""
+    if path.suffix.lower() not in TABLE_SUFFIXES or path in _warned_table_files:
+        return
+    _warned_table_files.add(path)
+    warnings.warn(
+        f"source={str(path)!r}: a {path.suffix} file given as a plain path is trained as raw text "
+        f"(header, delimiters and all); to read its rows as a dataset (column hf_text_field, default "
+        f"'text') use source='{HF_PREFIX}{path}' (e.g. --set data.source={HF_PREFIX}{path})",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -178,6 +200,7 @@ class FileSource(TextSource):
             raise FileNotFoundError(f"source={str(self)!r}: no such file or folder ({self.path})")
         if not self.path.is_file():
             raise ValueError(f"source={str(self)!r}: not a regular file; use a text file or a folder of *.txt files")
+        warn_table_file(self.path)
 
     def fingerprint(self) -> str:
         return self._fingerprint
