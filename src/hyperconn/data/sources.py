@@ -3,10 +3,12 @@
 | string | type | documents; validation split (``splits``) |
 |---|---|---|
 | `shakespeare`, `pycode` | `BundledSource` | the bundled corpus (`bundled.BUNDLED`); its held-out documents |
-| a path to a text file | `FileSource` | one document; the tail of `val_fraction` of the characters (a `.csv/.json/.jsonl/.parquet` file warns once: `hf:<path>` reads it as a dataset) |
+| a path to a text file | `FileSource` | one document; the tail of `val_fraction` of the characters (1) |
 | a path to a folder | `FolderSource` | its `*.txt` files, one document each (one file: that file); whole files |
 | `hf:<hub name or path>` | `HFSource` | the non-empty texts of `hf_text_field` in `hf_split`; evenly spread documents |
 | `shards:<dir>` | `ShardsSource` | token shards written by `hyperconn data prepare`: already tokenised |
+
+(1) a `.csv/.json/.jsonl/.parquet` file warns once (``warn_table_file``): ``hf:<path>`` reads it as a dataset.
 
 Every source is a frozen dataclass with ``validate()`` (ValueError naming the value and what is
 allowed, FileNotFoundError for a missing path), ``fingerprint()`` (the SHA-256 of the canonical JSON,
