@@ -96,3 +96,19 @@ def test_shipped_configs_validate(path):
         overrides.append("data.tokenizer=byte")
     cfg = build_config(None, path, overrides)
     assert cfg.train.seq_len <= cfg.model.max_seq_len
+
+
+def test_a_smoke_run_below_the_presets_warmup_scales_the_warmup_down(capsys):
+    """``--steps 5`` on demo (warm-up 20 of 300 steps) just runs, with the warm-up scaled to the
+    preset's fraction (at least 1) and a line saying so; an explicit warm-up is still refused."""
+    demo = get_preset("demo").training
+    assert demo["warmup_steps"] > 5  # the case this covers
+    cfg = build_config("demo", steps=5)
+    assert cfg.train.steps == 5
+    assert cfg.train.warmup_steps == max(1, round(demo["warmup_steps"] * 5 / demo["steps"]))
+    err = capsys.readouterr().err
+    assert f"train.warmup_steps scaled to {cfg.train.warmup_steps}" in err and "train.steps=5" in err
+    assert build_config("demo", steps=200).train.warmup_steps == demo["warmup_steps"]  # above it: unchanged
+    assert "scaled" not in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"train.warmup_steps \(20\) must not exceed train.steps \(5\)"):
+        build_config("demo", overrides=["train.warmup_steps=20"], steps=5)

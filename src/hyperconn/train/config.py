@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -228,7 +230,39 @@ def build_config(
     (:func:`hyperconn.train.config_io.layered_settings`).
     """
     data = layered_settings(preset, config_file, overrides, base, flags)
-    return TrainConfig.from_dict(data).validate()
+    note = fit_warmup(data)
+    cfg = TrainConfig.from_dict(data).validate()
+    if note and os.environ.get("RANK", "0") == "0":
+        print(note, file=sys.stderr, flush=True)
+    return cfg
+
+
+def fit_warmup(data: dict) -> str | None:
+    """A smoke run just works: when ``train.steps`` is given below the preset's warm-up and
+    ``train.warmup_steps`` is not given, the warm-up keeps the preset's fraction of the run (at
+    least one step). Returns the line that says so (None when nothing changed); an explicit
+    ``train.warmup_steps`` above ``train.steps`` is still refused by :meth:`TrainSettings.validate`."""
+    train = data.get("train")
+    if not isinstance(train, dict) or "steps" not in train or "warmup_steps" in train:
+        return None
+    steps = train["steps"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        return None  # validate names it
+    try:
+        preset = get_preset(data.get("preset", "demo"))
+    except (KeyError, ValueError):
+        return None  # validate names it
+    defaults = {**asdict(TrainSettings()), **preset.training}
+    warmup, preset_steps = defaults["warmup_steps"], defaults["steps"]
+    if warmup <= steps:
+        return None
+    scaled = min(steps, max(1, round(warmup * steps / preset_steps)))
+    train["warmup_steps"] = scaled
+    return (
+        f"train.steps={steps} is below preset {preset.name!r}'s warm-up of {warmup} steps: "
+        f"train.warmup_steps scaled to {scaled} (the preset's {warmup}/{preset_steps} of the run); "
+        "set train.warmup_steps to choose it"
+    )
 
 
 def load_config(path: str | Path) -> TrainConfig:
