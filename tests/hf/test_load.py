@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 import hyperconn.hf
 
-from .helpers import FAMILY_PARAMS, perturb_connections, tiny_model, token_batch, transformers
+from .helpers import FAMILY_PARAMS, perturb_connections, tiny_config, tiny_model, token_batch, transformers
 
 
 def converted(family="llama", kind="shc", streams=4, seed=0, **config):
@@ -87,8 +87,29 @@ def test_load_passes_dtype_through(tmp_path):
 
 def test_a_plain_checkpoint_is_refused(tmp_path):
     tiny_model("llama").save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="not a converted model"):
+    with pytest.raises(ValueError) as raised:
         hyperconn.hf.load(tmp_path)
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path}: config.json has no 'hyperconn' entry")
+    assert "not saved from a converted model" in message and "hyperconn.hf.convert(model, kind" in message
+    assert "attn_conn" not in message  # not a list of missing connection tensors
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_weights_saved_from_an_unconverted_model_are_refused_as_such(tmp_path, sharded):
+    """A config object handed to from_config after convert changed it: config.json carries the entry,
+    the weights none of the connections. One message saying so, not a list of missing tensors."""
+    config = tiny_config("llama")
+    hyperconn.hf.convert(transformers.AutoModelForCausalLM.from_config(config), "shc", 4)
+    assert "hyperconn" in config.to_dict()  # convert wrote the entry into the shared config
+    plain = transformers.AutoModelForCausalLM.from_config(config)  # never converted
+    plain.save_pretrained(tmp_path, **({"max_shard_size": "20KB"} if sharded else {}))
+    assert (tmp_path / "model.safetensors.index.json").is_file() == sharded
+    with pytest.raises(ValueError) as raised:
+        hyperconn.hf.load(tmp_path)
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path}: config.json has a 'hyperconn' entry but the weights hold none")
+    assert "not saved from a converted model" in message and "hyperconn.hf.convert(" in message
 
 
 def test_missing_connection_tensors_are_an_error(tmp_path):

@@ -7,7 +7,9 @@ plus the connections' (``model.layers.<i>.attn_conn.*`` / ``mlp_conn.*``). A pla
 ``from_pretrained`` of such a directory would build the unconverted architecture and drop the
 connection tensors, so :func:`load` does three steps: ``from_pretrained`` (any of its arguments:
 dtype, device_map...), ``convert`` with the recorded settings, then the connection tensors read
-from the checkpoint's safetensors file(s). A connection tensor missing from the files is an error.
+from the checkpoint's safetensors file(s). A directory whose config.json has no ``hyperconn`` entry,
+or whose weights hold no connection tensor, was not saved from a converted model: one ValueError
+saying so; a connection tensor missing from the files is an error.
 """
 
 from __future__ import annotations
@@ -37,15 +39,14 @@ def connection_state_keys(model: nn.Module) -> list[str]:
 
 
 def _tensor_files(path: Path, keys: list[str]) -> dict[Path, list[str]]:
-    """Which safetensors file holds each key (a single file, or a sharded index)."""
+    """Which safetensors file should hold each key (a single file, or a sharded index; a key the
+    index does not list is left out, so the caller finds it missing)."""
     if (path / INDEX_FILE).is_file():
         weight_map = json.loads((path / INDEX_FILE).read_text())["weight_map"]
-        missing = [k for k in keys if k not in weight_map]
-        if missing:
-            raise ValueError(f"{path / INDEX_FILE}: no connection tensors {_preview(missing)}")
         files: dict[Path, list[str]] = {}
         for key in keys:
-            files.setdefault(path / weight_map[key], []).append(key)
+            if key in weight_map:
+                files.setdefault(path / weight_map[key], []).append(key)
         return files
     if (path / SINGLE_FILE).is_file():
         return {path / SINGLE_FILE: keys}
@@ -57,7 +58,9 @@ def _preview(keys: list[str]) -> str:
 
 
 def load_connection_tensors(model: nn.Module, path: str | os.PathLike) -> None:
-    """Copy every connection tensor of ``model`` from the safetensors file(s) in ``path``."""
+    """Copy every connection tensor of ``model`` from the safetensors file(s) in ``path``: a
+    ValueError when the files hold none of them (the weights were saved from an unconverted model)
+    or list some but not all."""
     safe_open = require("safetensors", "hyperconn.hf.load").safe_open
     path = Path(path)
     keys = connection_state_keys(model)
@@ -65,10 +68,18 @@ def load_connection_tensors(model: nn.Module, path: str | os.PathLike) -> None:
     for file, wanted in _tensor_files(path, keys).items():
         with safe_open(str(file), framework="pt") as handle:
             present = set(handle.keys())
-            missing = [k for k in wanted if k not in present]
-            if missing:
-                raise ValueError(f"{file}: no connection tensors {_preview(missing)} (was it saved after convert?)")
-            state.update({k: handle.get_tensor(k) for k in wanted})
+            state.update({k: handle.get_tensor(k) for k in wanted if k in present})
+    if keys and not state:
+        raise ValueError(
+            f"{path}: config.json has a {CONFIG_KEY!r} entry but the weights hold none of the "
+            f"{len(keys)} connection tensors ({_preview(keys)}), so they were not saved from a converted "
+            f"model (an entry copied from a converted model's config, e.g. a config object passed to "
+            f"from_config after hyperconn.hf.convert changed it, does this). Convert the plain model with "
+            f"hyperconn.hf.convert(model, kind, num_streams) and save that with save_pretrained"
+        )
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise ValueError(f"{path}: the checkpoint lacks connection tensors {_preview(missing)}")
     result = model.load_state_dict(state, strict=False)
     if result.unexpected_keys:  # cannot happen: keys came from the model
         raise RuntimeError(f"unexpected keys {result.unexpected_keys}")
@@ -86,8 +97,10 @@ def load(path: str | os.PathLike, **from_pretrained_kwargs) -> nn.Module:
     entry = conversion_entry(config)
     if entry is None:
         raise ValueError(
-            f"{path}: config.json has no {CONFIG_KEY!r} entry, so this is not a converted model; load it with "
-            "AutoModelForCausalLM.from_pretrained and call hyperconn.hf.convert"
+            f"{path}: config.json has no {CONFIG_KEY!r} entry, so it was not saved from a converted model "
+            "(hyperconn.hf.load reloads only what save_pretrained wrote after hyperconn.hf.convert). Load it "
+            "with AutoModelForCausalLM.from_pretrained, convert it first with hyperconn.hf.convert(model, kind, "
+            "num_streams), and save_pretrained the converted model to reload it with hyperconn.hf.load"
         )
     spec = ConversionConfig.from_dict(entry).validate()  # before the weights load; apply_conversion reuses it
     for key in LEGACY_CONFIG_KEYS:  # the next save_pretrained writes the current key alone
