@@ -8,7 +8,8 @@ A hyper-connection keeps ``n`` residual streams ``x`` (``n x d``) and wraps a su
 output back, ``H_res`` (``n x n``) mixes the streams. For each kind the tour prints the three
 matrices at initialisation (for one random input; the dynamic kinds depend on it), the row and
 column sums of ``H_res`` and its distance from the identity ``||H_res - I||_F``. (``make demo``
-is something else: it trains and compares models.)
+is something else: it trains and compares models; :func:`overhead_note` is the sentence its
+``hyperconn compare`` prints under the table.)
 """
 
 from __future__ import annotations
@@ -61,6 +62,33 @@ def _run(args) -> int:
         print("hyperconn demo: note: the command is now `hyperconn init-tour` (demo will be removed)", file=sys.stderr)
     print(tour(args.num_streams))
     return 0
+
+
+README_PRESET = "small"  # the preset of the README's speed figures (`hyperconn bench step`)
+
+
+def overhead_note(cfg, summary: dict) -> str | None:
+    """The sentence ``hyperconn compare`` (so ``make demo``) prints under its table: which preset and
+    model the overhead column was measured for and, for a model narrower than the ``small`` preset's
+    that the README's speed figures are for, why it is larger there. ``None`` when no overhead was
+    measured. ``cfg``: the study's ``CompareConfig``; ``summary``: its summary."""
+    if all(e.get("overhead_pct_vs_residual") is None for e in summary["groups"].values()):
+        return None
+    from .analysis.study import train_config
+    from .model.presets import get_preset
+
+    model = train_config(cfg, cfg.runs()[0]).model
+    ref = get_preset(README_PRESET).model
+    here = f"Overhead measured on this machine for preset {cfg.preset!r} ({model.n_layers} layers, d {model.dim})"
+    readme = f"the README's speed figures are for preset {README_PRESET!r} ({ref.n_layers} layers, d {ref.dim})"
+    if (model.n_layers, model.dim) == (ref.n_layers, ref.dim):
+        return f"{here}, the model of the README's speed figures."
+    if model.dim < ref.dim:
+        return (
+            f"{here}; {readme}: in a model this small each connection's fixed cost is a larger share "
+            "of the step, so the overhead is larger here."
+        )
+    return f"{here}; {readme}."
 
 
 def register(subparsers) -> None:

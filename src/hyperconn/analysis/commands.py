@@ -85,12 +85,16 @@ def study_from_args(args):
 
 
 def _compare(args) -> int:
+    from ..demo import overhead_note
     from .compare import run_compare, summary_table
 
     cfg = study_from_args(args)
     summary = run_compare(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True), report_only=args.report_only,
                           allow_mixed_commits=args.allow_mixed_commits)  # fmt: skip
     print(summary_table(summary))
+    note = overhead_note(cfg, summary)  # which model the overhead column is for
+    if note:
+        print(note)
     print(f"\nreport: {cfg.out / 'report.md'}")
     return 0
 
