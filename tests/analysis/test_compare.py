@@ -61,7 +61,7 @@ def small_corpus(root) -> Path:
 
 def micro_study(root, **kw) -> CompareConfig:
     data = (f"data.source={small_corpus(root)}", f"data.cache_dir={root / 'cache'}")
-    base = dict(preset="demo", methods=("residual", "mhc"), streams=2, seeds=2, out=root / "out", steps=4,
+    base = dict(preset="demo", kinds=("residual", "mhc"), num_streams=2, seeds=2, out=root / "out", steps=4,
                 overrides=(*MICRO, *data), analyze_batches=1, bench_rounds=2)
     return CompareConfig(**{**base, **kw}).validate()
 
@@ -221,7 +221,7 @@ def test_report_only_rerenders_without_training(compared, spy, capsys):
 @pytest.mark.slow
 def test_axis_study_names_runs_and_groups_the_report(tmp_path):
     axis = Axis("model.connection.options.sigma_bias", (1.0, 2.0))
-    cfg = micro_study(tmp_path, methods=("shc",), seeds=1, steps=2, bench_rounds=0, axes=(axis,))
+    cfg = micro_study(tmp_path, kinds=("shc",), seeds=1, steps=2, bench_rounds=0, axes=(axis,))
     summary = run_compare(cfg, log=lambda msg: None)
     assert sorted(p.name for p in cfg.out.iterdir() if p.is_dir()) == ["shc-n2-sb1.0-s0", "shc-n2-sb2.0-s0"]
     from hyperconn.train import load_config

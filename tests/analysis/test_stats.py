@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from hyperconn.analysis.stats import (
+    ALPHA,
+    POWER,
     adjust_pairs,
+    detectable_noncentrality,
     holm,
     mdd,
     mean_std,
+    noncentral_t_power,
     paired_difference,
     regularized_incomplete_beta,
     t_cdf,
@@ -103,18 +108,56 @@ def test_paired_t_test_on_the_sleep_data():
     assert got["t_stat"] == pytest.approx(4.0621, abs=1e-4)
     assert got["p"] == pytest.approx(0.002833, abs=1e-6)
     assert got["ci_low"] == pytest.approx(0.7001142, abs=1e-6) and got["ci_high"] == pytest.approx(2.4598858, abs=1e-6)
-    # mdd_80 = (t_{0.975, 9} + t_{0.8, 9}) se = (2.262157 + 0.883404) se (t_{0.8, 9} = 0.883 in tables)
-    assert got["mdd_80"] == pytest.approx((2.262157 + 0.883404) * got["sd"] / math.sqrt(10), abs=1e-5)
+    # mdd_80 = lambda_80 se, lambda_80 the noncentrality at which the test with 9 dof has power 0.8
+    assert got["mdd_80"] == pytest.approx(detectable_noncentrality(9) * got["sd"] / math.sqrt(10), rel=1e-12)
+
+
+def test_noncentral_power_without_a_difference_is_the_two_sided_p():
+    # lambda = 0: the central t, whose two-sided tail the incomplete beta function gives independently
+    for dof in (1, 2, 4, 9, 30):
+        for t in (0.5, 2.0, t_quantile(1 - ALPHA / 2, dof)):
+            assert noncentral_t_power(0.0, dof, t) == pytest.approx(t_two_sided_p(t, dof), rel=1e-8)
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_detectable_noncentrality_has_the_power_by_monte_carlo(k):
+    # T = (Z + lambda) / sqrt(V / dof) with Z normal and V chi-square: rejection rate of |T| > t_crit
+    dof, draws = k - 1, 400_000
+    rng = np.random.default_rng(0)
+    z, v = rng.standard_normal(draws), rng.chisquare(dof, draws)
+    t_crit = t_quantile(1 - ALPHA / 2, dof)
+    se = math.sqrt(POWER * (1 - POWER) / draws)
+
+    def rate(ncp: float) -> float:
+        return float(np.mean(np.abs((z + ncp) / np.sqrt(v / dof)) > t_crit))
+
+    assert rate(detectable_noncentrality(dof)) == pytest.approx(POWER, abs=4 * se)
+    if k == 2:  # the central-t shortcut t_{1-alpha/2} + t_{power} falls short of the power at k = 2
+        assert rate(t_crit + t_quantile(POWER, dof)) < POWER - 10 * se
+
+
+def test_detectable_noncentrality_reaches_the_normal_limit():
+    # dof -> inf: power Phi(lambda - z) + Phi(-lambda - z) with z the normal quantile; solve it here
+    def phi(x: float) -> float:
+        return 0.5 * math.erfc(-x / math.sqrt(2))
+
+    z = t_quantile(1 - ALPHA / 2, 10**7)
+    lo, hi = 0.0, 10.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if phi(mid - z) + phi(-mid - z) < POWER else (lo, mid)
+    assert detectable_noncentrality(20_000) == pytest.approx(lo, rel=2e-4)
 
 
 def test_minimum_detectable_difference():
-    # t_{0.975, 4} = 2.776445, t_{0.8, 4} = 0.940965 (tables): (2.776445 + 0.940965) * 0.1 / sqrt(5)
-    assert mdd(0.1, 5) == pytest.approx(3.717410 * 0.1 / math.sqrt(5), abs=1e-6)
-    # dof 2 closed form t_q = (2q - 1) / sqrt(2 q (1 - q))
-    closed = (0.95 / math.sqrt(2 * 0.975 * 0.025) + 0.6 / math.sqrt(2 * 0.8 * 0.2)) * 2.0 / math.sqrt(3)
-    assert mdd(2.0, 3) == pytest.approx(closed, rel=1e-9)
+    for k in (2, 3, 5, 10):
+        assert mdd(0.1, k) == pytest.approx(detectable_noncentrality(k - 1) * 0.1 / math.sqrt(k), rel=1e-12)
+    shortcut = (t_quantile(1 - ALPHA / 2, 1) + t_quantile(POWER, 1)) * 0.1 / math.sqrt(2)
+    assert mdd(0.1, 2) > 1.1 * shortcut  # the central-t shortcut understates it at 2 seeds
     with pytest.raises(ValueError, match="k \\(common seeds\\) must be an integer >= 2, got 1"):
         mdd(1.0, 1)
+    with pytest.raises(ValueError, match="power must be in"):
+        detectable_noncentrality(3, power=0.01)
 
 
 def test_adjust_pairs_counts_only_tested_pairs():
@@ -134,7 +177,11 @@ def test_adjust_pairs_counts_only_tested_pairs():
     assert outside["verdict"] == "outside the family: uncorrected p, no verdict"
     with pytest.raises(ValueError, match="family marks 1 pairs, there are 2"):
         adjust_pairs([loose, tested], family=[True])
-    assert not d["resolved"] and d["verdict"] == "not detected (the interval excludes differences larger than 0.2000)"
+    # its uncorrected interval [-0.2, -0.001] excludes 0, its Holm p does not reach 0.05: the verdict says so
+    assert not d["resolved"] and d["verdict"] == (
+        "not resolved: the uncorrected interval excludes 0, the Holm-adjusted p (0.06) is not below 0.05")
+    (e,) = adjust_pairs([{"p": 0.3, "ci_low": -0.2, "ci_high": 0.1}])
+    assert e["verdict"] == "not detected (the interval excludes differences larger than 0.2000)"
 
 
 def test_paired_difference_too_few_seeds_and_mean_std():

@@ -25,8 +25,8 @@ FINAL |= {("mhc", s): 2.7 + 0.01 * s + (0.002, -0.001, 0.001, -0.002)[s] for s i
 FINAL |= {("shc", s): 3.0 + (0.05, -0.04, 0.03, -0.06)[s] for s in range(4)}
 
 
-def study(root, methods=("residual", "mhc"), seeds=4) -> CompareConfig:
-    return CompareConfig(preset="demo", kinds=methods, num_streams=2, seeds=seeds, out=root / "out", steps=STEPS,
+def study(root, kinds=("residual", "mhc"), seeds=4) -> CompareConfig:
+    return CompareConfig(preset="demo", kinds=kinds, num_streams=2, seeds=seeds, out=root / "out", steps=STEPS,
                          overrides=("train.warmup_steps=1",), bench_rounds=0).validate()  # fmt: skip
 
 
@@ -224,7 +224,7 @@ def test_training_refuses_runs_of_another_commit(tmp_path, monkeypatch):
 
 
 def test_pairs_are_holm_adjusted_and_the_report_says_so(tmp_path):
-    cfg = study(tmp_path, methods=("residual", "mhc", "shc"))
+    cfg = study(tmp_path, kinds=("residual", "mhc", "shc"))
     jobs = plan(cfg)
     for job in jobs:
         write_run(job, done_extra={"val_tokens": 10}, provenance=prov("abc"))
@@ -251,7 +251,7 @@ def test_pairs_are_holm_adjusted_and_the_report_says_so(tmp_path):
 
 
 def test_a_pre_specified_family_is_corrected_alone_in_the_asked_orientation(tmp_path):
-    cfg = study(tmp_path, methods=("residual", "mhc", "shc"))
+    cfg = study(tmp_path, kinds=("residual", "mhc", "shc"))
     cfg.pairs = ("shc-n2:residual-n1", "mhc-n2:shc-n2")
     cfg.validate()
     jobs = plan(cfg)

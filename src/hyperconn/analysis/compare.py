@@ -117,7 +117,7 @@ def run_compare(
 
 def summary_table(summary: dict) -> str:
     """The headline table: group, val loss mean ± std, overhead %, identity distance, negative mass."""
-    from .render import display_names
+    from .render import display_names, mean_sd_text
 
     names = display_names(summary)
     rows = []
@@ -125,7 +125,7 @@ def summary_table(summary: dict) -> str:
         d = e.get("diagnostics", {}).get("mean", {})
         oh = e["overhead_pct_vs_residual"]
         rows.append([
-            names[group], f"{fmt(e['val_loss']['mean'])} ± {fmt(e['val_loss']['std'])}",
+            names[group], mean_sd_text(e["val_loss"]),
             "-" if oh is None else f"{oh:+.1f}%",
             fmt(d.get("identity_distance")), fmt(d.get("negative_mass")),
         ])  # fmt: skip

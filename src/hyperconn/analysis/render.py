@@ -44,8 +44,20 @@ def data_line(data: dict) -> str:
     return text + f" (val_fraction {data['val_fraction']} where the source has no fixed held-out set)"
 
 
-def _pm(stats: dict, digits: int = 4) -> str:
+def mean_sd_text(stats: dict, digits: int = 4) -> str:
+    """``mean ± sd``; the mean alone for one seed (which has no spread)."""
+    if stats.get("n", len(stats.get("values", ()))) < 2:
+        return f"{fmt(stats['mean'], digits)} (1 seed)"
     return f"{fmt(stats['mean'], digits)} ± {fmt(stats['std'], digits)}"
+
+
+def restated_block(summary: dict) -> list[str]:
+    """The rules under which a committed summary was restated from its own data (:mod:`.restate`)."""
+    notes = summary.get("restated") or []
+    if not notes:
+        return []
+    return ["- restated from this summary.json's own data (`scripts/restate_summaries.py`, "
+            "`hyperconn.analysis.restate`): " + "; ".join(notes)]  # fmt: skip
 
 
 def _skip(curve: dict, share: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,7 +130,7 @@ def _by_axis(summary: dict) -> list[str]:
             rest = f"{e['kind']}-n{e['num_streams']}" + "".join(
                 f"-{k}{v}" for k, v in e["axes"].items() if k != label)
             table.setdefault(rest, {})[e["axes"][label]] = e
-        rows = [[rest, *[_pm(cells[v]["val_loss"]) if v in cells else "-" for v in values]]
+        rows = [[rest, *[mean_sd_text(cells[v]["val_loss"]) if v in cells else "-" for v in values]]
                 for rest, cells in table.items()]  # fmt: skip
         lines += [f"### `{axis['key']}` (`{label}`)", "",
                   md_table(["runs", *[f"{label} = {v}" for v in values]], rows), ""]  # fmt: skip
@@ -136,6 +148,7 @@ def report_markdown(summary: dict, figures: list[str]) -> str:
         *unfinished_block(summary),
         f"- command: `{summary['command']}`",
         f"- code: {provenance_line(summary.get('provenance'))}",
+        *restated_block(summary),
         f"- machine: {summary['machine']}",
         f"- wall time of the invocation that wrote this report: {summary['wall_s_this_invocation']:.0f} s",
         "- groups: " + ", ".join(f"{names[g]} ({len(e['seeds'])} seed(s), step {e['final_step']})"
@@ -150,13 +163,15 @@ def report_markdown(summary: dict, figures: list[str]) -> str:
         "",
     ]  # fmt: skip
     rows = [
-        [names[g], *[e["axes"].get(a, "-") for a in axes], _pm(e["val_loss"]), signed(e["val_loss_diff_to_residual"]),
-         _pm(e["val_bpb"]), " ".join(fmt(v, 4) for v in e["val_loss"]["values"])]
+        [names[g], *[e["axes"].get(a, "-") for a in axes], mean_sd_text(e["val_loss"]),
+         signed(e["val_loss_diff_to_residual"]),
+         mean_sd_text(e["val_bpb"]), " ".join(fmt(v, 4) for v in e["val_loss"]["values"])]
         for g, e in groups.items()
     ]  # fmt: skip
     lines += [md_table(["group", *axes, "val loss", "Δ vs residual", "val bpb", "per seed"], rows), ""]
-    lines += ["std: sample standard deviation over seeds (0 with one seed). Δ vs residual: difference of "
-              "the means.", ""]  # fmt: skip
+    lines += ["std: sample standard deviation over seeds (a single seed shows its value alone). Δ vs residual: "
+              "difference of the means, against the residual group of the same axis values (`-` where there is "
+              "none).", ""]  # fmt: skip
     if axes:
         lines += ["## By axis (final validation loss, mean ± std over seeds)", "", *_by_axis(summary)]
     lines += paired_section(summary, names)
@@ -225,10 +240,10 @@ def _diagnostics_section(summary: dict, names: dict[str, str], figures: list[str
             continue
         a, w, c = d["mean"], d["worst"], d["composite"]
         rows.append([
-            names[g], *(f"{fmt(a[k], p)} / {fmt(w[k], p)}" for k, p in (
+            names[g], *(f"{fmt(a.get(k), p)} / {fmt(w.get(k), p)}" for k, p in (
                 ("identity_distance", 4), ("off_diagonal_mass", 4), ("negative_fraction", 3),
                 ("negative_mass", 4), ("spectral_norm", 4), ("effective_rank", 3))),
-            f"{fmt(w['row_sum_error'], 2)} / {fmt(w['column_sum_error'], 2)}",
+            f"{fmt(w.get('row_sum_error'), 2)} / {fmt(w.get('column_sum_error'), 2)}",
             fmt(c["forward_gain_max"]), fmt(c["backward_gain_max"]), fmt(c["spectral_norm_mean"]),
         ])  # fmt: skip
     header = ["group", "‖H−I‖_F", "off-diag mass", "neg frac", "neg mass", "‖H‖₂", "eff rank",

@@ -245,6 +245,49 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _kind(entry: dict) -> str:
+    """A group's kind (``method`` in summaries written before the rename)."""
+    return entry["kind"] if "kind" in entry else entry["method"]
+
+
+def matching_residual(groups: dict[str, dict]) -> dict[str, str | None]:
+    """Each group's residual: the one residual group whose axis values all equal the group's
+    (study-lr: ``mhc-n4-lrx2`` -> ``residual-n1-lrx2``; a residual group without axes matches every
+    group). None where no residual group, or more than one, matches."""
+    residuals = {g: e for g, e in groups.items() if _kind(e) == "residual"}
+    out: dict[str, str | None] = {}
+    for group, entry in groups.items():
+        axes = entry.get("axes") or {}
+        matches = [r for r, e in residuals.items() if all(axes.get(k) == v for k, v in (e.get("axes") or {}).items())]
+        out[group] = matches[0] if len(matches) == 1 else None
+    return out
+
+
+def versus_residual(groups: dict[str, dict]) -> None:
+    """Set each group's ``residual_group`` (:func:`matching_residual`), ``val_loss_diff_to_residual``
+    (difference of the mean final losses) and ``overhead_pct_vs_residual`` (``tokens/s(residual) /
+    tokens/s(group) - 1``, from the interleaved probe), in place; None without a matching residual."""
+    for group, residual in matching_residual(groups).items():
+        entry = groups[group]
+        base = None if residual is None else groups[residual]
+        entry["residual_group"] = residual
+        diff = None if base is None else entry["val_loss"]["mean"] - base["val_loss"]["mean"]
+        entry["val_loss_diff_to_residual"] = diff
+        own, theirs = entry.get("tokens_per_s"), None if base is None else base.get("tokens_per_s")
+        entry["overhead_pct_vs_residual"] = None if not (own and theirs) else 100 * (theirs / own - 1)
+
+
+def paired_differences(groups: dict[str, dict], pairs: Sequence[tuple[str, str]],
+                       family: Sequence[bool] | None) -> list[dict]:
+    """The paired-by-seed difference of every pair ``(a, b)`` of groups (final validation loss,
+    :func:`.stats.paired_difference`), Holm-adjusted over ``family`` (None: every pair)."""
+    out = []
+    for a, b in pairs:
+        by_seed = {g: {int(s): v for s, v in groups[g]["val_loss_by_seed"].items()} for g in (a, b)}
+        out.append({"a": a, "b": b, **paired_difference(by_seed[a], by_seed[b])})
+    return adjust_pairs(out, ALPHA, family)
+
+
 def summarise(cfg: CompareConfig, jobs: Sequence[Job], wall_s: float, command: str) -> dict:
     """The summary of everything under ``cfg.out`` that belongs to this study (module docstring)."""
     records: dict[str, list[RunRecord]] = {}
@@ -262,14 +305,11 @@ def summarise(cfg: CompareConfig, jobs: Sequence[Job], wall_s: float, command: s
     memory = (_read_json(cfg.out / "memory.json") or {}).get("groups", {})
     speed = {g: e["tokens_per_s"] for g, e in bench.get("groups", {}).items()}
     order = list(dict.fromkeys(job.spec.group for job in jobs if job.spec.group in records))
-    base_group = next((g for g in order if records[g][0].job.spec.kind == "residual"), None)
-    base_loss = None if base_group is None else float(np.mean([r.final_val_loss for r in records[base_group]]))
     groups: dict[str, dict] = {}
     for group in order:
         recs = records[group]
         spec = recs[0].job.spec
         vl = mean_std([r.final_val_loss for r in recs])
-        base_speed, own_speed = speed.get(base_group), speed.get(group)
         entry = {
             "kind": spec.kind,
             "num_streams": spec.num_streams,
@@ -280,10 +320,8 @@ def summarise(cfg: CompareConfig, jobs: Sequence[Job], wall_s: float, command: s
             "val_loss_by_seed": {str(r.job.spec.seed): r.final_val_loss for r in recs},
             "val_bpb": mean_std([r.final_val_bpb for r in recs]),
             "val_tokens": {str(r.job.spec.seed): r.val_tokens for r in recs},
-            "val_loss_diff_to_residual": None if base_loss is None else vl["mean"] - base_loss,
             "train_tokens": {str(r.job.spec.seed): r.train_tokens for r in recs},
-            "tokens_per_s": own_speed,
-            "overhead_pct_vs_residual": None if not (base_speed and own_speed) else 100 * (base_speed / own_speed - 1),
+            "tokens_per_s": speed.get(group),
             "tokens_per_s_training_log": float(np.mean([r.tokens_per_s for r in recs])),
             "peak_mem_mb_training_log": float(np.max([r.peak_mem_mb for r in recs])),
             "memory": memory.get(group),
@@ -298,6 +336,7 @@ def summarise(cfg: CompareConfig, jobs: Sequence[Job], wall_s: float, command: s
         if analyses:
             entry.update(_diagnostics(analyses))
         groups[group] = entry
+    versus_residual(groups)
     # every pair of groups; the asked pairs (cfg.pairs, the Holm family) in the asked orientation
     # and order, first, then the rest
     asked = {frozenset(p): rank for rank, p in enumerate(cfg.pairs)}
@@ -306,11 +345,10 @@ def summarise(cfg: CompareConfig, jobs: Sequence[Job], wall_s: float, command: s
         for second_group in order[i + 1 :]:
             rank = asked.get(frozenset((first_group, second_group)), len(asked))
             a, b = cfg.pairs[rank] if rank < len(asked) else (first_group, second_group)
-            by_seed = {g: {int(s): v for s, v in groups[g]["val_loss_by_seed"].items()} for g in (a, b)}
-            ranked.append((rank, {"a": a, "b": b, **paired_difference(by_seed[a], by_seed[b])}))
+            ranked.append((rank, (a, b)))
     ranked.sort(key=lambda e: e[0])  # the family in the asked order, then the rest in report order (stable)
     family = [rank < len(asked) for rank, _ in ranked] if asked else None
-    pairs = adjust_pairs([pair for _, pair in ranked], ALPHA, family)
+    pairs = paired_differences(groups, [pair for _, pair in ranked], family)
     data_all = [json.dumps(e["data"], sort_keys=True) for e in groups.values()]
     first = records[order[0]][0].job.config
     finished = {r.job.spec.name: r.job.run_dir for recs in records.values() for r in recs}
