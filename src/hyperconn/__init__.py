@@ -18,6 +18,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "CoefficientConnection",
     "HyperConnection",
     "Mixing",
     "available_connections",
@@ -26,10 +27,12 @@ __all__ = [
     "frozen_parameters",
     "make_connection",
     "reduce_streams",
+    "register_connection",
 ]
 
 if TYPE_CHECKING:
     from .connections import (
+        CoefficientConnection,
         HyperConnection,
         Mixing,
         available_connections,
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
         frozen_parameters,
         make_connection,
         reduce_streams,
+        register_connection,
     )
 
 

@@ -14,7 +14,9 @@ DIM = 8
 
 
 def test_available_connections():
-    assert hyperconn.available_connections() == ("residual", "hc", "mhc", "mhc_lite", "kromhc", "shc")
+    assert hyperconn.available_connections() == (
+        "residual", "hc", "mhc", "mhc_lite", "kromhc", "shc", "identity", "orthogonal"
+    )
 
 
 @pytest.mark.parametrize("kind,n", CASES)

@@ -16,7 +16,7 @@ CASES = [
     (kind, n, mix)
     for kind in KINDS
     for n in ((1,) if kind == "residual" else (2, 3, 4, 8))
-    for mix in ((True,) if kind in ("residual", "hc") else (True, False))
+    for mix in ((True, False) if "mix_streams" in hyperconn.connections.connection_options(kind) else (True,))
     if not (kind == "kromhc" and n == 3) and not (kind == "mhc_lite" and n == 8)
 ]
 # (dtype, relative tolerance on the largest output)
@@ -29,7 +29,7 @@ SHC_TINY_OPS = 521
 
 
 def _random_connection(kind, n, mix, dtype, seed=0, dim=24):
-    options = {} if mix or kind in ("residual", "hc") else {"mix_streams": False}
+    options = {} if mix else {"mix_streams": False}
     conn = hyperconn.make_connection(kind, n, dim, layer_index=1, **options)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():

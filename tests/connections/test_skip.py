@@ -111,14 +111,18 @@ def test_triton_backend_runs_the_width_in_pytorch_and_the_depth_kernel():
 
 def test_declared_exact_sums():
     """Which kinds may skip H_res at which end: exact unit column / row sums by construction."""
-    declared = {k: (connection_class(k).res_columns_sum_to_one, connection_class(k).res_rows_sum_to_one)
-                for k in ("hc", "mhc", "mhc_lite", "kromhc", "shc")}  # fmt: skip
+    declared = {
+        k: (connection_class(k).guarantees("columns_sum_to_one"), connection_class(k).guarantees("rows_sum_to_one"))
+        for k in ("hc", "mhc", "mhc_lite", "kromhc", "shc", "identity", "orthogonal")
+    }
     assert declared == {
         "hc": (False, False),
         "mhc": (False, True),  # rows: the last Sinkhorn step; columns only to the Sinkhorn error
         "mhc_lite": (True, True),
         "kromhc": (True, True),
         "shc": (True, True),
+        "identity": (True, True),  # no H_res at all: nothing to skip (the kind has no mix_streams option)
+        "orthogonal": (False, False),  # a rotation need not fix the all-ones vector
     }
 
 
@@ -127,9 +131,9 @@ def test_declared_sums_hold_far_from_init(kind, n):
     conn = perturbed_connection(kind, n, C, scale=2.0).double()
     res = conn.mixing(torch.randn(64, n, C, dtype=torch.float64)).res
     cls = connection_class(kind)
-    if cls.res_rows_sum_to_one:
+    if cls.guarantees("rows_sum_to_one"):
         assert (res.sum(-1) - 1).abs().max() < 1e-13
-    if cls.res_columns_sum_to_one:
+    if cls.guarantees("columns_sum_to_one"):
         assert (res.sum(-2) - 1).abs().max() < 1e-13
 
 

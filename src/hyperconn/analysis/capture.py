@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..connections import HyperConnection
+from ..connections.invariants import closure, violations
 from ..diagnostics import metrics as dg
 from ..diagnostics.recorder import Call, MixingRecorder
 
@@ -93,6 +94,9 @@ class LayerStats:
     sinkhorn_iters: int | None = None
     sinkhorn_error_curve: list[float] | None = None  # k = 1..50, mHC only
     mixes_streams: bool = True
+    # worst violation over tokens of every invariant the kind declares (and those they imply),
+    # hyperconn.connections.invariants; None without H_res
+    invariants: dict[str, float] | None = None
 
 
 @dataclass
@@ -126,6 +130,8 @@ class _LayerAccumulator:
         self.post = _Running()
         self.sinkhorn_sum: torch.Tensor | None = None
         self.sinkhorn_batches = 0
+        self.declared = closure(getattr(conn, "invariants", ()))  # a foreign connection declares none
+        self.violations = {name: _Running() for name in self.declared}
 
     def add(self, call: Call) -> None:
         if getattr(self.conn, "mixes_streams", True):
@@ -133,6 +139,8 @@ class _LayerAccumulator:
                 self.scalars[key].add(fn(call.res))
             self.subdominant.add(dg.subdominant_singular_values(call.res))
             self.res.add(call.res)
+            for name, values in violations(self.declared, call.res).items():
+                self.violations[name].add(values.reshape(-1))
         self.pre.add(call.pre)
         self.post.add(call.post)
         if call.logits is not None:
@@ -162,6 +170,7 @@ class _LayerAccumulator:
             sinkhorn_iters=getattr(conn, "sinkhorn_iters", None) if conn.kind == "mhc" else None,
             sinkhorn_error_curve=curve,
             mixes_streams=mixes,
+            invariants={k: float(r.max) for k, r in self.violations.items()} if mixes else None,
         )
 
 

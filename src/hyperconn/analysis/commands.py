@@ -34,8 +34,26 @@ def _analyze(args) -> int:
         f"spectral norm {mean['spectral_norm']:.4f}; composite forward/backward gain (max) "
         f"{comp['forward_gain_max']:.4g}/{comp['backward_gain_max']:.4g}"
     )
+    print(invariants_line(data["layers"]))
     print(f"wrote {out}/analysis.md, {out}/analysis.json and plots")
     return 0
+
+
+INVARIANT_TOLERANCE = 1e-4  # float32 coefficient math: exact invariants hold to ~1e-6
+
+
+def invariants_line(layers: list[dict]) -> str:
+    """One line: the worst violation over every connection of each invariant the kind declares."""
+    worst: dict[str, float] = {}
+    for layer in layers:
+        for name, value in (layer.get("invariants") or {}).items():
+            worst[name] = max(worst.get(name, 0.0), value)
+    if not worst:
+        return "declared invariants: none"
+    parts = [
+        f"{name} {value:.1e}" + ("" if value <= INVARIANT_TOLERANCE else " VIOLATED") for name, value in worst.items()
+    ]
+    return "declared invariants, worst violation over tokens and connections: " + ", ".join(parts)
 
 
 def _csv(text: str) -> tuple[str, ...]:

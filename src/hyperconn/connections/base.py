@@ -31,6 +31,7 @@ from .. import kernels
 from ..kernels.interface import GivenCoefficients, KernelRoute, ProjectedCoefficients
 from .constants import constant, group_index, identity_matrix
 from .inference import CoefficientInference, InferenceMixing, InferenceSteps, inference_path
+from .invariants import closure
 from .ops import StreamGradSlot, autocast_off, depth_add, pre_mix, project_rms, width_mix
 from .streams import compute_dtype, expand_streams, float32_region, reduce_streams, token_view
 from .validation import (
@@ -80,16 +81,31 @@ class HyperConnection(InferenceSteps, nn.Module):
 
     Subclasses implement :meth:`mixing`. ``forward`` and ``width``/``depth`` are shared.
 
-    ``res_columns_sum_to_one`` / ``res_rows_sum_to_one``: whether the kind's ``H_res`` has column
-    sums (``1^T H = 1^T``) / row sums (``H 1 = 1``) equal to 1 *exactly*, by construction, for
-    every input and parameter value (not merely to an iteration error). ``mixes_streams`` is
-    False for a connection built without ``H_res`` (``mix_streams=False``).
+    ``invariants``: what the kind's ``H_res`` satisfies exactly, by construction, for every input
+    and parameter value (names from :data:`hyperconn.connections.invariants.INVARIANTS`, e.g.
+    ``("rows_sum_to_one", "columns_sum_to_one")``). The model, ``hyperconn analyze`` and the
+    conformance kit read it. :meth:`initial_res` is ``H_res`` at init where the kind fixes it
+    exactly. ``mixes_streams`` is False for a connection built without ``H_res``
+    (``mix_streams=False``).
     """
 
     kind: str = ""
     exact_kind: bool = False  # set per instance: type(self) is the kind's registered class
-    res_columns_sum_to_one: bool = False
-    res_rows_sum_to_one: bool = False
+    invariants: tuple[str, ...] = ()
+
+    @classmethod
+    def guarantees(cls, name: str) -> bool:
+        """Whether ``H_res`` satisfies invariant ``name`` exactly: declared, or implied by a
+        declared one (``identity`` implies every other, ``orthogonal`` a spectral norm of 1)."""
+        return name in closure(cls.invariants)
+
+    def initial_res(self) -> torch.Tensor | None:
+        """``H_res`` (n, n) in float64 right after ``reset_parameters``, for every input, where the
+        kind fixes it exactly; ``None`` where it does not (e.g. mHC's Sinkhorn from ``-8`` logits).
+        Without ``H_res`` (``mix_streams=False``): ``I``."""
+        if not self.mixes_streams:
+            return torch.eye(self.num_streams, dtype=torch.float64)
+        return None
 
     def __init__(
         self,
@@ -301,6 +317,15 @@ class CoefficientConnection(CoefficientInference, HyperConnection):
             self.proj.zero_()
             self.gates.fill_(0.01)
             self.bias.copy_(self.initial_bias())
+
+    def initial_res(self) -> torch.Tensor | None:
+        """``J = 11^T / n`` for the Birkhoff kinds' ``res_init="uniform"`` (equal logits), ``I``
+        without ``H_res``; otherwise what the kind declares (``None`` here)."""
+        res = super().initial_res()
+        if res is None and getattr(self, "res_init", None) == "uniform":
+            n = self.num_streams
+            return torch.full((n, n), 1.0 / n, dtype=torch.float64)
+        return res
 
     # --- method-specific part -------------------------------------------------------------
     def res_groups(self) -> tuple[int, ...]:

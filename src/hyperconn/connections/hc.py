@@ -27,8 +27,7 @@ from .validation import check_positive_number
 
 class HC(HyperConnection):
     kind = "hc"
-    res_columns_sum_to_one = False  # H_res is free
-    res_rows_sum_to_one = False
+    invariants = ()  # H_res is free
 
     def __init__(
         self,
@@ -52,6 +51,10 @@ class HC(HyperConnection):
         self.beta_gate = nn.Parameter(torch.empty(1))
         self.beta_static = nn.Parameter(torch.empty(n))
         self.reset_parameters()
+
+    def initial_res(self) -> torch.Tensor:
+        """``I``: the static ``H_res`` at init, the dynamic part ``tanh(x~ @ 0) = 0``."""
+        return torch.eye(self.num_streams, dtype=torch.float64)
 
     def reset_parameters(self) -> None:
         n = self.num_streams

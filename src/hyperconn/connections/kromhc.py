@@ -27,8 +27,7 @@ def _log2_exact(n: int) -> int | None:
 
 class KromHC(CoefficientConnection):
     kind = "kromhc"
-    res_columns_sum_to_one = True
-    res_rows_sum_to_one = True
+    invariants = ("rows_sum_to_one", "columns_sum_to_one", "nonnegative", "spectral_norm_one")  # doubly stochastic
 
     def __init__(
         self,

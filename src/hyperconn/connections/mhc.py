@@ -19,8 +19,8 @@ OFF_DIAGONAL_BIAS = -8.0
 
 class MHC(CoefficientConnection):
     kind = "mhc"
-    res_columns_sum_to_one = False  # only to the Sinkhorn error
-    res_rows_sum_to_one = True  # the last Sinkhorn step normalises the rows
+    # the last Sinkhorn step normalises the rows; the columns sum to 1 only to the Sinkhorn error
+    invariants = ("rows_sum_to_one", "nonnegative")
 
     def __init__(
         self,

@@ -23,8 +23,7 @@ OTHER_PERMUTATION_BIAS = -8.0
 
 class MHCLite(CoefficientConnection):
     kind = "mhc_lite"
-    res_columns_sum_to_one = True
-    res_rows_sum_to_one = True
+    invariants = ("rows_sum_to_one", "columns_sum_to_one", "nonnegative", "spectral_norm_one")  # doubly stochastic
 
     def __init__(
         self,

@@ -117,6 +117,10 @@ def naive_mixing(conn: HyperConnection, streams: torch.Tensor, state: dict | Non
             e = torch.einsum("...ij,...j,...kj->...ik", u, sigma, v)
         p = _helmert(n, x.dtype)
         res = torch.full((n, n), 1 / n, dtype=x.dtype) + torch.einsum("ai,...ij,bj->...ab", p, e, p)
+    elif kind == "identity":
+        res = torch.eye(n, dtype=x.dtype).expand(*x.shape[:-2], n, n)
+    elif kind == "orthogonal":
+        res = _cayley_solve(_skew(state["gamma"][0] * torch.tanh(groups[2]), n))
     else:
         raise ValueError(f"naive_mixing: unknown kind {kind!r}")
     return pre, res, post

@@ -13,13 +13,15 @@ class Residual(HyperConnection):
     accepted and ignored (there is nothing to recompute, and ``x + F(x)`` needs no kernel)."""
 
     kind = "residual"
-    res_columns_sum_to_one = True  # H_res = 1
-    res_rows_sum_to_one = True
+    invariants = ("identity",)  # H_res = 1
 
     def __init__(
         self, num_streams: int, dim: int, layer_index: int = 0, recompute: bool = False, backend: str = "auto"
     ) -> None:
         super().__init__(num_streams, dim, layer_index, recompute=False, backend=backend)
+
+    def initial_res(self) -> torch.Tensor:
+        return torch.ones(1, 1, dtype=torch.float64)
 
     def mixing(self, streams: torch.Tensor) -> Mixing:
         self.check_streams(streams)

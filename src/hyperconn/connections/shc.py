@@ -43,8 +43,7 @@ def sandwich_matrix(n: int) -> torch.Tensor:
 
 class SHC(CoefficientConnection):
     kind = "shc"
-    res_columns_sum_to_one = True
-    res_rows_sum_to_one = True
+    invariants = ("rows_sum_to_one", "columns_sum_to_one", "spectral_norm_one")
 
     def __init__(
         self,
@@ -76,6 +75,15 @@ class SHC(CoefficientConnection):
         if self.gamma is not None:
             with torch.no_grad():
                 self.gamma.fill_(1.0)
+
+    def initial_res(self) -> torch.Tensor | None:
+        """``J + tanh(sigma_bias) (I - J)``: ``U = V = I`` and every ``sigma_i = tanh(sigma_bias)``."""
+        if not self.mixes_streams:
+            return super().initial_res()
+        n = self.num_streams
+        centre = torch.full((n, n), 1.0 / n, dtype=torch.float64)
+        sigma = torch.tanh(torch.tensor(self.sigma_bias, dtype=torch.float64))
+        return centre + sigma * (torch.eye(n, dtype=torch.float64) - centre)
 
     def res_groups(self) -> tuple[int, ...]:
         if self.num_angles == 0:

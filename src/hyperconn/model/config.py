@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 
-from ..connections import connection_class, connection_options, connection_parameter_count
+from ..connections import connection_class, connection_options, connection_parameter_count, kind_spelling
 from .ends import EXPAND_MODES, READOUT_MODES
 
 
@@ -24,7 +24,8 @@ def check_connection(kind: str, num_streams: int, options: dict) -> None:
     :class:`ConnectionConfig` and :class:`hyperconn.hf.ConversionConfig`."""
     if not isinstance(options, dict):
         raise ValueError(f"connection options must be a mapping, got {options!r}")
-    connection_parameter_count(kind, num_streams, 8, **options)
+    width = max(8, num_streams) if isinstance(num_streams, int) else 8  # n > width would warn of swapped arguments
+    connection_parameter_count(kind, num_streams, width, **options)
 
 
 def _snapshot(config, *leave_out: str) -> str:
@@ -92,7 +93,8 @@ class ConnectionConfig:
         if isinstance(self.options, dict) and "mix_streams" in self.options:
             raise ValueError(
                 "model.connection.options.mix_streams is set per connection by the model; "
-                "use model.connection.skip_inert (true or false) instead"
+                "use model.connection.skip_inert (true or false) instead, or model.connection.kind=identity "
+                "for H_res = I in every connection"
             )
         if self.expand not in EXPAND_MODES:
             raise ValueError(f"model.connection.expand must be one of {', '.join(EXPAND_MODES)}, got {self.expand!r}")
@@ -109,6 +111,9 @@ class ConnectionConfig:
         if not isinstance(self.skip_inert, bool):
             raise ValueError(f"model.connection.skip_inert must be true or false, got {self.skip_inert!r}")
         check_connection(self.kind, self.num_streams, self.options)
+        # how another process finds the kind again (a run's config.yaml): a built-in or installed
+        # entry-point name stays, a kind registered by a script becomes "module:Class"
+        self.kind = kind_spelling(self.kind)
         self._validated = _snapshot(self)
         return self
 
@@ -119,14 +124,14 @@ class ConnectionConfig:
         With copy expansion the first connection sees ``n`` identical streams ``h``, and
         ``sum_i H[i, j] h = (1^T H)_j h``: its ``H_res`` acts only through its column sums. With
         the sum readout ``sum_j x'_j = sum_i (H 1)_i x_i + ...``: the last ``H_res`` acts only
-        through its row sums. Where those sums are 1 exactly for the kind (declared by the class:
-        ``res_columns_sum_to_one``, ``res_rows_sum_to_one``), that ``H_res`` equals ``I`` in effect
+        through its row sums. Where those sums are 1 exactly for the kind (its declared invariants
+        ``columns_sum_to_one``, ``rows_sum_to_one``), that ``H_res`` equals ``I`` in effect
         and gets zero gradient, so it is skipped (``skip_inert``)."""
         if not self.skip_inert or self.num_streams < 2 or "mix_streams" not in connection_options(self.kind):
             return False, False
         cls = connection_class(self.kind)
-        first = self.expand == "copy" and cls.res_columns_sum_to_one
-        last = self.readout == "sum" and cls.res_rows_sum_to_one
+        first = self.expand == "copy" and cls.guarantees("columns_sum_to_one")
+        last = self.readout == "sum" and cls.guarantees("rows_sum_to_one")
         return first, last
 
 
