@@ -176,3 +176,27 @@ def test_api_pages_render_no_raw_sphinx_roles(tmp_path):
     linked = (site / "api" / "hyperconn" / "index.html").read_text()
     assert 'class="autorefs autorefs-internal"' in linked  # roles became links, not only code
     assert not list(site.rglob("griffe_*.py")), "the extension is not published with the site"
+
+
+PERFORMANCE_MAX_CHARS = 15_000
+MILESTONE = re.compile(r"Speed I+\b|op diet|\bissue \d+|Evidence I+\b|\bstudy [a-f]\b|\bsession \d\b", re.IGNORECASE)
+# pages that may name milestones: the dated log; results.md is being rewritten in its own change
+MILESTONES_ALLOWED = {"performance-log.md", "results.md"}
+
+
+def test_performance_page_is_short_and_links_its_log():
+    text = (DOCS / "performance.md").read_text()
+    assert len(text) <= PERFORMANCE_MAX_CHARS, f"performance.md is {len(text)} characters"
+    assert "(performance-log.md)" in text
+    assert "performance-log.md" in _nav_pages(_mkdocs_config()["nav"])
+
+
+def test_guides_name_no_internal_milestones():
+    """User-facing pages describe what is true now in plain words; the dated log keeps the history."""
+    found = {
+        page.name: MILESTONE.findall(page.read_text())
+        for page in sorted(DOCS.glob("*.md"))
+        if page.name not in MILESTONES_ALLOWED
+    }
+    found = {name: hits for name, hits in found.items() if hits}
+    assert not found, f"internal milestone names in guide pages: {found}"
