@@ -60,7 +60,7 @@ def write_run(job, done_step: int | None = STEPS, done_extra: dict | None = None
 
 def prov(commit: str | None, dirty: bool = False, resumes: tuple = ()) -> dict:
     return {"commit": commit, "dirty": dirty, "describe": "x", "packages": {}, "python": "3", "machine": {},
-            "time": "t", "resumes": [{"commit": c, "dirty": d} for c, d in resumes]}  # fmt: skip
+            "time": "t", "compile": "blocks", "resumes": [{"commit": c, "dirty": d} for c, d in resumes]}  # fmt: skip
 
 
 @pytest.fixture
@@ -153,21 +153,32 @@ def test_stability_over_seeds(finished):
 
 def test_provenance_summary_and_report_line(tmp_path):
     dirs = {}
-    for name, p in (("a", prov("c1")), ("b", prov("c1", resumes=(("c2", True),))), ("c", None), ("d", prov(None))):
+    # e: git status failed when its resume started (dirty None): unknown, not clean
+    for name, p in (("a", prov("c1")), ("b", prov("c1", resumes=(("c2", True),))), ("c", None), ("d", prov(None)),
+                    ("e", prov("c1", resumes=(("c1", None),)))):  # fmt: skip
         dirs[name] = tmp_path / name
         dirs[name].mkdir()
         if p is not None:
             (dirs[name] / "provenance.json").write_text(json.dumps(p))
     got = provenance_summary(dirs)
     assert got == {"commits": ["c1", "c2"], "dirty": True, "by_run": {"a": "c1", "b": "c1", "c": "unknown",
-                   "d": "unknown"}, "resumed_on": {"b": ["c2"]}, "unknown": ["c", "d"]}  # fmt: skip
+                   "d": "unknown", "e": "c1"}, "resumed_on": {"b": ["c2"], "e": ["c1"]}, "unknown": ["c", "d"],
+                   "dirty_by_run": {"a": [False], "b": [False, True], "c": [None], "d": [False], "e": [False, None]},
+                   "dirty_unknown": ["c", "e"], "compile": ["blocks"],
+                   "compile_by_run": {"a": ["blocks"], "b": ["blocks", None], "c": [None], "d": ["blocks"],
+                                      "e": ["blocks", None]}}  # fmt: skip
     assert run_commits(None) == ["unknown"] and run_commits(prov("x", resumes=(("y", False),))) == ["x", "y"]
     from hyperconn.analysis.evidence import provenance_line
 
     line = provenance_line(got)
     assert line.startswith("MIXED commits `c1`, `c2` (with uncommitted changes")
     assert "commit unknown for c, d" in line and "resumed: b on c2" in line
-    assert provenance_line(provenance_summary({"a": dirs["a"]})) == "commit `c1`"
+    assert "uncommitted changes is unknown for e;" in line and "compile: blocks (not recorded for b, c, e)" in line
+    assert provenance_line(provenance_summary({"a": dirs["a"]})) == "commit `c1`; compile: blocks"
+    # only unknown: the line says so, and the summary does not call it clean
+    alone = provenance_summary({"e": dirs["e"]})
+    assert not alone["dirty"] and alone["dirty_unknown"] == ["e"]
+    assert "unknown for e" in provenance_line(alone)
 
 
 def test_mixed_commits_are_refused_in_one_line(tmp_path):
@@ -306,4 +317,4 @@ def test_boilerplate_says_only_what_happened(finished):
     report = report_markdown(summary, [])
     assert "the side-by-side measurement was not run (`--bench-rounds 0`)" in report
     assert "0 rounds" not in report and "one after another" not in report
-    assert "code: commit `abc` (with uncommitted changes in at least one run)" in report
+    assert "code: commit `abc` (with uncommitted changes in at least one run segment)" in report

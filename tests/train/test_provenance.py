@@ -85,3 +85,54 @@ def test_a_run_from_before_provenance_gets_an_unknown_start_on_resume(make_cfg, 
     record = read_provenance(run)
     assert record["describe"] == UNKNOWN_START and record["commit"] is None and len(record["resumes"]) == 1
     assert read_provenance(tmp_path / "nothing-here") is None
+
+
+def test_a_failed_git_status_is_unknown_not_clean(repo, monkeypatch):
+    from hyperconn.train import provenance
+
+    real = provenance._git
+
+    def failing_status(source, *args):
+        if args[:1] == ("status",):
+            return subprocess.CompletedProcess(["git", *args], 128, "", "fatal: index file corrupt")
+        return real(source, *args)
+
+    monkeypatch.setattr(provenance, "_git", failing_status)
+    got = collect(source_dir=repo / "pkg")
+    assert got["commit"] == git(repo, "rev-parse", "HEAD") and got["dirty"] is None
+
+
+def test_compile_mode_follows_what_the_trainer_compiles(make_cfg):
+    from hyperconn.train.build import build_plain, compiled_forward
+    from hyperconn.train.provenance import COMPILE_BLOCKS, COMPILE_OFF, COMPILE_WHOLE, compile_mode
+
+    cfg = make_cfg("train.compile=true", "model.vocab_size=64")
+    assert compile_mode(make_cfg().train) == COMPILE_OFF
+    assert compile_mode(cfg.train, distributed=False) == COMPILE_BLOCKS
+    assert compile_mode(make_cfg("train.compile=true", "train.fsdp=true").train, distributed=True) == COMPILE_WHOLE
+    assert compile_mode(make_cfg("train.compile=true", "train.fsdp=true").train, distributed=False) == COMPILE_BLOCKS
+    # the trainer's own choice (compiled lazily: nothing compiles here): blocks in place, or a wrapper
+    for sharded, mode in ((False, COMPILE_BLOCKS), (True, COMPILE_WHOLE)):
+        model = build_plain(cfg, 0)
+        try:
+            called = compiled_forward(model, model, sharded)
+        except ValueError as err:  # no C++ compiler: the trainer refuses train.compile here
+            pytest.skip(str(err))
+        assert (called is model) == (mode == COMPILE_BLOCKS)
+
+
+def test_the_run_records_its_compile_mode_per_segment(make_cfg, tmp_path):
+    from hyperconn.train.provenance import COMPILE_BLOCKS, COMPILE_OFF, record_resume, record_start
+    from hyperconn.train.rundir import write_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_config(run, make_cfg())
+    assert record_start(run)["compile"] == COMPILE_OFF
+    write_config(run, make_cfg("train.compile=true"))  # a resume that turns compile on
+    record_resume(run)
+    record = read_provenance(run)
+    assert record["compile"] == COMPILE_OFF and record["resumes"][0]["compile"] == COMPILE_BLOCKS
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    assert record_start(bare)["compile"] is None  # no config.yaml: not recorded

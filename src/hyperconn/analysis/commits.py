@@ -39,16 +39,29 @@ def run_commits(provenance: Mapping | None) -> list[str]:
     return [seg.get("commit") or UNKNOWN for seg in segments]
 
 
+def run_segments(provenance: Mapping | None, key: str) -> list:
+    """``key`` of each segment of a run (its start, then each resume), None where not recorded;
+    ``[None]`` without provenance."""
+    if provenance is None:
+        return [None]
+    return [seg.get(key) for seg in [provenance, *(provenance.get("resumes") or [])]]
+
+
 def provenance_summary(run_dirs: Mapping[str, Path]) -> dict:
-    """``{"commits", "dirty", "by_run", "resumed_on", "unknown"}`` over the runs ``name -> run_dir``:
-    the sorted distinct known commits (resumes included), whether any segment ran from a dirty
-    checkout, each run's starting commit, the commits of each resumed run's resumes, and the runs
-    with no known commit."""
+    """Over the runs ``name -> run_dir``: ``commits`` (the sorted distinct known commits, resumes
+    included), ``by_run`` (each run's starting commit), ``resumed_on`` (the commits of each resumed
+    run's resumes), ``unknown`` (the runs with a segment of no known commit); ``dirty`` (whether a
+    segment ran from a checkout with uncommitted changes), ``dirty_by_run`` (each run's segments:
+    True, False, or None where ``git status`` failed or nothing was recorded) and ``dirty_unknown``
+    (the runs with such a segment: not counted as clean); ``compile_by_run`` (each segment's
+    compile mode, :func:`hyperconn.train.provenance.compile_mode`, None where not recorded) and
+    ``compile`` (the distinct recorded modes)."""
     commits: set[str] = set()
-    dirty = False
     by_run: dict[str, str] = {}
     resumed_on: dict[str, list[str]] = {}
     unknown: list[str] = []
+    dirty_by_run: dict[str, list[bool | None]] = {}
+    compile_by_run: dict[str, list[str | None]] = {}
     for name, run_dir in run_dirs.items():
         prov = read_run_provenance(run_dir)
         seq = run_commits(prov)
@@ -58,10 +71,13 @@ def provenance_summary(run_dirs: Mapping[str, Path]) -> dict:
         if UNKNOWN in seq:
             unknown.append(name)
         commits.update(c for c in seq if c != UNKNOWN)
-        if prov is not None:
-            dirty = dirty or any(bool(seg.get("dirty")) for seg in [prov, *(prov.get("resumes") or [])])
-    return {"commits": sorted(commits), "dirty": dirty, "by_run": by_run, "resumed_on": resumed_on,
-            "unknown": unknown}  # fmt: skip
+        dirty_by_run[name] = [None if d is None else bool(d) for d in run_segments(prov, "dirty")]
+        compile_by_run[name] = run_segments(prov, "compile")
+    modes = {m for seq in compile_by_run.values() for m in seq if m is not None}
+    return {"commits": sorted(commits), "by_run": by_run, "resumed_on": resumed_on, "unknown": unknown,
+            "dirty": any(True in seq for seq in dirty_by_run.values()), "dirty_by_run": dirty_by_run,
+            "dirty_unknown": [n for n, seq in dirty_by_run.items() if None in seq],
+            "compile": sorted(modes), "compile_by_run": compile_by_run}  # fmt: skip
 
 
 def current_commit() -> str:

@@ -30,11 +30,20 @@ def provenance_line(prov: dict | None) -> str:
     if not commits:
         text = "no run records its commit"
     if prov["dirty"]:
-        text += " (with uncommitted changes in at least one run)"
+        text += " (with uncommitted changes in at least one run segment)"
     if prov["unknown"] and commits:
         text += f"; commit unknown for {', '.join(prov['unknown'])}"
+    dirty_unknown = [n for n in prov.get("dirty_unknown", []) if n not in prov["unknown"]]
+    if dirty_unknown:
+        text += f"; whether the checkout had uncommitted changes is unknown for {', '.join(dirty_unknown)}"
     if prov.get("resumed_on"):
         text += "; resumed: " + ", ".join(f"{n} on {', '.join(c)}" for n, c in prov["resumed_on"].items())
+    if "compile" in prov:
+        modes = prov["compile"]
+        unrecorded = [n for n, seq in prov.get("compile_by_run", {}).items() if None in seq]
+        text += "; compile: " + (", ".join(modes) if modes else "not recorded")
+        if modes and unrecorded:
+            text += f" (not recorded for {', '.join(unrecorded)})"
     return text
 
 

@@ -6,10 +6,15 @@ there; ``dirty`` is True when ``git status --porcelain --untracked-files=no`` li
 tracked file (untracked files are ignored). A package installed into a git-ignored folder of some
 checkout (a virtual environment inside a repository) is not that checkout's code: commit None.
 
+``dirty`` is None (unknown, never taken as clean) when ``git status`` fails or times out.
+
 The run directory's ``provenance.json`` is :func:`collect` of the process that started the run,
 plus ``"resumes"``: the :func:`collect` of every process that resumed it, oldest first
 (:func:`record_start`, :func:`record_resume`). A run started before provenance was recorded and
-resumed since has every field None except ``describe`` and ``resumes``.
+resumed since has every field None except ``describe`` and ``resumes``. Each of these segments
+also records ``compile``: how this code compiles the run that segment trains
+(:func:`compile_mode` of the run's ``config.yaml``: ``"off"``, ``"blocks"`` or ``"whole model"``;
+None where the run directory has no readable config).
 """
 
 from __future__ import annotations
@@ -143,21 +148,61 @@ def read_provenance(run_dir: str | os.PathLike) -> dict | None:
     return json.loads(path.read_text())
 
 
+COMPILE_OFF = "off"
+COMPILE_BLOCKS = "blocks"  # hyperconn.model.compile.compile_blocks: each transformer block compiled in place
+COMPILE_WHOLE = "whole model"  # torch.compile of the module the loop calls
+
+
+def _distributed() -> bool:
+    try:
+        import torch.distributed as dist
+
+        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    except Exception:  # noqa: BLE001 (provenance never fails a run)
+        return False
+
+
+def compile_mode(train_cfg, distributed: bool | None = None) -> str:
+    """How this code compiles a run with these ``train`` settings (``hyperconn.train.build.compiled_forward``):
+    :data:`COMPILE_OFF` without ``train.compile``; :data:`COMPILE_WHOLE` for a model that is not a
+    hyperconn ``LanguageModel`` (``train.init_from``: an HF model) or one sharded by FSDP
+    (``train.fsdp`` over several processes); else :data:`COMPILE_BLOCKS` (regional). ``distributed``:
+    whether the run has several processes (default: this process's ``torch.distributed`` state)."""
+    if not train_cfg.compile:
+        return COMPILE_OFF
+    distributed = _distributed() if distributed is None else distributed
+    if train_cfg.init_from is not None or (train_cfg.fsdp and distributed):
+        return COMPILE_WHOLE
+    return COMPILE_BLOCKS
+
+
+def _run_compile(run_dir: str | os.PathLike) -> str | None:
+    """:func:`compile_mode` of the run's ``config.yaml``; None where it cannot be read."""
+    try:
+        from .config import load_config
+
+        return compile_mode(load_config(Path(run_dir) / "config.yaml").train)
+    except Exception:  # noqa: BLE001 (provenance never fails a run)
+        return None
+
+
 def record_start(run_dir: str | os.PathLike, provenance: dict | None = None) -> dict:
     """Write a new run's ``provenance.json`` (atomically): ``provenance`` (default :func:`collect`)
-    with an empty ``resumes`` list."""
-    record = {**(provenance if provenance is not None else collect()), "resumes": []}
+    with the run's ``compile`` mode and an empty ``resumes`` list."""
+    segment = provenance if provenance is not None else collect()
+    record = {**segment, "compile": segment.get("compile", _run_compile(run_dir)), "resumes": []}
     atomic_write_text(Path(run_dir) / PROVENANCE, json.dumps(record, indent=1) + "\n")
     return record
 
 
 def record_resume(run_dir: str | os.PathLike, provenance: dict | None = None) -> dict:
-    """Append ``provenance`` (default :func:`collect`) to the run's ``resumes`` list (atomically);
-    a run without the file gets one whose start is unknown."""
+    """Append ``provenance`` (default :func:`collect`) with the run's ``compile`` mode now to the
+    run's ``resumes`` list (atomically); a run without the file gets one whose start is unknown."""
     record = read_provenance(run_dir)
     if record is None:
-        record = {key: None for key in FIELDS}
+        record = {key: None for key in (*FIELDS, "compile")}
         record["describe"] = UNKNOWN_START
-    record.setdefault("resumes", []).append(provenance if provenance is not None else collect())
+    segment = provenance if provenance is not None else collect()
+    record.setdefault("resumes", []).append({**segment, "compile": segment.get("compile", _run_compile(run_dir))})
     atomic_write_text(Path(run_dir) / PROVENANCE, json.dumps(record, indent=1) + "\n")
     return record
