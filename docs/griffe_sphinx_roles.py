@@ -12,7 +12,8 @@ loaded, this rewrites every role in every docstring:
 Targets are resolved as Sphinx does, from the inside out: the enclosing classes, the module, its
 parent packages, then the target as an absolute path; a leading ``.`` or a name found nowhere else
 falls back to the one object whose path ends with it (the one nearest the docstring's module when
-several do). ``~`` shows only the last component; functions and methods get ``()``.
+several do). A function role that names a module shadowing its namesake function (``hyperconn.hf.load``)
+links the function. ``~`` shows only the last component; functions and methods get ``()``.
 
 Loaded by mkdocs.yml (``plugins: mkdocstrings: handlers: python: options: extensions``).
 """
@@ -117,6 +118,9 @@ def _replace(match: re.Match, obj: Object, objects: dict[str, Object], aliases: 
     if role in CALLABLE_ROLES and not shown.endswith(")"):
         shown += "()"
     found = _resolve(target, obj, objects, aliases)
+    if found is not None and role != "mod" and objects[found].is_module:
+        # a submodule shadowing the function it exports (hyperconn.hf.load the module vs the function)
+        found = _canonical(f"{found}.{found.rpartition('.')[2]}", objects, aliases) or found
     if found is None:
         return f"`{shown}`"
     return f'<autoref identifier="{html.escape(found)}" optional><code>{html.escape(shown)}</code></autoref>'
