@@ -157,3 +157,31 @@ def test_skipped_connections_have_no_h_res_statistics_and_count_as_identity():
     prefixes = torch.stack(dg.prefix_composites([eye, res[1], res[2], eye]), dim=1)
     assert got.composite.forward_gain_max == pytest.approx(dg.forward_gain(prefixes).amax(0).tolist(), abs=1e-10)
     assert got.composite.spectral_norm_mean == pytest.approx(dg.spectral_norm(prefixes).mean(0).tolist(), abs=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["hc", "mhc", "shc", "orthogonal", "identity"])
+def test_each_connection_reports_the_invariants_its_kind_declares(kind):
+    from hyperconn.analysis.commands import invariants_line
+    from hyperconn.connections.invariants import closure
+
+    model = ToyStack(kind)
+    perturb(model, scale=0.5)
+    result = capture_statistics(model, batches())
+    declared = closure(hyperconn.connections.connection_class(kind).invariants)
+    for layer in result.layers:
+        if not layer.mixes_streams:  # identity: no H_res is computed, so none is measured
+            assert layer.invariants is None and kind == "identity"
+            continue
+        assert tuple(layer.invariants) == declared
+        assert all(0 <= v < 1e-5 for v in layer.invariants.values())
+    line = invariants_line([{"invariants": la.invariants} for la in result.layers])
+    assert ("VIOLATED" in line) is False
+    measured = declared and kind != "identity"
+    assert all(name in line for name in declared) if measured else line == "declared invariants: none"
+
+
+def test_a_violated_invariant_is_flagged():
+    from hyperconn.analysis.commands import invariants_line
+
+    line = invariants_line([{"invariants": {"rows_sum_to_one": 1e-7}}, {"invariants": {"rows_sum_to_one": 0.2}}])
+    assert line.endswith("rows_sum_to_one 2.0e-01 VIOLATED")

@@ -28,10 +28,13 @@ def _analyze(args) -> int:
         data = analyze_run(args.run, batches=args.batches, out=out)
     comp = data["summary"]["composite"]
     mean = data["summary"]["mean"]
+    structure = (
+        f"layer-averaged identity distance {mean['identity_distance']:.4f}, negative mass "
+        f"{mean['negative_mass']:.4f}, spectral norm {mean['spectral_norm']:.4f}"
+        if mean else "no connection learns an H_res (H_res = I in every one)"
+    )
     print(
-        f"{data['title']}: {len(data['layers'])} connections; layer-averaged identity distance "
-        f"{mean['identity_distance']:.4f}, negative mass {mean['negative_mass']:.4f}, "
-        f"spectral norm {mean['spectral_norm']:.4f}; composite forward/backward gain (max) "
+        f"{data['title']}: {len(data['layers'])} connections; {structure}; composite forward/backward gain (max) "
         f"{comp['forward_gain_max']:.4g}/{comp['backward_gain_max']:.4g}"
     )
     print(invariants_line(data["layers"]))
