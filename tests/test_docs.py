@@ -100,7 +100,7 @@ def test_api_pages_cover_the_public_modules():
     api_pages = _nav_pages(api_section)
     assert api_pages[:2] == ["api/index.md", "api/hyperconn.md"] and api_pages[-1] == "api/internals.md"
     public = re.findall(r"^::: ([\w.]+)$", top, re.MULTILINE)
-    for kind in ("Residual", "HC", "MHC", "MHCLite", "KromHC", "SHC"):
+    for kind in ("Residual", "HC", "MHC", "MHCLite", "KromHC", "SHC", "Identity", "Orthogonal"):
         assert f"hyperconn.connections.{kind}" in public, kind
     assert {"hyperconn.hf.convert.convert", "hyperconn.hf.load.load"} <= set(public)
     assert "HyperConnection" not in "".join(public) and "fileio" not in "".join(public)
