@@ -178,3 +178,36 @@ def test_one_seed_shows_no_spread():
 
     assert mean_sd_text({"mean": 1.5, "std": 0.0, "n": 1, "values": [1.5]}) == "1.5000 (1 seed)"
     assert mean_sd_text({"mean": 1.5, "std": 0.25, "n": 2, "values": [1.25, 1.75]}) == "1.5000 ± 0.2500"
+
+
+def test_the_recorded_command_gets_the_pre_specified_family():
+    summary, _ = old_summary(np.random.default_rng(3))
+    summary["command"] = "hyperconn compare --kinds shc,mhc --bench-rounds 0"
+    summary["multiple_comparisons"]["family"] = ["shc-n4:mhc-n4"]
+    for pair in summary["paired_differences"]:
+        pair["in_family"] = {pair["a"], pair["b"]} == {"shc-n4", "mhc-n4"}
+    out = restate(summary)
+    assert out["command"] == summary["command"] + " --pairs shc-n4:mhc-n4"
+    assert restate(out)["command"] == out["command"]  # once
+    assert [p["p_holm"] is not None for p in out["paired_differences"]] == [
+        p["in_family"] for p in summary["paired_differences"]]
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=lambda p: str(p.relative_to(ROOT / "docs/results")))
+def test_committed_commands_rebuild_the_family(folder):
+    """A committed report's command line parses back to a study with the summary's Holm family."""
+    import argparse
+    import shlex
+    import warnings
+
+    from hyperconn.analysis.commands import register, study_from_args
+
+    summary = json.loads((folder / "summary.json").read_text())
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the a03ecd0 studies' --methods / --streams
+        study = study_from_args(parser.parse_args(shlex.split(summary["command"])[1:]))
+    family = summary["multiple_comparisons"]["family"]
+    asked = [f"{a}:{b}" for a, b in study.pairs]
+    assert asked == ([] if family == "every pair" else family)

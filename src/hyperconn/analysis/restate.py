@@ -22,6 +22,9 @@ plots from it (``scripts/restate_summaries.py`` does both for every folder under
 - **paired differences** (:func:`.summarise.paired_differences`): recomputed from
   ``val_loss_by_seed`` in the stored order, over the stored Holm family: ``mdd_80`` from the
   noncentral t, and today's verdict words;
+- **command**: a summary whose Holm family was pre-specified (``--pairs``) but whose recorded
+  command line, written before the command carried it, leaves it out gets ``--pairs`` appended
+  (as :func:`.compare.compare_command` writes it today), so the command rebuilds the study;
 - **names**: ``method`` / ``streams`` (the names before the rename) become ``kind`` /
   ``num_streams``, and a Holm family written before ``--pairs`` existed is named ``every pair``,
   so today's renderer reads the summary.
@@ -46,6 +49,7 @@ STRUCTURE_RULE = (
 RESIDUAL_RULE = "Δ vs residual against the residual group of the same axis values"
 PAIRS_RULE = "paired differences recomputed from val_loss_by_seed: mdd_80 from the noncentral t; verdict words"
 NAMES_RULE = "method / streams renamed kind / num_streams"
+COMMAND_RULE = "the recorded command carries the pre-specified family (--pairs)"
 
 
 def identity_values(num_streams: int) -> dict[str, float]:
@@ -130,6 +134,10 @@ def restate(summary: dict) -> dict:
     if any(skipped_layers(e) for e in out["groups"].values()):
         out = restate_structure(out)
         notes.append(STRUCTURE_RULE)
+    family_names = out["multiple_comparisons"].get("family")
+    if isinstance(family_names, list) and family_names and " --pairs " not in out["command"]:
+        out["command"] += f" --pairs {','.join(family_names)}"
+        notes.append(COMMAND_RULE)
     versus_residual(out["groups"])
     stored = out["paired_differences"]
     family = [p.get("in_family", True) for p in stored]
