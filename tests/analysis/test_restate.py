@@ -211,3 +211,10 @@ def test_committed_commands_rebuild_the_family(folder):
     family = summary["multiple_comparisons"]["family"]
     asked = [f"{a}:{b}" for a, b in study.pairs]
     assert asked == ([] if family == "every pair" else family)
+
+
+def test_a_summary_written_today_comes_back_unchanged():
+    summary, _ = old_summary(np.random.default_rng(4))
+    today = restate(summary)
+    today.pop("restated")  # as summarise writes it: nothing to restate
+    assert restate(today) == today and "restated" not in restate(today)

@@ -29,12 +29,14 @@ plots from it (``scripts/restate_summaries.py`` does both for every folder under
   ``num_streams``, and a Holm family written before ``--pairs`` existed is named ``every pair``,
   so today's renderer reads the summary.
 
-What was restated is listed under ``restated`` in the summary (and named in its report).
+What was restated is listed under ``restated`` in the summary (and named in its report); a
+summary written under today's rules comes back unchanged.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import torch
@@ -138,12 +140,19 @@ def restate(summary: dict) -> dict:
     if isinstance(family_names, list) and family_names and " --pairs " not in out["command"]:
         out["command"] += f" --pairs {','.join(family_names)}"
         notes.append(COMMAND_RULE)
+    def residual_fields() -> str:
+        keys = ("residual_group", "val_loss_diff_to_residual", "overhead_pct_vs_residual")
+        return json.dumps({g: [e.get(k) for k in keys] for g, e in out["groups"].items()})
+
+    before = residual_fields()
     versus_residual(out["groups"])
+    if residual_fields() != before:
+        notes.append(RESIDUAL_RULE)
     stored = out["paired_differences"]
     family = [p.get("in_family", True) for p in stored]
     out["paired_differences"] = paired_differences(out["groups"], [(p["a"], p["b"]) for p in stored], family)
-    for rule in (RESIDUAL_RULE, PAIRS_RULE):
-        if rule not in notes:
-            notes.append(rule)
-    out["restated"] = list(dict.fromkeys(notes))
+    if json.dumps(out["paired_differences"]) != json.dumps(stored):
+        notes.append(PAIRS_RULE)
+    if notes:  # a summary written under today's rules is returned as it was
+        out["restated"] = list(dict.fromkeys(notes))
     return out
