@@ -1,4 +1,4 @@
-"""``hyperconn bench {layer,step,decode,call,plot}``: the speed benchmarks, as a table on stdout plus JSON."""
+"""``hyperconn bench {layer,step,decode,call,memory,plot}``: the benchmarks, as a table on stdout plus JSON."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ STEP_COLUMNS = ["preset", "contender", "precision", "median_ms", "iqr_ms", "x_re
                 "extra_gflop", "extra_mib", "skipped", "saved_gflop", "saved_mib"]
 DECODE_COLUMNS = ["preset", "contender", "precision", "median_ms", "iqr_ms", "tokens_per_s", "x_residual",
                   "aten_ops_per_token"]
+MEMORY_COLUMNS = ["preset", "contender", "batch", "seq_len", "stream_mib", "saved_mib", "extra_saved_mib",
+                  "x_residual"]
 CALL_COLUMNS = ["contender", "n", "dim", "us_per_call", "iqr_us", "aten_ops", "top_ops"]
 
 
@@ -94,6 +96,16 @@ def register(subparsers) -> None:
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--calls", type=int, default=200, help="calls per timed round")
     p.set_defaults(func=_call)
+
+    p = sub.add_parser("memory", help="residual-stream bytes and bytes saved for backward: residual, "
+                       "n-widened and frac-connections (no timing)")
+    _common(p)
+    p.set_defaults(kinds=("hc", "mhc", "shc"), func=_memory)
+    p.add_argument("--presets", type=_csv(str), default=("small",))
+    p.add_argument("--num-streams", type=int, default=4, help="n of the widened contenders (default 4)")
+    p.add_argument("--num-fracs", type=int, default=4, help="m of the frac-connection contenders (default 4)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--seq-len", type=int, help="default: the preset's max_seq_len")
 
     p = sub.add_parser("plot", help="PNG of a layer grid JSON: ms against n, one panel per C, one line per kind")
     p.add_argument("grid_json", help="a JSON written by hyperconn bench layer --json")
@@ -173,6 +185,20 @@ def _call(args) -> int:
     if args.repeats:
         cfg.repeats = args.repeats
     return _finish(args, "call", run_call_bench(cfg), CALL_COLUMNS, call_config_dict(cfg))
+
+
+def _memory(args) -> int:
+    from .memory import MemoryBenchConfig, run_memory_bench
+    from .memory import config_dict as memory_config_dict
+
+    _setup(args)
+    cfg = MemoryBenchConfig(
+        presets=args.presets, kinds=args.kinds, num_streams=args.num_streams, num_fracs=args.num_fracs,
+        batch_size=args.batch_size, seq_len=args.seq_len,
+    )
+    if args.smoke:
+        cfg.presets, cfg.shrink, cfg.batch_size, cfg.seq_len = ("tiny",), (32, 1), 1, 16
+    return _finish(args, "memory", run_memory_bench(cfg), MEMORY_COLUMNS, memory_config_dict(cfg))
 
 
 def _plot(args) -> int:

@@ -1,6 +1,7 @@
 """The hyper-connection family: residual, hc, mhc, mhc_lite, kromhc, shc, identity, orthogonal, and yours."""
 
 from .base import CoefficientConnection, HyperConnection, Mixing, expand_streams, reduce_streams
+from .frac import FracConnection
 from .hc import HC
 from .identity import Identity
 from .inference import frozen_parameters
@@ -36,6 +37,7 @@ __all__ = [
     "MHC",
     "SHC",
     "CoefficientConnection",
+    "FracConnection",
     "HyperConnection",
     "KromHC",
     "MHCLite",

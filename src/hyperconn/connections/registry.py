@@ -185,7 +185,7 @@ def connection_option_defaults(kind: str) -> dict:
 
 
 def make_connection(
-    kind: str, num_streams: int, dim: int, layer_index: int = 0, **options
+    kind: str, num_streams: int, dim: int, layer_index: int = 0, *, num_fracs: int = 1, **options
 ) -> HyperConnection:
     """Build one hyper-connection of ``kind`` over ``num_streams`` streams of width ``dim``.
 
@@ -209,7 +209,20 @@ def make_connection(
     ``H_res``, i.e. ``H_res = I``), ``recompute`` (all; recompute the width connection in backward
     instead of keeping its activations, a no-op for residual), ``backend`` (all: ``"auto"``
     (default), ``"torch"`` or ``"triton"``; see ``hyperconn.kernels``).
+
+    ``num_fracs=m > 1`` builds a frac-connection instead (:mod:`hyperconn.connections.frac`): the
+    width-``dim`` hidden state split into ``m`` fractions that ``kind`` mixes; ``num_streams``
+    must then be 1 (no widening).
     """
+    if num_fracs != 1:
+        from .frac import FracConnection
+
+        if num_streams != 1:
+            raise ValueError(
+                f"{kind}: num_fracs={num_fracs} splits the hidden state instead of widening it: "
+                f"num_streams must be 1, got {num_streams!r}"
+            )
+        return FracConnection(kind, num_fracs, dim, layer_index, **options)
     cls = connection_class(kind)  # num_streams is checked by the class's constructor
     allowed = connection_options(kind)
     unknown = sorted(set(options) - set(allowed))

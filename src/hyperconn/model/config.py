@@ -50,6 +50,9 @@ class ConnectionConfig:
     learned ends need ``num_streams >= 2`` (:mod:`hyperconn.model.ends`). ``skip_inert``: build the
     first connection without ``H_res`` when ``expand="copy"`` and the kind's columns sum to 1
     exactly, and the last one when ``readout="sum"`` and its rows do (:meth:`inert_ends`).
+    ``num_fracs``: 1 (default), or ``m >= 2`` for frac-connections (:mod:`hyperconn.connections.frac`):
+    the hidden state split into ``m`` fractions that ``kind`` mixes, no widening (``num_streams``
+    is then 1, its default when ``num_fracs > 1``; ``model.dim`` divisible by ``m``).
     """
 
     kind: str = "shc"
@@ -58,6 +61,7 @@ class ConnectionConfig:
     expand: str = "copy"
     readout: str = "sum"
     skip_inert: bool = True
+    num_fracs: int = 1
 
     def __init__(
         self,
@@ -67,6 +71,7 @@ class ConnectionConfig:
         expand: str = "copy",
         readout: str = "sum",
         skip_inert: bool = True,
+        num_fracs: int = 1,
         *,
         streams: int | None = None,
     ) -> None:
@@ -76,9 +81,10 @@ class ConnectionConfig:
                 raise ValueError("ConnectionConfig: give num_streams alone, not also streams (its old name)")
             num_streams = streams
         if num_streams is None:
-            num_streams = 1 if kind == "residual" else 4
+            num_streams = 1 if kind == "residual" or num_fracs != 1 else 4
         self.kind, self.num_streams, self.options = kind, num_streams, {} if options is None else options
         self.expand, self.readout, self.skip_inert = expand, readout, skip_inert
+        self.num_fracs = num_fracs
 
     @property
     def streams(self) -> int:
@@ -110,12 +116,32 @@ class ConnectionConfig:
                 )
         if not isinstance(self.skip_inert, bool):
             raise ValueError(f"model.connection.skip_inert must be true or false, got {self.skip_inert!r}")
-        check_connection(self.kind, self.num_streams, self.options)
+        if self.num_fracs != 1:
+            self._check_fracs()
+        else:
+            check_connection(self.kind, self.num_streams, self.options)
         # how another process finds the kind again (a run's config.yaml): a built-in or installed
         # entry-point name stays, a kind registered by a script becomes "module:Class"
         self.kind = kind_spelling(self.kind)
         self._validated = _snapshot(self)
         return self
+
+    def _check_fracs(self) -> None:
+        """Frac-connections: ``num_fracs`` an integer >= 2 with one stream (no widening), the kind
+        buildable over ``num_fracs`` streams (its own checks: e.g. a power of two for kromhc)."""
+        m = self.num_fracs
+        if not isinstance(m, int) or isinstance(m, bool) or m < 1:
+            raise ValueError(f"model.connection.num_fracs must be an integer >= 1, got {m!r}")
+        if self.kind == "residual":
+            raise ValueError(
+                "model.connection.num_fracs > 1 needs a hyper-connection kind; residual has nothing to mix"
+            )
+        if self.num_streams != 1:
+            raise ValueError(
+                f"model.connection.num_fracs={m} splits the hidden state instead of widening it: "
+                f"num_streams must be 1, got {self.num_streams!r} (set model.connection.num_streams=1)"
+            )
+        check_connection(self.kind, m, self.options)
 
     def inert_ends(self) -> tuple[bool, bool]:
         """``(first, last)``: whether the first connection (layer 0, attention) and the last one
@@ -190,6 +216,12 @@ class ModelConfig:
         if not self.rope_base > 0:
             raise ValueError(f"model.rope_base must be > 0, got {self.rope_base!r}")
         self.connection.validate()
+        fracs = self.connection.num_fracs
+        if fracs != 1 and self.dim % fracs:
+            raise ValueError(
+                f"model.dim={self.dim} is not divisible by model.connection.num_fracs={fracs} "
+                "(each fraction has width dim / num_fracs)"
+            )
         self._validated = snapshot
         return self
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..connections import expand_streams, reduce_streams
+from ..connections.frac import merge_fracs, split_fracs
 
 EXPAND_MODES = ("copy", "learned")
 READOUT_MODES = ("sum", "learned")
@@ -92,6 +93,28 @@ class LearnedReadout(StreamEnd):
 
     def extra_repr(self) -> str:
         return f"num_streams={self.num_streams}"
+
+
+class FracSplit(StreamEnd):
+    """``(..., C) -> (..., m, C/m)``: the hidden state viewed as ``m`` fractions (frac-connections,
+    :mod:`hyperconn.connections.frac`); a view, no copy."""
+
+    def __init__(self, num_fracs: int) -> None:
+        super().__init__()
+        self.num_fracs = num_fracs
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return split_fracs(h, self.num_fracs)
+
+    def extra_repr(self) -> str:
+        return f"num_fracs={self.num_fracs}"
+
+
+class FracMerge(StreamEnd):
+    """``(..., m, C/m) -> (..., C)``: the fractions concatenated (a view of contiguous streams)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return merge_fracs(x)
 
 
 def make_expand(mode: str, num_streams: int, dim: int) -> StreamEnd:

@@ -14,7 +14,8 @@ The ends are ``model.connection.expand`` / ``readout`` (:mod:`hyperconn.model.en
 ``skip_inert`` the first and/or last connection is built without ``H_res`` where it provably has
 no effect (:meth:`ConnectionConfig.inert_ends`). Connections are called as modules
 (``conn(x, branch)``) so forward-pre-hooks on them see the streams. ``residual`` with one stream
-is the plain pre-norm transformer.
+is the plain pre-norm transformer. ``model.connection.num_fracs = m > 1`` (frac-connections) keeps
+``x`` as ``(B, T, m, C/m)``, a view of ``(B, T, C)``: expand and readout are reshapes.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import math
 import torch
 from torch import nn
 
-from ..connections import HyperConnection, frozen_parameters, make_connection
+from ..connections import FracConnection, HyperConnection, frozen_parameters, make_connection
 from .config import ModelConfig
-from .ends import StreamEnd, make_expand, make_readout
+from .ends import FracMerge, FracSplit, StreamEnd, make_expand, make_readout
 from .kv_cache import KVCache, LayerKVCache
 from .layers import Attention, RotaryEmbedding, SwiGLU
 from .norm import RMSNorm
@@ -48,8 +49,10 @@ class Block(nn.Module):
         self.mlp = SwiGLU(cfg.dim, cfg.mlp_dim)
         attn_opts = conn.options if attn_mixes else {**conn.options, "mix_streams": False}
         mlp_opts = conn.options if mlp_mixes else {**conn.options, "mix_streams": False}
-        self.attn_conn = make_connection(conn.kind, conn.num_streams, cfg.dim, layer_index, **attn_opts)
-        self.mlp_conn = make_connection(conn.kind, conn.num_streams, cfg.dim, layer_index, **mlp_opts)
+        fracs = conn.num_fracs  # > 1: frac-connections (hyperconn.connections.frac)
+        n = conn.num_streams
+        self.attn_conn = make_connection(conn.kind, n, cfg.dim, layer_index, num_fracs=fracs, **attn_opts)
+        self.mlp_conn = make_connection(conn.kind, n, cfg.dim, layer_index, num_fracs=fracs, **mlp_opts)
 
     def forward(
         self, x: torch.Tensor, rope: RotaryEmbedding, start: int = 0, cache: LayerKVCache | None = None
@@ -82,7 +85,8 @@ class LanguageModel(nn.Module):
         self.stream_dtype = None if cfg.stream_dtype == "float32" else getattr(torch, cfg.stream_dtype)
         conn = cfg.connection
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.expand = make_expand(conn.expand, self.num_streams, cfg.dim)
+        fracs = conn.num_fracs  # frac-connections: the ends are views (split and concatenate)
+        self.expand = make_expand(conn.expand, self.num_streams, cfg.dim) if fracs == 1 else FracSplit(fracs)
         self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_base)
         first, last = conn.inert_ends()
         last_layer = cfg.n_layers - 1
@@ -90,7 +94,7 @@ class LanguageModel(nn.Module):
             Block(cfg, i, attn_mixes=not (first and i == 0), mlp_mixes=not (last and i == last_layer))
             for i in range(cfg.n_layers)
         )
-        self.readout = make_readout(conn.readout, self.num_streams)
+        self.readout = make_readout(conn.readout, self.num_streams) if fracs == 1 else FracMerge()
         self.norm = RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -112,7 +116,7 @@ class LanguageModel(nn.Module):
                 nn.init.normal_(module.weight, std=0.02)
             elif isinstance(module, nn.RMSNorm):
                 nn.init.ones_(module.weight)
-            elif isinstance(module, HyperConnection | StreamEnd):
+            elif isinstance(module, HyperConnection | StreamEnd | FracConnection):
                 module.reset_parameters()
         self.rope.reset_parameters()
 
