@@ -55,11 +55,20 @@ def prepare_run_data(cfg: TrainConfig, info: D.DistInfo) -> PreparedData:
     return data
 
 
-def build_model(cfg: TrainConfig, parallel: DataParallel) -> tuple[nn.Module, nn.Module]:
+def build_model(cfg: TrainConfig, parallel: DataParallel, layout=None) -> tuple[nn.Module, nn.Module]:
     """``(raw_model, model)``: the model on this rank's device with ``train.seed``'s initialisation
     (or ``train.init_from``'s weights), and ``parallel.wrap(raw_model)``, the module the loop calls
-    (DDP around it, or the model itself: alone, or sharded in place under FSDP)."""
+    (DDP around it, or the model itself: alone, or sharded in place under FSDP). Under a ``layout``
+    with tensor or pipeline parallelism: that layout's build (``tensor_parallel``, ``pipeline``)."""
     device = parallel.info.device
+    if layout is not None and layout.tp > 1:
+        from .tensor_parallel import build_tensor_parallel
+
+        return build_tensor_parallel(cfg, layout, device)
+    if layout is not None and layout.pp > 1:
+        from .pipeline import build_pipeline
+
+        return build_pipeline(cfg, layout, device)
     if cfg.train.init_from is not None:  # the config refuses train.fsdp with it
         model = build_from_hf(cfg).to(device)
     elif parallel.sharded:

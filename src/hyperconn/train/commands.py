@@ -98,6 +98,12 @@ def _train(args) -> int:
     except NonFiniteLossError as err:
         print(f"hyperconn train: error: {err}", file=sys.stderr)
         return 1
+    except RuntimeError as err:
+        line = collective_failure(err)
+        if line is None:
+            raise
+        print(f"hyperconn train: error: {line}", file=sys.stderr, flush=True)
+        return 1
     except KeyboardInterrupt:
         return 130
     if int(os.environ.get("RANK", "0")) != 0:
@@ -108,6 +114,27 @@ def _train(args) -> int:
     for r in evals:
         print(f"  step {r['step']:6d}  val_loss {r['val_loss']:.4f}  val_bpb {r['val_bpb']:.4f}")
     return 0
+
+
+def collective_failure(err: BaseException) -> str | None:
+    """One line for a collective that failed because another rank died (kill -9, OOM, a crash):
+    which rank saw it and the backend's first line, instead of a traceback per frame. None when
+    ``err`` is something else (a bug keeps its traceback)."""
+    import torch.distributed as dist
+
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    peer_gone = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Socket Timeout",
+                 "Timed out", "NCCL communicator was aborted", "connection refused")  # fmt: skip
+    backend_error = isinstance(err, getattr(dist, "DistBackendError", ())) or any(p in text for p in peer_gone)
+    if not backend_error:
+        return None
+    rank = os.environ.get("RANK", "?")
+    world = os.environ.get("WORLD_SIZE", "?")
+    return (
+        f"rank {rank} of {world}: a collective with the other ranks failed: another rank died or left "
+        f"(its own log names why; torchrun lists its exit code) [{first[:200]}]"
+    )
 
 
 def _eval(args) -> int:

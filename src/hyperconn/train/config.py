@@ -64,6 +64,11 @@ class TrainSettings:
     out_dir: str | None = None  # default: runs/<preset>-<kind>-n<num_streams>-s<seed>
     device: str = "auto"  # "auto": cuda:<local rank> if available, else cpu
     fsdp: bool = False  # under torchrun: FSDP2 (fully_shard) instead of DDP
+    tensor_parallel: int = 1  # tp: attention/MLP weights sharded, streams sequence-sharded (docs/distributed.md)
+    pipeline_parallel: int = 1  # pp: the blocks split into stages (torch.distributed.pipelining)
+    # "full" (one file, gathered on rank 0), "sharded" (DCP, every rank its shards) or "auto": sharded
+    # under FSDP2/TP/PP, full otherwise; resolved when the run starts and kept in config.yaml
+    checkpoint_format: str = "auto"
     progress: bool = True  # a tqdm bar when stderr is a terminal, else one line per log_interval
     threads: int | None = None  # torch.set_num_threads for this process (None: leave torch's default)
     # "hf:<dir>": start from a local Hugging Face checkpoint converted by hyperconn.hf (model.connection
@@ -143,6 +148,9 @@ class TrainConfig:
             check_init_from(self.train.init_from, tok, tok_dir, self.train.seq_len, self.train.fsdp)
         self.data.validate()
         self.train.validate()
+        from .layout import check_settings
+
+        check_settings(self.train, self.model)
         eps = self.model.norm_eps
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
             raise ValueError(f"model.norm_eps must be a finite number > 0, got {eps!r}")

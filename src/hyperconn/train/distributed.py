@@ -22,6 +22,7 @@ class DistInfo:
     world_size: int = 1
     device: torch.device = torch.device("cpu")
     owns_group: bool = False  # True if setup() created the process group (teardown destroys it)
+    group: object = None  # the process group of the collectives below (None: every rank)
 
     @property
     def is_main(self) -> bool:
@@ -89,11 +90,11 @@ def all_reduce_sum(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """The sum of ``value`` over the ranks (``value`` itself at world size 1)."""
     if info.distributed:
         value = value.clone()
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        dist.all_reduce(value, op=dist.ReduceOp.SUM, group=info.group)
     return value
 
 
 def barrier(info: DistInfo) -> None:
     """Wait until every rank gets here (nothing at world size 1)."""
     if info.distributed:
-        dist.barrier()
+        dist.barrier(group=info.group)

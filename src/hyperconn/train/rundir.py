@@ -55,6 +55,11 @@ RESUMABLE_CHANGES: dict[str, str] = {
     "device": "continues on another device: refused when it changes the resolved precision (auto = bf16 on "
     "CUDA, fp32 on CPU); otherwise results agree to rounding, not bit for bit",
     "compile": "torch.compile on or off: the same math in other kernels; losses agree to rounding, not bit for bit",
+    "fsdp": "FSDP2 on or off: the same math, sharded or not (resume across layouts: docs/distributed.md)",
+    "tensor_parallel": "another tensor-parallel degree: the same math; a changed data-parallel degree changes the "
+    "global batch from the checkpoint on (said when it resumes)",
+    "pipeline_parallel": "another pipeline degree: the same math; a changed data-parallel degree changes the "
+    "global batch from the checkpoint on (said when it resumes)",
     "threads": "CPU threads: the same math; float reductions may round differently (not bit for bit)",
 }
 

@@ -36,7 +36,9 @@ def backward_step(
     """Accumulate the gradients of ``L`` (module doc); return ``(L detached, |g|)``, ``|g|`` None
     when ``grad_clip`` is None (no clipping). ``parameters``: what is clipped (default: ``model``'s);
     ``grad_sync``: a DDP module whose ``no_sync()`` skips the all-reduce on all but the last
-    micro-batch. The inputs must already be on the model's device."""
+    micro-batch, or a :class:`~hyperconn.train.tensor_parallel.TensorParallel` whose
+    ``sync_gradients()`` and ``clip_grad_norm()`` replace the plain ones.
+    The inputs must already be on the model's device."""
     if not micro_batches:
         raise ValueError("backward_step needs at least one micro-batch")
     device = micro_batches[0][0].device
@@ -50,8 +52,12 @@ def backward_step(
                 loss = lm_loss(model, x, y) / count
             loss.backward()
         total += loss.detach()
+    if hasattr(grad_sync, "sync_gradients"):  # tensor parallelism: reduce the replicated gradients
+        grad_sync.sync_gradients()
     if grad_clip is None:
         return total, None
+    if hasattr(grad_sync, "clip_grad_norm"):  # tensor parallelism: the norm over sharded + replicated
+        return total, grad_sync.clip_grad_norm(grad_clip)
     params = list(model.parameters() if parameters is None else parameters)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP

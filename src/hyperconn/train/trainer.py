@@ -37,15 +37,17 @@ from ..data import PreparedData
 from ..fileio import check_writable, remove_temps
 from . import distributed as D
 from .build import build_model, compiled_forward, prepare_run_data
-from .checkpoint import check_weights, newest_valid, remove_stale, save_checkpoint, set_rng_state
+from .checkpoint import remove_stale
 from .config import TrainConfig, load_config
 from .evaluation import ValResult, bits_per_byte, evaluate_loss
 from .interrupt import InterruptGuard
+from .layout import make_layout
 from .metrics import STEPS, MetricsLog, peak_memory_mb, read_metrics
 from .optim import build_optimizer, lr_at
 from .parallel import DataParallel
 from .precision import resolve_precision
 from .provenance import record_resume, record_start
+from .resume import expected_shapes, resolve_format, restore, save
 from .rundir import CONFIG, DONE, check_target, publish_new, resume_changes, write_config, write_done
 from .stability import stability
 from .step import apply_update, backward_step
@@ -69,6 +71,7 @@ class Trainer:
             check_writable(cfg.data.cache_dir, "data.cache_dir")
         self.info = D.setup(cfg.train.device)
         try:
+            self.layout = make_layout(cfg.train, self.info, cfg.model)  # before anything is built
             self._build()
         except BaseException:
             D.teardown(self.info)
@@ -79,9 +82,11 @@ class Trainer:
         if t.threads is not None:
             torch.set_num_threads(t.threads)
         self.changes = self._resume_changes() if self.resume else {}
+        t.checkpoint_format = resolve_format(t.checkpoint_format, self.layout.sharded)  # kept in config.yaml
         self.data: PreparedData = prepare_run_data(cfg, info)  # fills cfg.model.vocab_size
+        self.data_info = self.layout.data_info(info)  # the data-parallel coordinate: which batches
         self.parallel = DataParallel(info, t.fsdp)
-        self.raw_model, self.model = build_model(cfg, self.parallel)
+        self.raw_model, self.model = build_model(cfg, self.parallel, self.layout)
         self.optimizer = build_optimizer(self.raw_model, t.lr, (t.beta1, t.beta2), t.weight_decay, t.eps)
         self.precision = resolve_precision(t.precision, info.device)
         self.step = 0
@@ -92,12 +97,13 @@ class Trainer:
             self._restore()
         self.saved_step = self.step if self.last_checkpoint is not None else None
         self.forward_model = self.model
+        self.eval_model = getattr(self.model, "eval_model", self.raw_model)  # a pipeline's: the stages in turn
         if t.compile:
             self.forward_model = compiled_forward(self.raw_model, self.model, self.parallel.sharded)
         self.batcher = self.data.train_batcher(
-            t.seq_len, t.batch_size, t.seed, info.rank, info.world_size, micro_steps=t.grad_accum
+            t.seq_len, t.batch_size, t.seed, self.data_info.rank, self.data_info.world_size, micro_steps=t.grad_accum
         )
-        self.tokens_per_step = t.batch_size * t.seq_len * t.grad_accum * info.world_size
+        self.tokens_per_step = t.batch_size * t.seq_len * t.grad_accum * self.layout.dp
         self.log: MetricsLog | None = None
         self._pending: list[tuple] = []  # metrics rows made before the run directory exists
         self.published = False
@@ -112,57 +118,16 @@ class Trainer:
         saved = load_config(self.run_dir / CONFIG)
         if self.cfg.model.vocab_size is None:
             self.cfg.model.vocab_size = saved.model.vocab_size
+        if self.cfg.train.checkpoint_format == "auto":  # the run keeps the format it started with
+            self.cfg.train.checkpoint_format = saved.train.checkpoint_format
         return resume_changes(saved, self.cfg, self.run_dir)
 
     def _restore(self) -> None:
-        ckpt, weights, state, self.skipped = newest_valid(self.run_dir, self._check_checkpoint)
-        main = self.info.is_main
-        for path, reason in self.skipped:
-            _say(main, f"resume: skipped checkpoint {path.name}: {reason}")
-        if ckpt is None:
-            if self.skipped:
-                raise ValueError(
-                    f"cannot resume {self.run_dir}: none of its {len(self.skipped)} checkpoint(s) is valid "
-                    f"(reasons above; newest: {self.skipped[0][1]})"
-                )
-            _say(main, f"resume: {self.run_dir} has no checkpoint yet; starting from step 0")
-            return
-        self._check_compatible(ckpt, state)
-        self.parallel.load_model_state(self.raw_model, weights, ckpt)
-        self.parallel.load_optimizer_state(self.raw_model, self.optimizer, state["optimizer"])
-        set_rng_state(state["rng"])
-        self.step = int(state["step"])
-        self.last_checkpoint = ckpt
-        self.elapsed_before = _elapsed_until(self.run_dir, self.step)
-        if self.changes:
+        restore(self, expected_shapes(self.cfg, self.raw_model))
+        if self.last_checkpoint is not None:
+            self.elapsed_before = _elapsed_until(self.run_dir, self.step)
             for key, effect in self.changes.items():
-                _say(main, f"resume: {key} changed: {effect}")
-
-    def _check_checkpoint(self, weights: dict, state: dict) -> None:
-        """Reject (ValueError) a checkpoint that does not fit this model and optimizer."""
-        check_weights(self.raw_model, weights)
-        self.parallel.check_optimizer_state(self.raw_model, self.optimizer, state["optimizer"])
-
-    def _check_compatible(self, ckpt: Path, state: dict) -> None:
-        """Settings that would change the trajectory: refused, not skipped (every checkpoint has them)."""
-        t = self.cfg.train
-        saved_precision = state.get("precision")
-        if saved_precision != self.precision:
-            raise ValueError(
-                f"cannot resume {self.run_dir}: {ckpt.name} was trained in {saved_precision}, "
-                f"train.precision={t.precision!r} on {self.info.device} resolves to {self.precision}; "
-                "resume on a device where it resolves the same"
-            )
-        if state.get("world_size") != self.info.world_size:
-            raise ValueError(
-                f"cannot resume {self.run_dir}: {ckpt.name} was trained on {state.get('world_size')} rank(s), "
-                f"this is {self.info.world_size} (the global batch and each rank's data would change)"
-            )
-        if int(state["step"]) > t.steps:
-            raise ValueError(
-                f"cannot resume {self.run_dir}: train.steps={t.steps} is below its checkpoint's step "
-                f"{state['step']} ({ckpt.name})"
-            )
+                _say(self.info.is_main, f"resume: {key} changed: {effect}")
 
     # --- the run directory --------------------------------------------------------------------
     def _publish(self) -> None:
@@ -208,15 +173,7 @@ class Trainer:
 
     # --- checkpoints --------------------------------------------------------------------------
     def save(self) -> None:
-        model_state = self.parallel.model_state(self.raw_model)  # collectives under FSDP: every rank
-        optim_state = self.parallel.optimizer_state(self.raw_model, self.optimizer)
-        if self.info.is_main:
-            meta = {"precision": self.precision, "world_size": self.info.world_size}
-            self.last_checkpoint = save_checkpoint(
-                self.run_dir, self.step, model_state, optim_state, meta, keep=self.cfg.train.keep_checkpoints
-            )
-        D.barrier(self.info)
-        self.saved_step = self.step  # only once it is on disk
+        save(self)  # every rank (a collective under FSDP, TP, PP and for sharded checkpoints)
 
     # --- the loop -----------------------------------------------------------------------------
     def train_step(self) -> tuple[float, float, float]:
@@ -235,10 +192,13 @@ class Trainer:
         for micro in range(t.grad_accum):
             x, y = self.batcher.batch(self.step, micro)
             micro_batches.append((x.to(device), y.to(device)))
-        total, grad_norm = backward_step(
-            self.forward_model, micro_batches, precision=self.precision, grad_clip=t.grad_clip,
-            parameters=self.raw_model.parameters(), grad_sync=self.model,
-        )  # fmt: skip
+        if hasattr(self.model, "forward_backward"):  # a pipeline runs its own schedule
+            total, grad_norm = self.model.forward_backward(micro_batches, self.precision, t.grad_clip)
+        else:
+            total, grad_norm = backward_step(
+                self.forward_model, micro_batches, precision=self.precision, grad_clip=t.grad_clip,
+                parameters=self.raw_model.parameters(), grad_sync=self.model,
+            )  # fmt: skip
         loss_value = D.all_reduce_sum(total, self.info).item() / self.info.world_size
         grad_value = float(grad_norm)
         if not (math.isfinite(loss_value) and math.isfinite(grad_value)):
@@ -265,8 +225,8 @@ class Trainer:
         stance = torch.compiler.set_stance("force_eager") if t.compile else contextlib.nullcontext()
         with stance:
             result = evaluate_loss(
-                self.raw_model, self.data.val, t.seq_len, t.batch_size, None if final else t.eval_batches,
-                self.info.device, self.precision, self.info, hres,
+                self.eval_model, self.data.val, t.seq_len, t.batch_size, None if final else t.eval_batches,
+                self.info.device, self.precision, self.data_info, hres,
             )  # fmt: skip
         return result, bits_per_byte(result.loss, self.data.n_val_tokens, self.data.val_bytes), hres
 

@@ -1,0 +1,159 @@
+"""Tensor + sequence parallelism (``train.tensor_parallel=K``): a plan applied to the unchanged
+model with ``torch.distributed.tensor.parallel``, the torchtitan way.
+
+Per block, over the ``tp`` mesh dimension of ``K`` ranks::
+
+    streams x (B, T/K, n, C)  sequence-sharded (each rank its T/K tokens), plain local tensors
+    conn(x, F): H_pre, H_post, H_res per token on the local tokens; no communication
+      F = Attn(Norm(u)):  Norm on the local tokens; the branch input all-gathered over tokens
+                          (PrepareModuleInput Shard(1) -> Replicate); q/k/v column-sharded
+                          (each rank n_heads/K heads, n_kv_heads/K kv heads); o_proj row-sharded,
+                          its output reduce-scattered back to the local tokens (Shard(1))
+      F = MLP(Norm(u)):   the same: gate/up column-sharded, down row-sharded, reduce-scatter
+    ends: embed + expand computed on the whole sequence (padded at its end to a multiple of K, the
+          padding unseen by the causal attention and cut from the logits), then each rank keeps its tokens;
+          readout + norm + head on the local tokens; the logits all-gathered over tokens
+          (backward: each rank's slice), so every tp rank computes the same loss
+
+Attention and MLP weights are DTensors sharded over ``tp``. Every other parameter (the
+connections', the norms', the ends', the embedding and head) is replicated as a plain tensor on
+each tp rank and sees only that rank's tokens (or heads, for q/k norms): its gradient is a partial
+sum, all-reduced over ``tp`` after the backward pass (:meth:`TensorParallel.sync_gradients`), so
+every tp rank applies the same update (Megatron's sequence-parallel rule). With ``dp > 1`` every
+gradient (a DTensor's local shard included) is then averaged over ``dp`` (DDP's math, one
+all-reduce per tensor after the backward pass, not bucketed). The global gradient norm for
+clipping sums the squared local norms of the sharded gradients over ``tp`` and counts the
+replicated ones once.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..model import LanguageModel
+from .layout import Layout
+
+
+class _GatherTokens(torch.autograd.Function):
+    """All-gather along dim 1 over ``group``; backward: this rank's slice of the gradient (every
+    rank computes the same loss from the gathered tensor, so its gradient is the same everywhere)."""
+
+    @staticmethod
+    def forward(ctx, x, group, rank, size):
+        ctx.rank, ctx.size = rank, size
+        parts = [torch.empty_like(x) for _ in range(size)]
+        dist.all_gather(parts, x.contiguous(), group=group)
+        return torch.cat(parts, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.chunk(ctx.size, dim=1)[ctx.rank].contiguous(), None, None, None
+
+
+def apply_tensor_parallel(model: LanguageModel, layout: Layout) -> LanguageModel:
+    """Shard ``model`` in place over ``layout``'s ``tp`` mesh dimension (module doc)."""
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        PrepareModuleInput,
+        RowwiseParallel,
+        parallelize_module,
+    )
+
+    mesh, k = layout.mesh["tp"], layout.tp
+    for block in model.blocks:
+        plan = {
+            "attn": PrepareModuleInput(
+                input_layouts=(Shard(1), None, None, None), desired_input_layouts=(Replicate(), None, None, None)
+            ),
+            "attn.q_proj": ColwiseParallel(),
+            "attn.k_proj": ColwiseParallel(),
+            "attn.v_proj": ColwiseParallel(),
+            "attn.o_proj": RowwiseParallel(output_layouts=Shard(1)),
+            "mlp": PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),)),
+            "mlp.gate_proj": ColwiseParallel(),
+            "mlp.up_proj": ColwiseParallel(),
+            "mlp.down_proj": RowwiseParallel(output_layouts=Shard(1)),
+        }
+        parallelize_module(block, mesh, plan)
+        block.attn.n_heads //= k  # the heads this rank computes (the view in Attention.forward)
+        block.attn.n_kv_heads //= k
+    rank, group = layout.tp_rank, layout.group("tp")
+    length: dict[str, int] = {}  # this model's current sequence length (a window may be short)
+
+    def pad(_module, args):  # a sequence tp does not divide gets padding at its end (causal: unseen)
+        idx = args[0]
+        length["T"] = idx.shape[1]
+        extra = -idx.shape[1] % k
+        return (torch.nn.functional.pad(idx, (0, extra)), *args[1:]) if extra else None
+
+    model.embed.register_forward_pre_hook(pad)
+    model.expand.register_forward_hook(lambda _m, _i, out: out.chunk(k, dim=1)[rank])
+    model.head.register_forward_hook(lambda _m, _i, out: _GatherTokens.apply(out, group, rank, k)[:, : length["T"]])
+    return model
+
+
+class TensorParallel(nn.Module):
+    """What the loop calls under tensor parallelism: the sharded model, plus the gradient
+    synchronisation and clipping :func:`hyperconn.train.step.backward_step` asks for."""
+
+    def __init__(self, model: LanguageModel, layout: Layout) -> None:
+        super().__init__()
+        self.module, self.layout = model, layout
+        self.tp_group = layout.group("tp")
+        self.dp_group = layout.group("dp") if layout.dp > 1 else None
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def _params(self):
+        from torch.distributed.tensor import DTensor
+
+        sharded, replicated = [], []
+        for p in self.module.parameters():
+            if p.grad is not None:
+                (sharded if isinstance(p, DTensor) else replicated).append(p)
+        return sharded, replicated
+
+    @torch.no_grad()
+    def sync_gradients(self) -> None:
+        sharded, replicated = self._params()
+        for p in replicated:
+            dist.all_reduce(p.grad, group=self.tp_group)
+        if self.dp_group is not None:
+            for p in sharded + replicated:
+                g = p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+                dist.all_reduce(g, group=self.dp_group)
+                g.div_(self.layout.dp)
+
+    @torch.no_grad()
+    def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
+        sharded, replicated = self._params()
+        local = torch.zeros((), dtype=torch.float32, device=self.layout_device())
+        for p in sharded:
+            local += p.grad.to_local().float().pow(2).sum()
+        dist.all_reduce(local, group=self.tp_group)
+        for p in replicated:
+            local += p.grad.float().pow(2).sum()
+        total = local.sqrt()
+        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        for p in sharded:
+            p.grad.to_local().mul_(coef.to(p.grad.dtype))
+        for p in replicated:
+            p.grad.mul_(coef.to(p.grad.dtype))
+        return total
+
+    def layout_device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+
+def build_tensor_parallel(cfg, layout: Layout, device: torch.device) -> tuple[LanguageModel, TensorParallel]:
+    """The plain build (``train.seed``'s initialisation, on every rank alike), moved to ``device``
+    and sharded: ``(raw_model, model the loop calls)``."""
+    from .build import build_plain
+
+    model = build_plain(cfg, cfg.train.seed).to(device)
+    apply_tensor_parallel(model, layout)
+    return model, TensorParallel(model, layout)
