@@ -13,9 +13,9 @@ or a YAML study spec (``hyperconn compare --study spec.yaml``, keys as :meth:`Co
 
 Run reuse: a run directory that already holds a config is reused only if its resolved
 config equals what this invocation asks for, after filling defaults for keys added since it was
-written and ignoring :data:`IGNORED_KEYS` (settings that change logging, progress, threads, device
-or compilation, not the result); otherwise the comparison is refused before anything is trained,
-naming every differing key (:func:`config_differences`).
+written and ignoring :data:`IGNORED_KEYS` (settings that change logging, progress, threads, device,
+compilation or checkpointing, not the result); otherwise the comparison is refused before anything
+is trained, naming every differing key (:func:`config_differences`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from .axes import parse_axis as parse_axis  # re-exported: defined here before a
 
 IGNORED_KEYS = frozenset({
     "train.out_dir", "train.progress", "train.threads", "train.device", "train.compile",
-    "train.log_interval", "train.checkpoint_interval", "train.keep_checkpoints", "data.cache_dir",
+    "train.log_interval", "train.checkpoint_interval", "train.keep_checkpoints", "train.checkpoint_format",
+    "data.cache_dir",
 })  # fmt: skip
 
 
