@@ -318,3 +318,12 @@ def test_boilerplate_says_only_what_happened(finished):
     assert "the side-by-side measurement was not run (`--bench-rounds 0`)" in report
     assert "0 rounds" not in report and "one after another" not in report
     assert "code: commit `abc` (with uncommitted changes in at least one run segment)" in report
+
+
+def test_a_fresh_summary_needs_no_restating(finished):
+    from hyperconn.analysis.restate import restate
+
+    cfg, jobs = finished
+    summary = json.loads(json.dumps(summarise(cfg, jobs, 0.0, "cmd")))  # as summary.json holds it
+    assert summary["groups"]["mhc-n2"]["residual_group"] == "residual-n1"
+    assert json.dumps(restate(summary), sort_keys=True) == json.dumps(summary, sort_keys=True)

@@ -109,6 +109,10 @@ def restate_structure(summary: dict) -> dict:
 
 
 def _rename(mapping: dict, old: str, new: str) -> dict:
+    """``mapping`` with key ``old`` renamed ``new`` in place of order; where both are present, ``new``
+    is kept as it is and ``old`` dropped."""
+    if new in mapping:
+        return {k: v for k, v in mapping.items() if k != old}
     return {(new if k == old else k): v for k, v in mapping.items()}
 
 
