@@ -41,6 +41,8 @@ SUBSYSTEMS: tuple[tuple[str, dict[str, str]], ...] = (
             "train": "train a language model with any connection",
             "eval": "validation loss and bits per byte of a run's latest checkpoint",
             "generate": "sample text from a trained run",
+            "export": "consolidate a run's newest checkpoint (full or sharded) into one safetensors file",
+            "plan": "bytes per rank and communication per step of each parallel layout, computed",
         },
     ),
     ("hyperconn.bench.commands", {"bench": "speed benchmarks (layer, training step, decode)"}),

@@ -1,4 +1,4 @@
-"""``hyperconn train``, ``hyperconn eval`` and ``hyperconn generate``."""
+"""``hyperconn train``, ``eval``, ``generate``, ``export`` (:mod:`.export`) and ``plan`` (:mod:`.plan`)."""
 
 from __future__ import annotations
 
@@ -63,6 +63,12 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:<index> or mps")
     p.set_defaults(func=_generate)
+
+    from .export import register as register_export
+    from .plan import register as register_plan
+
+    register_export(subparsers)
+    register_plan(subparsers)
 
 
 def _train(args) -> int:

@@ -1,7 +1,8 @@
 """Finished (or interrupted) runs as a library: the model of a run, its evaluation.
 
 These read a run directory written by any version of the trainer: ``config.yaml`` and the
-newest ``checkpoints/step_<k>/model.safetensors`` (the trainer state is not needed)."""
+newest ``checkpoints/step_<k>/model.safetensors`` (the trainer state is not needed), or a sharded
+checkpoint's shards consolidated in this process."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from ..data import load_tokenizer, prepare_data
 from ..model import LanguageModel
 from . import distributed as D
 from .build import build_from_hf
-from .checkpoint import latest_checkpoint, load_weights, read_weights
+from .checkpoint import latest_checkpoint, load_weights, read_weights, step_of
 from .config import TrainConfig, load_config
 from .evaluation import bits_per_byte, evaluate_loss
 from .rundir import CONFIG
+from .sharded_checkpoint import consolidate, is_sharded, read_sharded
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -50,7 +52,11 @@ def _load(run_dir: Path, device) -> tuple[LanguageModel, TrainConfig, object, in
             model = LanguageModel(cfg.model)
         model.to_empty(device="cpu")
         model.reset_parameters()  # the rotary tables (buffers); the weights come from the file
-    weights, step = read_weights(ckpt)
+    if is_sharded(ckpt):  # train.checkpoint_format=sharded: consolidated here, in one process
+        read_sharded(ckpt)
+        weights, step = consolidate(ckpt), step_of(ckpt)
+    else:
+        weights, step = read_weights(ckpt)
     load_weights(model, weights, ckpt)
     return model.to(device).eval(), cfg, tokenizer, step
 

@@ -237,11 +237,30 @@ def load_sharded(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer)
     try:
         with _one_process_quiet():
             dcp.load(state, storage_reader=_reader(Path(path) / SHARDED))
-    except Exception as err:  # DCP raises CheckpointException on every rank
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except (Exception, _checkpoint_exception()) as err:  # DCP raises CheckpointException on every rank
+        first = _first_cause(err)
         raise ValueError(f"checkpoint {path} is corrupt: reading its shards failed ({first[:300]})") from err
     set_model_state_dict(model, state["model"])
     set_optimizer_state_dict(model, optimizer, state["optim"], options=_OPTIONS())
+
+
+def _checkpoint_exception() -> type:
+    """DCP's CheckpointException derives from BaseException, not Exception."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    return CheckpointException
+
+
+def _first_cause(err: BaseException) -> str:
+    """The failing rank's own error (its last line: ``EOFError``, ...) rather than DCP's wrapper."""
+    failures = getattr(err, "failures", None)
+    if isinstance(failures, dict) and failures:
+        rank, cause = next(iter(failures.items()))
+        inner = cause[0] if isinstance(cause, tuple) else cause
+        text = f"{type(inner).__name__}: {inner}".strip().rstrip(":")
+        return f"rank {rank}: {text}"
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def consolidate(path: Path) -> dict[str, torch.Tensor]:
@@ -257,7 +276,7 @@ def consolidate(path: Path) -> dict[str, torch.Tensor]:
     try:
         with _one_process_quiet():
             dcp.load({"model": weights}, storage_reader=_reader(Path(path) / SHARDED), no_dist=True)
-    except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except (Exception, _checkpoint_exception()) as err:
+        first = _first_cause(err)
         raise ValueError(f"checkpoint {path} is corrupt: reading its shards failed ({first[:300]})") from err
     return weights
