@@ -136,3 +136,20 @@ def test_the_run_records_its_compile_mode_per_segment(make_cfg, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()
     assert record_start(bare)["compile"] is None  # no config.yaml: not recorded
+
+
+def test_the_run_records_where_its_connection_kind_comes_from(make_cfg, tmp_path):
+    from hyperconn.train.provenance import record_resume, record_start
+    from hyperconn.train.rundir import write_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_config(run, make_cfg())
+    kind = read_config_kind = make_cfg().model.connection.kind
+    origin = record_start(run)["connection"]
+    assert origin["kind"] == read_config_kind and origin["distribution"] == "hyperconn"
+    assert origin["import_path"].startswith("hyperconn.connections.") and origin["version"]
+    assert record_resume(run)["resumes"][0]["connection"] == origin
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    assert record_start(bare)["connection"] is None and kind

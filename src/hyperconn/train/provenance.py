@@ -14,7 +14,9 @@ plus ``"resumes"``: the :func:`collect` of every process that resumed it, oldest
 resumed since has every field None except ``describe`` and ``resumes``. Each of these segments
 also records ``compile``: how this code compiles the run that segment trains
 (:func:`compile_mode` of the run's ``config.yaml``: ``"off"``, ``"blocks"`` or ``"whole model"``;
-None where the run directory has no readable config).
+None where the run directory has no readable config) and ``connection``: where the run's kind comes
+from (its import path and the installed distribution and version that provides it), so a run of a
+kind shipped in another package says which package and version trained it.
 """
 
 from __future__ import annotations
@@ -186,11 +188,31 @@ def _run_compile(run_dir: str | os.PathLike) -> str | None:
         return None
 
 
+def _run_connection(run_dir: str | os.PathLike) -> dict | None:
+    """Where the run's connection kind comes from (:func:`hyperconn.connections.connection_origin`:
+    import path, distribution, version); None where it cannot be read."""
+    try:
+        from ..connections import connection_origin
+        from .config import load_config
+
+        return connection_origin(load_config(Path(run_dir) / "config.yaml").model.connection.kind)
+    except Exception:  # noqa: BLE001 (provenance never fails a run)
+        return None
+
+
+def _run_settings(run_dir: str | os.PathLike, segment: dict) -> dict:
+    """``compile`` and ``connection`` of the run as this segment trains it (unless given)."""
+    return {
+        "compile": segment.get("compile", _run_compile(run_dir)),
+        "connection": segment.get("connection", _run_connection(run_dir)),
+    }
+
+
 def record_start(run_dir: str | os.PathLike, provenance: dict | None = None) -> dict:
     """Write a new run's ``provenance.json`` (atomically): ``provenance`` (default :func:`collect`)
-    with the run's ``compile`` mode and an empty ``resumes`` list."""
+    with the run's ``compile`` mode and ``connection`` origin, and an empty ``resumes`` list."""
     segment = provenance if provenance is not None else collect()
-    record = {**segment, "compile": segment.get("compile", _run_compile(run_dir)), "resumes": []}
+    record = {**segment, **_run_settings(run_dir, segment), "resumes": []}
     atomic_write_text(Path(run_dir) / PROVENANCE, json.dumps(record, indent=1) + "\n")
     return record
 
@@ -203,6 +225,6 @@ def record_resume(run_dir: str | os.PathLike, provenance: dict | None = None) ->
         record = {key: None for key in (*FIELDS, "compile")}
         record["describe"] = UNKNOWN_START
     segment = provenance if provenance is not None else collect()
-    record.setdefault("resumes", []).append({**segment, "compile": segment.get("compile", _run_compile(run_dir))})
+    record.setdefault("resumes", []).append({**segment, **_run_settings(run_dir, segment)})
     atomic_write_text(Path(run_dir) / PROVENANCE, json.dumps(record, indent=1) + "\n")
     return record
