@@ -120,6 +120,17 @@ def test_expand_and_reduce_streams():
         hyperconn.expand_streams(h, 0)
     with pytest.raises(ValueError, match=r"reduce_streams needs streams of shape \(\.\.\., n, C\), got a 1-D tensor"):
         hyperconn.reduce_streams(torch.randn(DIM))
+    torch.testing.assert_close(hyperconn.reduce_streams(x, num_streams=4), 4 * h)
+
+
+def test_reduce_streams_on_a_hidden_state_warns_or_refuses(recwarn):
+    hidden = torch.randn(2, 8, 64)  # (batch, tokens, C): not a streams tensor
+    with pytest.warns(UserWarning, match=r"3-D tensor \(2, 8, 64\) as 8 streams.*pass num_streams="):
+        hyperconn.reduce_streams(hidden)
+    with pytest.raises(ValueError, match=r"streams must have shape \(\.\.\., n=4, C\), got \(2, 8, 64\)"):
+        hyperconn.reduce_streams(hidden, num_streams=4)
+    hyperconn.reduce_streams(torch.randn(2, 8, 4, 64))  # 4-D: (batch, tokens, n, C), no warning
+    assert not recwarn.list
 
 
 @pytest.mark.parametrize(
@@ -171,3 +182,8 @@ def test_bad_stream_values_and_branches_raise_clear_value_errors(kind):
     branch_message = rf"{kind}: the branch must return one tensor of shape \(\.\.\., {DIM}\), got tuple"
     with pytest.raises(ValueError, match=branch_message):
         conn(torch.randn(3, n, DIM), lambda u: (u, None))
+    width = torch.nn.Linear(DIM, 2 * DIM)  # a branch that changes the width
+    message = rf"{kind}: the branch took \(3, {DIM}\) and returned \(3, {2 * DIM}\); a branch must keep the shape"
+    for mode in (torch.enable_grad, torch.no_grad):
+        with mode(), pytest.raises(ValueError, match=message):
+            conn(torch.randn(3, n, DIM), width)

@@ -156,6 +156,19 @@ class HyperConnection(InferenceSteps, nn.Module):
         if streams.numel() == 0:
             raise ValueError(f"{self.kind}: streams hold zero tokens (shape {tuple(streams.shape)})")
 
+    def check_branch_output(self, out: object, u: torch.Tensor) -> torch.Tensor:
+        """``out`` if the branch returned one tensor of ``u``'s shape (..., C), else one ValueError."""
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(
+                f"{self.kind}: the branch must return one tensor of shape (..., {self.dim}), got {type(out).__name__}"
+            )
+        if out.shape != u.shape:
+            raise ValueError(
+                f"{self.kind}: the branch took {tuple(u.shape)} and returned {tuple(out.shape)}; a branch must "
+                f"keep the shape (..., {self.dim}): the connection adds its output back to the streams"
+            )
+        return out
+
     def mixing(self, streams: torch.Tensor) -> Mixing:
         raise NotImplementedError
 
@@ -233,11 +246,7 @@ class HyperConnection(InferenceSteps, nn.Module):
         Where ``mixed`` is this call's own fresh mixing output (:meth:`_depth_in_place`), the
         depth step writes ``x'`` into it in place: the same values, one stream-sized tensor fewer."""
         u, mixed, h_post = self.width(streams)
-        out = branch(u)
-        if not isinstance(out, torch.Tensor):
-            raise ValueError(
-                f"{self.kind}: the branch must return one tensor of shape (..., {self.dim}), got {type(out).__name__}"
-            )
+        out = self.check_branch_output(branch(u), u)
         if self._depth_in_place(streams, mixed, h_post):
             return depth_add(mixed, h_post, out, in_place=True)
         return self.depth(mixed, h_post, out)

@@ -138,11 +138,8 @@ class InferenceSteps:
             step = self.inference_mixing(streams)
             y = self._inference_gemm(step.mat, streams)
         rows = step.mat.shape[1]
-        out = branch(token_view(y, lead, (c,), (1,), step.pre_row * c))
-        if not isinstance(out, torch.Tensor):
-            raise ValueError(
-                f"{self.kind}: the branch must return one tensor of shape (..., {self.dim}), got {type(out).__name__}"
-            )
+        u = token_view(y, lead, (c,), (1,), step.pre_row * c)
+        out = self.check_branch_output(branch(u), u)
         with region:
             if self.mixes_streams:
                 mixed = token_view(y, lead, (n, c), (c, 1), step.res_row * c) if rows > n else y.view(streams.shape)

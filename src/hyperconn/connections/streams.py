@@ -5,6 +5,8 @@ These are the few functions every connection and both model ends share; none hol
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .ops import autocast_off
@@ -17,10 +19,27 @@ def expand_streams(h: torch.Tensor, num_streams: int) -> torch.Tensor:
     return h.unsqueeze(-2).expand(*h.shape[:-1], num_streams, h.shape[-1]).contiguous()
 
 
-def reduce_streams(x: torch.Tensor) -> torch.Tensor:
-    """``(..., n, C) -> (..., C)``: the sum over streams."""
+def reduce_streams(x: torch.Tensor, num_streams: int | None = None) -> torch.Tensor:
+    """``(..., n, C) -> (..., C)``: the sum over streams (dimension -2).
+
+    The shape alone cannot tell a streams tensor ``(batch, tokens, n, C)`` from a hidden state
+    ``(batch, tokens, C)``, so: pass ``num_streams`` and ``x.shape[-2]`` is checked against it; without
+    it a 3-D tensor warns (``(tokens, n, C)`` is a streams tensor, ``(batch, tokens, C)`` is not)."""
     if x.dim() < 2:
         raise ValueError(f"reduce_streams needs streams of shape (..., n, C), got a {x.dim()}-D tensor")
+    if num_streams is not None:
+        check_int("num_streams", num_streams, 1)
+        if x.shape[-2] != num_streams:
+            raise ValueError(
+                f"reduce_streams: streams must have shape (..., n={num_streams}, C), got {tuple(x.shape)}"
+            )
+    elif x.dim() == 3:
+        warnings.warn(
+            f"reduce_streams: summing dimension -2 of a 3-D tensor {tuple(x.shape)} as {x.shape[-2]} streams; "
+            "a (batch, tokens, C) hidden state is not a streams tensor (expand_streams makes one): pass "
+            "num_streams= to check the shape",
+            stacklevel=2,
+        )
     return x.sum(dim=-2)
 
 
