@@ -3,7 +3,8 @@ processes (gloo) launched ONCE for the module:
 
 - for residual (n = 1), mhc and shc (n = 4): TP = 2 and PP = 2 give the one-process losses of 5
   steps (gradient clipping active, 2 micro-batches) and the same weights after the first optimizer
-  step and after the fifth;
+  step and after the fifth; so do TP = 2 x DP = 2 and PP = 2 x DP = 2 on four processes (a second
+  launch), against one process that takes both data-parallel ranks' micro-batches;
 - the trainer under TP = 2, PP = 2 and FSDP2 writes sharded checkpoints; the TP run resumed from
   its step-2 checkpoint under DDP on the same 2 ranks starts from exactly that checkpoint's
   weights; in this (one) process, the TP and PP runs resumed from step 2 repeat the losses of an
@@ -64,21 +65,24 @@ def _cfg(kind: str, n: int, **train) -> TrainConfig:
     return TrainConfig.from_dict({"preset": "demo", "model": model, "train": settings}).validate()
 
 
-def _micro_batches(step: int):
+def _micro_batches(step: int, dp: int = 1, dp_rank: int = 0):
+    """Step ``step``'s micro-batches of data-parallel rank ``dp_rank`` of ``dp`` (``dp=1``: all)."""
     out = []
-    for m in range(ACCUM):
+    for m in range(dp_rank * ACCUM, (dp_rank + 1) * ACCUM):
         tokens = torch.randint(0, 32, (2, 9), generator=torch.Generator().manual_seed(100 * step + m))
         out.append((tokens[:, :-1], tokens[:, 1:]))
     return out
 
 
-def _reference(kind: str, n: int) -> tuple[list[float], dict, dict]:
-    """One process: 5 steps' losses, the weights after step 1 and after step 5."""
+def _reference(kind: str, n: int, dp: int = 1) -> tuple[list[float], dict, dict]:
+    """One process: 5 steps' losses, the weights after step 1 and after step 5; ``dp``: the
+    micro-batches of ``dp`` data-parallel ranks, all of them (the mean loss, the mean gradient)."""
     model = build_plain(_cfg(kind, n), 3)
     optimizer = build_optimizer(model, 1e-2, (0.9, 0.95), 0.1)
     losses, first = [], None
     for step in range(STEPS):
-        loss, _ = backward_step(model, _micro_batches(step), grad_clip=CLIP)
+        batches = [b for r in range(dp) for b in _micro_batches(step, dp, r)]
+        loss, _ = backward_step(model, batches, grad_clip=CLIP)
         apply_update(optimizer)
         losses.append(loss.item())
         if step == 0:
@@ -98,21 +102,26 @@ def _full_weights(raw, pipelined: bool) -> dict:
     return {k: v for part in parts for k, v in part.items()}
 
 
-def _layout_steps(kind: str, n: int, how: str, rank: int) -> tuple[list[float], dict, dict]:
+def _layout_steps(kind: str, n: int, how: str, rank: int, world: int = 2) -> tuple[list[float], dict, dict]:
+    """5 steps under TP = 2 or PP = 2 (x DP = world / 2): the mean loss over the data-parallel
+    ranks, the whole weights after step 1 and after step 5 (every rank)."""
     cfg = _cfg(kind, n, **({"tensor_parallel": 2} if how == "tp" else {"pipeline_parallel": 2}))
-    info = DistInfo(rank, rank, 2, torch.device("cpu"))
+    info = DistInfo(rank, rank, world, torch.device("cpu"))
     layout = make_layout(cfg.train, info, cfg.model)
     build = build_tensor_parallel if how == "tp" else build_pipeline
     raw, model = build(cfg, layout, info.device)
     optimizer = build_optimizer(raw, 1e-2, (0.9, 0.95), 0.1)
     losses, first = [], None
     for step in range(STEPS):
+        batches = _micro_batches(step, layout.dp, layout.dp_rank)
         if how == "tp":
-            loss, _ = backward_step(model, _micro_batches(step), grad_clip=CLIP, grad_sync=model)
+            loss, _ = backward_step(model, batches, grad_clip=CLIP, grad_sync=model)
         else:
-            loss, _ = model.forward_backward(_micro_batches(step), "fp32", CLIP)
+            loss, _ = model.forward_backward(batches, "fp32", CLIP)
         apply_update(optimizer)
-        losses.append(loss.item())
+        mean = loss.detach().clone()
+        dist.all_reduce(mean)  # the same on the tp / pp ranks of one dp coordinate
+        losses.append(mean.item() / world)
         if step == 0:
             first = _full_weights(raw, how == "pp")
     return losses, first, _full_weights(raw, how == "pp")
@@ -168,6 +177,45 @@ def _worker(rank: int, world: int, port: int, cfgs: dict, out: str) -> None:
         dist.destroy_process_group()
     if rank == 0:
         torch.save(results, out)
+
+
+def _worker4(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    results: dict = {}
+    try:
+        for kind, n in KINDS:
+            for how in ("tp", "pp"):
+                results[f"{how} {kind}"] = _layout_steps(kind, n, how, rank, world)
+    finally:
+        dist.destroy_process_group()
+    if rank == 0:
+        torch.save(results, out)
+
+
+@pytest.fixture(scope="module")
+def launched4(tmp_path_factory):
+    """TP = 2 x DP = 2 and PP = 2 x DP = 2: four processes, launched once."""
+    root = tmp_path_factory.mktemp("scale4")
+    top = str(Path(__file__).resolve().parents[_worker4.__module__.count(".")])
+    with pytest.MonkeyPatch.context() as mp_ctx:
+        mp_ctx.syspath_prepend(top)
+        mp.spawn(_worker4, args=(4, _free_port(), str(root / "results.pt")), nprocs=4, join=True)
+    return torch.load(root / "results.pt", weights_only=False)
+
+
+@pytest.mark.parametrize("how", ["tp", "pp"])
+@pytest.mark.parametrize(("kind", "n"), KINDS)
+def test_a_layout_times_two_data_parallel_ranks_gives_the_one_process_run(launched4, how, kind, n):
+    """Each dp rank its own micro-batches; one process takes all of them (the mean loss and gradient)."""
+    losses, first, last = launched4[f"{how} {kind}"]
+    ref_losses, ref_first, ref_last = _reference(kind, n, dp=2)
+    assert losses == pytest.approx(ref_losses, rel=LOSS_REL)
+    _close(first, ref_first, W1_ABS)
+    _close(last, ref_last, W5_ABS)
 
 
 @pytest.fixture(scope="module")

@@ -63,6 +63,7 @@ def _shapes(model) -> dict:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_the_state_round_trips_bit_for_bit(tmp_path):
     model, optimizer = _trained()
     path = save_sharded(tmp_path, 2, model, optimizer, {"precision": "fp32"})
@@ -108,6 +109,7 @@ def test_metadata_naming_a_foreign_class_is_refused_without_running_it(tmp_path)
         read_sharded(path)
 
 
+@pytest.mark.slow
 def test_a_corrupt_shard_of_the_newest_is_skipped_on_resume(make_cfg, capsys):
     cfg = make_cfg("train.checkpoint_format=sharded", "train.keep_checkpoints=3")
     run = train(cfg)
