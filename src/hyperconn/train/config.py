@@ -267,7 +267,7 @@ def fit_warmup(data: dict) -> str | None:
     scaled = min(steps, max(1, round(warmup * steps / preset_steps)))
     train["warmup_steps"] = scaled
     return (
-        f"train.steps={steps} is below preset {preset.name!r}'s warm-up of {warmup} steps: "
+        f"train.steps={steps} is below the warm-up of preset {preset.name} ({warmup} steps): "
         f"train.warmup_steps scaled to {scaled} (the preset's {warmup}/{preset_steps} of the run); "
         "set train.warmup_steps to choose it"
     )
