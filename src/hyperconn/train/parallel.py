@@ -14,11 +14,13 @@ One :class:`DataParallel` per run, chosen once from the process group and ``trai
   is *built* sharded (:func:`build_sharded`: meta device -> shard -> ``to_empty`` -> per-rank
   initialisation), so it never exists in full on one device.
 
-Checkpoints hold full (unsharded) state dicts whatever the mode, with the same keys as a plain
-model's ``state_dict()``: under FSDP they are gathered onto rank 0's CPU when saved (a collective:
-every rank calls it) and, when loaded, every rank reads the full dict and keeps its shard
-(``torch.distributed.checkpoint.state_dict`` with ``full_state_dict=True``). The plain modes use
-``state_dict()`` / ``load_state_dict()`` directly.
+Full-format checkpoints (``train.checkpoint_format=full``) hold full (unsharded) state dicts
+whatever the mode, with the same keys as a plain model's ``state_dict()``: under FSDP they are
+gathered onto rank 0's CPU when saved (a collective: every rank calls it) and, when loaded, every
+rank reads the full dict and keeps its shard (``torch.distributed.checkpoint.state_dict`` with
+``full_state_dict=True``). The plain modes use ``state_dict()`` / ``load_state_dict()`` directly.
+Sharded checkpoints (the default under FSDP2) are ``hyperconn.train.sharded_checkpoint``'s.
+Tensor and pipeline parallelism are ``tensor_parallel`` and ``pipeline``, on the mesh of ``layout``.
 
 FSDP build: random initialisers on a sharded parameter are redirected by :class:`_FullTensorInit`:
 the full tensor is drawn on the CPU from the seeded default generator (exactly as the plain build

@@ -9,9 +9,10 @@
   default under FSDP2, tensor and pipeline parallelism;
 - ``auto``: the default of the layout, as above.
 
-A resume reads the format each checkpoint was written in, so a sharded run resumes under any
-layout (FSDP2 on 2 ranks -> 1 process, TP 2 -> DDP 2, PP 2 -> 1 process, ...); a change of the
-data-parallel degree changes the global batch from the checkpoint on (said in the log).
+A resume reads the format each checkpoint was written in: a sharded run resumes under any layout
+(FSDP2 on 2 ranks -> 1 process, TP 2 -> DDP 2, PP 2 -> 1 process, ...), a change of the
+data-parallel degree changing the global batch from the checkpoint on (said in the log); a full
+checkpoint resumes on the number of ranks that wrote it (refused otherwise, as before).
 """
 
 from __future__ import annotations
@@ -116,6 +117,12 @@ def check_compatible(trainer, ckpt: Path, state: dict) -> None:
             f"cannot resume {trainer.run_dir}: {ckpt.name} was trained in {saved_precision}, "
             f"train.precision={t.precision!r} on {trainer.info.device} resolves to {trainer.precision}; "
             "resume on a device where it resolves the same"
+        )
+    if state.get("checkpoint_format") != "sharded" and state.get("world_size") != trainer.info.world_size:
+        raise _Refused(
+            f"cannot resume {trainer.run_dir}: {ckpt.name} is a full checkpoint written by {state.get('world_size')} "
+            f"rank(s), this is {trainer.info.world_size}: a full checkpoint resumes on its own number of ranks "
+            "(a run started with train.checkpoint_format=sharded resumes on any layout)"
         )
     if int(state["step"]) > t.steps:
         raise _Refused(

@@ -1,9 +1,11 @@
 """The training loop: ``train(cfg)`` runs (or resumes) one run and returns its directory.
 
 The components come from their own modules: the run directory's policy (``rundir``), data and
-model (``build``), data parallelism and the state dicts it reads and writes (``parallel``: one
-process, DDP or FSDP2), checkpoints (``checkpoint``), one step (``step``), evaluation
-(``evaluation``), logging (``metrics``). This module owns the loop and its fault handling:
+model (``build``), the layout of the ranks (``layout``: data, tensor and pipeline degrees), data
+parallelism and the state dicts it reads and writes (``parallel``: one process, DDP or FSDP2),
+tensor and pipeline parallelism (``tensor_parallel``, ``pipeline``), checkpoints in either format
+and the resume (``resume``, ``checkpoint``, ``sharded_checkpoint``), one step (``step``),
+evaluation (``evaluation``), logging (``metrics``). This module owns the loop and its fault handling:
 
 - nothing is written until the first optimiser step is done (``rundir.publish_new``), so a run
   that fails while preparing leaves no trace, and ``--overwrite`` keeps the old run until then;
