@@ -3,8 +3,9 @@ processes (gloo) launched ONCE for the module:
 
 - for residual (n = 1), mhc and shc (n = 4): TP = 2 and PP = 2 give the one-process losses of 5
   steps (gradient clipping active, 2 micro-batches) and the same weights after the first optimizer
-  step and after the fifth; so do TP = 2 x DP = 2 and PP = 2 x DP = 2 on four processes (a second
-  launch), against one process that takes both data-parallel ranks' micro-batches;
+  step and after the fifth; so do TP = 2 x DP = 2 (DDP-style, and FSDP2 over dp: a 2-D mesh) and
+  PP = 2 x DP = 2 on four processes (a second launch), against one process that takes both
+  data-parallel ranks' micro-batches;
 - the trainer under TP = 2, PP = 2 and FSDP2 writes sharded checkpoints; the TP run resumed from
   its step-2 checkpoint under DDP on the same 2 ranks starts from exactly that checkpoint's
   weights; in this (one) process, the TP and PP runs resumed from step 2 repeat the losses of an
@@ -105,16 +106,17 @@ def _full_weights(raw, pipelined: bool) -> dict:
 def _layout_steps(kind: str, n: int, how: str, rank: int, world: int = 2) -> tuple[list[float], dict, dict]:
     """5 steps under TP = 2 or PP = 2 (x DP = world / 2): the mean loss over the data-parallel
     ranks, the whole weights after step 1 and after step 5 (every rank)."""
-    cfg = _cfg(kind, n, **({"tensor_parallel": 2} if how == "tp" else {"pipeline_parallel": 2}))
+    tp = {"tensor_parallel": 2, "fsdp": how == "tp-fsdp"}
+    cfg = _cfg(kind, n, **(tp if how.startswith("tp") else {"pipeline_parallel": 2}))
     info = DistInfo(rank, rank, world, torch.device("cpu"))
     layout = make_layout(cfg.train, info, cfg.model)
-    build = build_tensor_parallel if how == "tp" else build_pipeline
+    build = build_tensor_parallel if how.startswith("tp") else build_pipeline
     raw, model = build(cfg, layout, info.device)
     optimizer = build_optimizer(raw, 1e-2, (0.9, 0.95), 0.1)
     losses, first = [], None
     for step in range(STEPS):
         batches = _micro_batches(step, layout.dp, layout.dp_rank)
-        if how == "tp":
+        if how.startswith("tp"):
             loss, _ = backward_step(model, batches, grad_clip=CLIP, grad_sync=model)
         else:
             loss, _ = model.forward_backward(batches, "fp32", CLIP)
@@ -188,7 +190,7 @@ def _worker4(rank: int, world: int, port: int, out: str) -> None:
     results: dict = {}
     try:
         for kind, n in KINDS:
-            for how in ("tp", "pp"):
+            for how in ("tp", "tp-fsdp", "pp"):
                 results[f"{how} {kind}"] = _layout_steps(kind, n, how, rank, world)
     finally:
         dist.destroy_process_group()
@@ -207,7 +209,7 @@ def launched4(tmp_path_factory):
     return torch.load(root / "results.pt", weights_only=False)
 
 
-@pytest.mark.parametrize("how", ["tp", "pp"])
+@pytest.mark.parametrize("how", ["tp", "tp-fsdp", "pp"])
 @pytest.mark.parametrize(("kind", "n"), KINDS)
 def test_a_layout_times_two_data_parallel_ranks_gives_the_one_process_run(launched4, how, kind, n):
     """Each dp rank its own micro-batches; one process takes all of them (the mean loss and gradient)."""

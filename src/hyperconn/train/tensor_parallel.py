@@ -95,58 +95,73 @@ def apply_tensor_parallel(model: LanguageModel, layout: Layout) -> LanguageModel
     return model
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
 class TensorParallel(nn.Module):
     """What the loop calls under tensor parallelism: the sharded model, plus the gradient
-    synchronisation and clipping :func:`hyperconn.train.step.backward_step` asks for."""
+    synchronisation and clipping :func:`hyperconn.train.step.backward_step` asks for.
+
+    With ``fsdp`` (``train.fsdp=true`` and ``dp > 1``) the model is also ``fully_shard``-ed over
+    ``dp`` (2-D: the tp-sharded weights become (dp, tp) DTensors, the replicated ones dp-sharded);
+    FSDP2 then reduce-scatters (and averages) every gradient over ``dp`` itself, and the replicated
+    parameters' gradient shards are all-reduced over ``tp`` as without it."""
 
     def __init__(self, model: LanguageModel, layout: Layout) -> None:
         super().__init__()
         self.module, self.layout = model, layout
         self.tp_group = layout.group("tp")
         self.dp_group = layout.group("dp") if layout.dp > 1 else None
+        self.fsdp = layout.fsdp and layout.dp > 1
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
 
     def _params(self):
-        from torch.distributed.tensor import DTensor
-
+        """``(tp-sharded, tp-replicated)`` parameters that have a gradient."""
         sharded, replicated = [], []
         for p in self.module.parameters():
             if p.grad is not None:
-                (sharded if isinstance(p, DTensor) else replicated).append(p)
+                names = getattr(getattr(p, "device_mesh", None), "mesh_dim_names", None) or ()
+                (sharded if "tp" in names else replicated).append(p)
         return sharded, replicated
 
     @torch.no_grad()
     def sync_gradients(self) -> None:
         sharded, replicated = self._params()
         for p in replicated:
-            dist.all_reduce(p.grad, group=self.tp_group)
-        if self.dp_group is not None:
+            dist.all_reduce(_local(p.grad), group=self.tp_group)
+        if self.dp_group is not None and not self.fsdp:  # FSDP2 reduce-scattered over dp already
             for p in sharded + replicated:
-                g = p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+                g = _local(p.grad)
                 dist.all_reduce(g, group=self.dp_group)
                 g.div_(self.layout.dp)
 
     @torch.no_grad()
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
         sharded, replicated = self._params()
-        local = torch.zeros((), dtype=torch.float32, device=self.layout_device())
+        device = self.layout_device()
+        split = torch.zeros((), dtype=torch.float32, device=device)  # summed over tp (and dp under FSDP)
+        whole = torch.zeros((), dtype=torch.float32, device=device)  # equal on the tp ranks
         for p in sharded:
-            local += p.grad.to_local().float().pow(2).sum()
-        dist.all_reduce(local, group=self.tp_group)
+            split += _local(p.grad).float().pow(2).sum()
         for p in replicated:
-            local += p.grad.float().pow(2).sum()
-        total = local.sqrt()
+            whole += _local(p.grad).float().pow(2).sum()
+        dist.all_reduce(split, group=self.tp_group)
+        if self.fsdp:
+            both = torch.stack([split, whole])
+            dist.all_reduce(both, group=self.dp_group)
+            split, whole = both[0], both[1]
+        total = (split + whole).sqrt()
         coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-        for p in sharded:
-            p.grad.to_local().mul_(coef.to(p.grad.dtype))
-        for p in replicated:
-            p.grad.mul_(coef.to(p.grad.dtype))
+        for p in sharded + replicated:
+            g = _local(p.grad)
+            g.mul_(coef.to(g.dtype))
         return total
 
     def layout_device(self) -> torch.device:
-        return next(self.module.parameters()).device
+        return _local(next(self.module.parameters())).device
 
 
 def build_tensor_parallel(cfg, layout: Layout, device: torch.device) -> tuple[LanguageModel, TensorParallel]:
@@ -156,4 +171,14 @@ def build_tensor_parallel(cfg, layout: Layout, device: torch.device) -> tuple[La
 
     model = build_plain(cfg, cfg.train.seed).to(device)
     apply_tensor_parallel(model, layout)
+    if layout.fsdp and layout.dp > 1:  # 2-D: FSDP2 over dp on top of the tp plan (torchtitan's order)
+        from torch.distributed.fsdp import fully_shard
+
+        from .parallel import check_shardable
+
+        check_shardable(model, cfg.model.connection.kind)
+        mesh = layout.mesh["dp"]
+        for block in model.blocks:
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
     return model, TensorParallel(model, layout)
