@@ -20,7 +20,8 @@ Assumptions (each an option of the command, shown under the table):
   reduce-scatters each sublayer's branch (fp32, forward and backward: 8 per layer), gathers the
   logits (bf16), all-reduces the replicated parameters' gradients over ``tp`` and everything over
   ``dp``; PP sends the ``(b, T, n, C)`` streams forward and their gradient backward per micro-batch
-  and all-reduces its stage's gradients over ``dp``. A connection itself sends nothing under TP or
+  and all-reduces its stage's gradients over ``dp``; TP x FSDP2 adds FSDP2's traffic over ``dp``
+  on the tp rank's parameters and all-reduces the replicated gradient shards over ``tp``. A connection itself sends nothing under TP or
   PP: its per-token math runs on the local tokens; only its parameters' gradients are reduced.
 """
 
@@ -97,6 +98,9 @@ def rows(shape: str, kind: str, n: int, gpus: int, tp: int, pp: int, seq: int, m
         branch = L * 8 * ring(tp, tokens * C * 4, False) + ring(tp, tokens * V * 2, False)
         comm = accum * branch + ring(tp, 4 * (c.total - c.tp_sharded)) + ring(d, 4 * params)
         row(f"TP {tp} x DP {d}", params, act, comm)
+        if d > 1:  # FSDP2 over dp on top: the tp rank's parameters again split d ways
+            fsdp_comm = accum * (branch + 3 * ring(d, 4 * params, False)) + ring(tp, 4 * (c.total - c.tp_sharded) / d)
+            row(f"TP {tp} x FSDP2 {d}", params / d, act, fsdp_comm)
     if pp <= gpus and gpus % pp == 0 and L % pp == 0:
         d = gpus // pp
         stage = c.per_block * (L // pp)
@@ -130,7 +134,7 @@ def register(subparsers) -> None:
         "plan",
         help="bytes per rank and communication per step of each parallel layout, computed",
         description="Bytes per rank (weights, gradients, AdamW, activations) and bytes sent per optimizer step "
-        "for DDP, FSDP2, TP x DP and PP x DP, computed from a model shape (assumptions: "
+        "for DDP, FSDP2, TP x DP, TP x FSDP2 and PP x DP, computed from a model shape (assumptions: "
         "hyperconn.train.plan's docstring, docs/distributed.md).",
     )
     p.add_argument("--shapes", default="qwen3-0.6b,7b", help=f"comma-separated: {', '.join(SHAPES)}")
