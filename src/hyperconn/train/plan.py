@@ -21,8 +21,9 @@ Assumptions (each an option of the command, shown under the table):
   logits (bf16), all-reduces the replicated parameters' gradients over ``tp`` and everything over
   ``dp``; PP sends the ``(b, T, n, C)`` streams forward and their gradient backward per micro-batch
   and all-reduces its stage's gradients over ``dp``; TP x FSDP2 adds FSDP2's traffic over ``dp``
-  on the tp rank's parameters and all-reduces the replicated gradient shards over ``tp``. A connection itself sends nothing under TP or
-  PP: its per-token math runs on the local tokens; only its parameters' gradients are reduced.
+  on the tp rank's parameters and all-reduces the replicated gradient shards over ``tp``. A
+  connection itself sends nothing under TP or PP: its per-token math runs on the local tokens;
+  only its parameters' gradients are reduced.
 """
 
 from __future__ import annotations
