@@ -82,3 +82,14 @@ def test_sharded_on_a_run_that_was_full_is_refused_and_writes_nothing(corpus, ca
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "train.checkpoint_format" in err, err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+def test_1f1b_needs_as_many_micro_batches_as_stages():
+    with pytest.raises(ValueError, match=r"train.pipeline_schedule=1f1b needs train.grad_accum .* >= train.pipel"):
+        build_config("demo", overrides=["train.pipeline_parallel=2", "train.pipeline_schedule=1f1b"])
+    with pytest.raises(ValueError, match=r"train.pipeline_schedule must be one of gpipe, 1f1b, got 'zb'"):
+        build_config("demo", overrides=["train.pipeline_schedule=zb"])
+    cfg = build_config(
+        "demo", overrides=["train.pipeline_parallel=2", "train.pipeline_schedule=1f1b", "train.grad_accum=2"]
+    )
+    assert cfg.train.pipeline_schedule == "1f1b"

@@ -1,7 +1,7 @@
 """Tensor + sequence parallelism, pipeline stages and sharded checkpoints across layouts, on two CPU
 processes (gloo) launched ONCE for the module:
 
-- for residual (n = 1), mhc and shc (n = 4): TP = 2 and PP = 2 give the one-process losses of 5
+- for residual (n = 1), mhc and shc (n = 4): TP = 2 and PP = 2 (GPipe and 1F1B) give the one-process losses of 5
   steps (gradient clipping active, 2 micro-batches) and the same weights after the first optimizer
   step and after the fifth; so do TP = 2 x DP = 2 (DDP-style, and FSDP2 over dp: a 2-D mesh) and
   PP = 2 x DP = 2 on four processes (a second launch), against one process that takes both
@@ -107,7 +107,8 @@ def _layout_steps(kind: str, n: int, how: str, rank: int, world: int = 2) -> tup
     """5 steps under TP = 2 or PP = 2 (x DP = world / 2): the mean loss over the data-parallel
     ranks, the whole weights after step 1 and after step 5 (every rank)."""
     tp = {"tensor_parallel": 2, "fsdp": how == "tp-fsdp"}
-    cfg = _cfg(kind, n, **(tp if how.startswith("tp") else {"pipeline_parallel": 2}))
+    pp = {"pipeline_parallel": 2, "pipeline_schedule": "1f1b" if how == "pp-1f1b" else "gpipe"}
+    cfg = _cfg(kind, n, **(tp if how.startswith("tp") else pp))
     info = DistInfo(rank, rank, world, torch.device("cpu"))
     layout = make_layout(cfg.train, info, cfg.model)
     build = build_tensor_parallel if how.startswith("tp") else build_pipeline
@@ -125,8 +126,8 @@ def _layout_steps(kind: str, n: int, how: str, rank: int, world: int = 2) -> tup
         dist.all_reduce(mean)  # the same on the tp / pp ranks of one dp coordinate
         losses.append(mean.item() / world)
         if step == 0:
-            first = _full_weights(raw, how == "pp")
-    return losses, first, _full_weights(raw, how == "pp")
+            first = _full_weights(raw, how.startswith("pp"))
+    return losses, first, _full_weights(raw, how.startswith("pp"))
 
 
 def _trainer_runs(cfgs: dict, rank: int, results: dict) -> None:
@@ -172,7 +173,7 @@ def _worker(rank: int, world: int, port: int, cfgs: dict, out: str) -> None:
     results: dict = {}
     try:
         for kind, n in KINDS:
-            for how in ("tp", "pp"):
+            for how in ("tp", "pp", "pp-1f1b"):
                 results[f"{how} {kind}"] = _layout_steps(kind, n, how, rank)
         _trainer_runs(cfgs, rank, results)
     finally:
@@ -241,7 +242,7 @@ def _close(a: dict, b: dict, tol: float) -> float:
     return worst
 
 
-@pytest.mark.parametrize("how", ["tp", "pp"])
+@pytest.mark.parametrize("how", ["tp", "pp", "pp-1f1b"])
 @pytest.mark.parametrize(("kind", "n"), KINDS)
 def test_a_layout_gives_the_one_process_losses_and_weights(launched, how, kind, n):
     losses, first, last = launched[1][f"{how} {kind}"]

@@ -66,6 +66,7 @@ class TrainSettings:
     fsdp: bool = False  # under torchrun: FSDP2 (fully_shard) instead of DDP
     tensor_parallel: int = 1  # tp: attention/MLP weights sharded, streams sequence-sharded (docs/distributed.md)
     pipeline_parallel: int = 1  # pp: the blocks split into stages (torch.distributed.pipelining)
+    pipeline_schedule: str = "gpipe"  # "gpipe" or "1f1b" (needs train.grad_accum >= pipeline_parallel)
     # "full" (one file, gathered on rank 0), "sharded" (DCP, every rank its shards) or "auto": sharded
     # under FSDP2/TP/PP, full otherwise; resolved when the run starts and kept in config.yaml
     checkpoint_format: str = "auto"

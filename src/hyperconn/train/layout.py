@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from .distributed import DistInfo
 
+SCHEDULES = ("gpipe", "1f1b")  # train.pipeline_schedule: torch.distributed.pipelining's ScheduleGPipe, Schedule1F1B
+
 
 @dataclass
 class Layout:
@@ -90,6 +92,8 @@ def check_settings(t, model_cfg) -> None:
         value = getattr(t, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"train.{name} must be an integer >= 1, got {value!r}")
+    if t.pipeline_schedule not in SCHEDULES:
+        raise ValueError(f"train.pipeline_schedule must be one of {', '.join(SCHEDULES)}, got {t.pipeline_schedule!r}")
     tp, pp = t.tensor_parallel, t.pipeline_parallel
     if tp == 1 and pp == 1:
         return
@@ -125,6 +129,11 @@ def check_settings(t, model_cfg) -> None:
             raise ValueError(
                 f"train.pipeline_parallel={pp} does not divide model.n_layers={m.n_layers}: the stages take "
                 "equal numbers of blocks"
+            )
+        if t.pipeline_schedule == "1f1b" and t.grad_accum < pp:
+            raise ValueError(
+                f"train.pipeline_schedule=1f1b needs train.grad_accum (the micro-batches, {t.grad_accum}) >= "
+                f"train.pipeline_parallel={pp}: raise grad_accum or use gpipe"
             )
         if m.tie_embeddings:
             raise ValueError(

@@ -7,13 +7,15 @@ the plain model's name: checkpoints are interchangeable), the first stage also t
 the expand, the last the readout, the final norm and the head. Stage boundaries carry the streams
 ``(batch, tokens, n, C)``, ``n`` times the activation of a plain transformer's boundary.
 
-One optimiser step is ``ScheduleGPipe`` over ``train.grad_accum`` micro-batches of
-``train.batch_size`` sequences each (the micro-batches of one process, in the same order): the
-last stage computes each micro-batch's cross-entropy and the schedule scales the gradients by
-``1/grad_accum``, so ``L = (1/M) sum_m CE_m`` as in :mod:`hyperconn.train.step`. The loss is then
-broadcast from the last stage over the ``pp`` group; with ``dp > 1`` every gradient is averaged
-over ``dp`` (one all-reduce per tensor); the clipping norm sums the stages' squared norms over
-``pp``.
+One optimiser step is ``ScheduleGPipe`` (``train.pipeline_schedule=gpipe``, the default: every
+micro-batch's forward, then every backward) or ``Schedule1F1B`` (``1f1b``: at most ``P``
+micro-batches in flight per stage, so less activation memory; needs ``grad_accum >= P``) over
+``train.grad_accum`` micro-batches of ``train.batch_size`` sequences each (the micro-batches of one
+process, in the same order): the last stage computes each micro-batch's cross-entropy and the
+schedule scales the gradients by ``1/grad_accum``, so ``L = (1/M) sum_m CE_m`` as in
+:mod:`hyperconn.train.step`. The loss is then broadcast from the last stage over the ``pp`` group;
+with ``dp > 1`` every gradient is averaged over ``dp`` (one all-reduce per tensor); the clipping
+norm sums the stages' squared norms over ``pp``.
 
 Evaluation (:class:`PipelineEval`) runs the stages in turn on the whole batch (point-to-point
 sends of the streams) and broadcasts the last stage's logits over ``pp``, so every rank computes
@@ -83,8 +85,10 @@ class Pipeline(nn.Module):
     """What the loop calls under pipeline parallelism: :meth:`forward_backward` runs one step's
     schedule; :attr:`eval_model` the evaluation forward."""
 
-    def __init__(self, model: LanguageModel, layout: Layout, device: torch.device, micro_batches: int) -> None:
-        from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
+    def __init__(
+        self, model: LanguageModel, layout: Layout, device: torch.device, micro_batches: int, schedule: str = "gpipe"
+    ) -> None:
+        from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
         super().__init__()
         self.module, self.layout, self.device = model, layout, device
@@ -94,7 +98,8 @@ class Pipeline(nn.Module):
         s, p = layout.pp_rank, layout.pp
         self.first, self.last = s == 0, s == p - 1
         self.stage = PipelineStage(self.stage_fn, s, p, device, group=self.pp_group)
-        self.schedule = ScheduleGPipe(self.stage, n_microbatches=micro_batches, loss_fn=_ce)
+        kind = Schedule1F1B if schedule == "1f1b" else ScheduleGPipe
+        self.schedule = kind(self.stage, n_microbatches=micro_batches, loss_fn=_ce)
         self.eval_model = PipelineEval(self)
 
     def forward(self, *args, **kwargs):
@@ -200,4 +205,4 @@ def build_pipeline(cfg, layout: Layout, device: torch.device) -> tuple[LanguageM
 
     model = build_plain(cfg, cfg.train.seed)
     prune_to_stage(model, layout.pp, layout.pp_rank).to(device)
-    return model, Pipeline(model, layout, device, cfg.train.grad_accum)
+    return model, Pipeline(model, layout, device, cfg.train.grad_accum, cfg.train.pipeline_schedule)

@@ -60,6 +60,7 @@ RESUMABLE_CHANGES: dict[str, str] = {
     "global batch from the checkpoint on (said when it resumes)",
     "pipeline_parallel": "another pipeline degree: the same math; a changed data-parallel degree changes the "
     "global batch from the checkpoint on (said when it resumes)",
+    "pipeline_schedule": "another pipeline schedule (gpipe, 1f1b): the same math in another order of micro-batches",
     "threads": "CPU threads: the same math; float reductions may round differently (not bit for bit)",
 }
 
