@@ -27,6 +27,7 @@ bench process (:func:`measure_machine`); the contender's floor is the sum over i
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 
@@ -98,6 +99,11 @@ def _mixing_twin_cost(conn: CoefficientConnection, tokens: int, elem_bytes: int)
     return sum(ops.values(), Cost())
 
 
+def _skippable(conn: HyperConnection) -> bool:
+    """Whether ``conn``'s kind has ``H_res`` and so a twin with it (``mix_streams`` option)."""
+    return "mix_streams" in inspect.signature(type(conn).__init__).parameters
+
+
 @dataclass(frozen=True)
 class StepCost:
     """A model's connection cost over the residual model's, for one training step."""
@@ -132,7 +138,7 @@ def model_step_cost(
         cost = sum(ops, Cost())
         total = total + cost - sum(base, Cost())
         floor_s += floor(ops) - floor(base)
-        if not conn.mixes_streams:
+        if not conn.mixes_streams and _skippable(conn):  # an inert end (not a kind without H_res)
             skipped += 1
             saved = saved + (_mixing_twin_cost(conn, tokens, elem_bytes) - cost)
     n, c = conns[0].num_streams, conns[0].dim

@@ -363,11 +363,14 @@ class CoefficientConnection(CoefficientInference, HyperConnection):
         """The width connection in PyTorch, the projection and the mixing sharing one
         :class:`~hyperconn.connections.ops.StreamGradSlot`: in backward the mixing's ``grad x``
         and the projection's are summed in one buffer, in place (the kinds' own classes,
-        :attr:`exact_kind`, with ``H_res``; otherwise the generic :meth:`HyperConnection.width_fast`)."""
-        if not (self.exact_kind and self.mixes_streams) or torch.compiler.is_compiling():
+        :attr:`exact_kind`, with or without ``H_res``; otherwise the generic
+        :meth:`HyperConnection.width_fast`)."""
+        if not self.exact_kind or torch.compiler.is_compiling():
             return super().width_fast(streams)  # (under torch.compile: the plain traced forms)
         slot = StreamGradSlot()
         pre, res, post = self._coefficient_mixing(streams, slot)
+        if not self.mixes_streams:
+            return pre_mix(pre, streams, slot), streams, post
         u, mixed = width_mix(pre, res, streams, slot)
         return u, mixed, post
 

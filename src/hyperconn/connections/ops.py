@@ -219,15 +219,41 @@ def width_mix(
         return _WidthMix.apply(pre, res, streams, slot)
 
 
-def pre_mix(pre: torch.Tensor, streams: torch.Tensor) -> torch.Tensor:
+class _PreMix(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pre: torch.Tensor, streams: torch.Tensor, slot: StreamGradSlot | None):
+        ctx.save_for_backward(pre, streams)
+        ctx.slot = slot if slot is not None and slot.armed else None
+        with autocast_off(streams.device.type):
+            u = torch.matmul(pre.unsqueeze(-2), streams.to(pre.dtype)).squeeze(-2)
+        return u.to(streams.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_u: torch.Tensor):
+        pre, streams = ctx.saved_tensors
+        with autocast_off(streams.device.type):
+            g = grad_u.to(pre.dtype).contiguous()
+            grad_pre = torch.matmul(streams.to(pre.dtype), g.unsqueeze(-1)).squeeze(-1)
+            grad_x = pre.unsqueeze(-1) * g.unsqueeze(-2)  # the outer product, one pass
+        if ctx.slot is not None and grad_x.dtype == pre.dtype:
+            ctx.slot.grad = grad_x  # the projection's backward adds its terms and returns the sum
+            return grad_pre, None, None
+        return grad_pre, grad_x.to(streams.dtype), None
+
+
+def pre_mix(pre: torch.Tensor, streams: torch.Tensor, slot: StreamGradSlot | None = None) -> torch.Tensor:
     """``u = sum_i pre[i] x_i`` (..., C) alone, for a connection without ``H_res``: one batched
-    GEMM per token block (autograd's backward of it is two GEMMs). In ``pre``'s dtype, returned
-    in the streams'."""
+    GEMM per token block; its backward writes ``grad x`` as one outer product (into the
+    projection's, with a ``slot``: :class:`StreamGradSlot`). In ``pre``'s dtype, returned in the
+    streams'."""
     with autocast_off(streams.device.type):
         if _compiling():
             return (pre.unsqueeze(-1) * streams.to(pre.dtype)).sum(-2).to(streams.dtype)
-        u = torch.matmul(pre.unsqueeze(-2), streams.to(pre.dtype)).squeeze(-2)
-        return u.to(streams.dtype)
+        if _plain(pre, streams):
+            u = torch.matmul(pre.unsqueeze(-2), streams.to(pre.dtype)).squeeze(-2)
+            return u.to(streams.dtype)
+        return _PreMix.apply(pre, streams, slot)
 
 
 class _DepthAdd(torch.autograd.Function):
