@@ -60,8 +60,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _cfg(kind: str, n: int, **train) -> TrainConfig:
-    model = {**MODEL, "connection": {"kind": kind, "num_streams": n}}
+def _cfg(kind: str, n: int, tied: bool = False, **train) -> TrainConfig:
+    model = {**MODEL, "tie_embeddings": tied, "connection": {"kind": kind, "num_streams": n}}
     settings = {"seed": 3, "seq_len": 8, "steps": STEPS, "warmup_steps": 1, "grad_accum": ACCUM, **train}
     return TrainConfig.from_dict({"preset": "demo", "model": model, "train": settings}).validate()
 
@@ -75,10 +75,10 @@ def _micro_batches(step: int, dp: int = 1, dp_rank: int = 0):
     return out
 
 
-def _reference(kind: str, n: int, dp: int = 1) -> tuple[list[float], dict, dict]:
+def _reference(kind: str, n: int, dp: int = 1, tied: bool = False) -> tuple[list[float], dict, dict]:
     """One process: 5 steps' losses, the weights after step 1 and after step 5; ``dp``: the
     micro-batches of ``dp`` data-parallel ranks, all of them (the mean loss, the mean gradient)."""
-    model = build_plain(_cfg(kind, n), 3)
+    model = build_plain(_cfg(kind, n, tied), 3)
     optimizer = build_optimizer(model, 1e-2, (0.9, 0.95), 0.1)
     losses, first = [], None
     for step in range(STEPS):
@@ -106,7 +106,7 @@ def _full_weights(raw, pipelined: bool) -> dict:
 def _layout_steps(kind: str, n: int, how: str, rank: int, world: int = 2) -> tuple[list[float], dict, dict]:
     """5 steps under TP = 2 or PP = 2 (x DP = world / 2): the mean loss over the data-parallel
     ranks, the whole weights after step 1 and after step 5 (every rank)."""
-    tp = {"tensor_parallel": 2, "fsdp": how == "tp-fsdp"}
+    tp = {"tensor_parallel": 2, "fsdp": how == "tp-fsdp", "tied": how == "tp-tied"}
     pp = {"pipeline_parallel": 2, "pipeline_schedule": "1f1b" if how == "pp-1f1b" else "gpipe"}
     cfg = _cfg(kind, n, **(tp if how.startswith("tp") else pp))
     info = DistInfo(rank, rank, world, torch.device("cpu"))
@@ -175,6 +175,7 @@ def _worker(rank: int, world: int, port: int, cfgs: dict, out: str) -> None:
         for kind, n in KINDS:
             for how in ("tp", "pp", "pp-1f1b"):
                 results[f"{how} {kind}"] = _layout_steps(kind, n, how, rank)
+        results["tp-tied shc"] = _layout_steps("shc", 4, "tp-tied", rank)
         _trainer_runs(cfgs, rank, results)
     finally:
         dist.destroy_process_group()
@@ -249,6 +250,14 @@ def test_a_layout_gives_the_one_process_losses_and_weights(launched, how, kind, 
     ref_losses, ref_first, ref_last = _reference(kind, n)
     assert losses == pytest.approx(ref_losses, rel=LOSS_REL)
     assert len(set(ref_losses)) == STEPS  # the steps moved the weights
+    _close(first, ref_first, W1_ABS)
+    _close(last, ref_last, W5_ABS)
+
+
+def test_tensor_parallelism_keeps_a_tied_head_tied(launched):
+    losses, first, last = launched[1]["tp-tied shc"]
+    ref_losses, ref_first, ref_last = _reference("shc", 4, tied=True)
+    assert losses == pytest.approx(ref_losses, rel=LOSS_REL)
     _close(first, ref_first, W1_ABS)
     _close(last, ref_last, W5_ABS)
 

@@ -34,6 +34,7 @@ from torch import nn
 
 from ..model import LanguageModel
 from .layout import Layout
+from .parallel import _RANDOM_INIT, _FullTensorInit
 
 
 class _GatherTokens(torch.autograd.Function):
@@ -165,20 +166,52 @@ class TensorParallel(nn.Module):
 
 
 def build_tensor_parallel(cfg, layout: Layout, device: torch.device) -> tuple[LanguageModel, TensorParallel]:
-    """The plain build (``train.seed``'s initialisation, on every rank alike), moved to ``device``
-    and sharded: ``(raw_model, model the loop calls)``."""
-    from .build import build_plain
+    """``(raw_model, model the loop calls)``, built the torchtitan way: on the meta device, the tp
+    plan (and FSDP2 over ``dp``) applied, ``to_empty`` allocating only this rank's part, then
+    ``reset_parameters()`` from ``train.seed`` with every random tensor drawn in full on the CPU,
+    one at a time, and cut to this rank's part (:class:`_CpuDraws`): the plain build's values,
+    without the whole model ever existing on one rank."""
+    from .parallel import check_shardable
 
-    model = build_plain(cfg, cfg.train.seed).to(device)
+    with torch.device("meta"):
+        model = LanguageModel(cfg.model)
     apply_tensor_parallel(model, layout)
     if layout.fsdp and layout.dp > 1:  # 2-D: FSDP2 over dp on top of the tp plan (torchtitan's order)
         from torch.distributed.fsdp import fully_shard
-
-        from .parallel import check_shardable
 
         check_shardable(model, cfg.model.connection.kind)
         mesh = layout.mesh["dp"]
         for block in model.blocks:
             fully_shard(block, mesh=mesh)
         fully_shard(model, mesh=mesh)
+    model.to_empty(device=device)
+    if cfg.model.tie_embeddings and model.head.weight is not model.embed.weight:
+        if layout.fsdp and layout.dp > 1:  # FSDP2 keeps its shared parameters tied itself
+            raise ValueError(
+                "train.tensor_parallel with train.fsdp=true lost the tied head: set model.tie_embeddings=false"
+            )
+        model.head.weight = model.embed.weight  # to_empty allocates each module's parameters anew
+    torch.manual_seed(cfg.train.seed)
+    with torch.no_grad(), _CpuDraws():
+        model.reset_parameters()
     return model, TensorParallel(model, layout)
+
+
+class _CpuDraws(_FullTensorInit):
+    """:class:`~hyperconn.train.parallel._FullTensorInit` (a DTensor gets the full CPU draw, cut to
+    its shard), and a plain tensor off the CPU its draw from the CPU generator too, so every
+    parameter equals ``build.build_plain``'s (which draws everything on the CPU)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor")
+        plain = isinstance(target, torch.Tensor) and not hasattr(target, "device_mesh")
+        if plain and target.device.type != "cpu" and func in _RANDOM_INIT:
+            full = torch.empty(target.shape, dtype=target.dtype, device="cpu")
+            if args:
+                func(full, *args[1:], **kwargs)
+            else:
+                func(**{**kwargs, "tensor": full})
+            target.copy_(full.to(target.device))
+            return target
+        return super().__torch_function__(func, types, args, kwargs)
