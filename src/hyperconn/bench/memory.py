@@ -15,12 +15,12 @@ fixed random batch, float32, with autograd on:
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 
 import torch
 
-from ..model import ConnectionConfig, LanguageModel, get_preset
+from ..model import ConnectionConfig, LanguageModel
+from .model import preset_model
 from .timing import saved_activation_bytes
 
 
@@ -55,15 +55,7 @@ def contenders(cfg: MemoryBenchConfig) -> list[tuple[str, ConnectionConfig]]:
 
 
 def build_model(cfg: MemoryBenchConfig, preset: str, connection: ConnectionConfig) -> LanguageModel:
-    model_cfg = copy.deepcopy(get_preset(preset).model)
-    model_cfg.vocab_size = cfg.vocab_size
-    if cfg.shrink is not None:
-        dim, layers = cfg.shrink
-        model_cfg.dim, model_cfg.n_layers, model_cfg.mlp_dim = dim, layers, 3 * dim
-        model_cfg.n_heads, model_cfg.n_kv_heads = max(1, dim // model_cfg.head_dim), 1
-    model_cfg.connection = connection
-    torch.manual_seed(cfg.seed)
-    return LanguageModel(model_cfg)
+    return preset_model(preset, cfg.vocab_size, cfg.shrink, connection, cfg.seed)
 
 
 def measure(model: LanguageModel, idx: torch.Tensor) -> tuple[int, int]:

@@ -62,19 +62,26 @@ class ModelBenchConfig:
         return self
 
 
-def build_model(cfg: ModelBenchConfig, preset: str, kind: str) -> LanguageModel:
+def preset_model(preset: str, vocab_size: int, shrink: tuple[int, int] | None, connection: ConnectionConfig,
+                 seed: int, stream_dtype: str = "float32") -> LanguageModel:
+    """The ``preset``'s model with ``connection`` (``shrink``: ``(dim, layers)`` for smoke runs),
+    its parameters drawn after ``torch.manual_seed(seed)``."""
     model_cfg = copy.deepcopy(get_preset(preset).model)
-    model_cfg.vocab_size = cfg.vocab_size
-    if cfg.shrink is not None:
-        dim, layers = cfg.shrink
-        heads = max(1, dim // model_cfg.head_dim)
+    model_cfg.vocab_size = vocab_size
+    if shrink is not None:
+        dim, layers = shrink
         model_cfg.dim, model_cfg.n_layers, model_cfg.mlp_dim = dim, layers, 3 * dim
-        model_cfg.n_heads, model_cfg.n_kv_heads = heads, 1
-    model_cfg.connection = ConnectionConfig(kind=kind, num_streams=1 if kind == "residual" else cfg.num_streams)
-    if kind != "residual":
-        model_cfg.stream_dtype = cfg.stream_dtype
-    torch.manual_seed(cfg.seed)
+        model_cfg.n_heads, model_cfg.n_kv_heads = max(1, dim // model_cfg.head_dim), 1
+    model_cfg.connection = connection
+    model_cfg.stream_dtype = stream_dtype
+    torch.manual_seed(seed)
     return LanguageModel(model_cfg)
+
+
+def build_model(cfg: ModelBenchConfig, preset: str, kind: str) -> LanguageModel:
+    connection = ConnectionConfig(kind=kind, num_streams=1 if kind == "residual" else cfg.num_streams)
+    dtype = "float32" if kind == "residual" else cfg.stream_dtype
+    return preset_model(preset, cfg.vocab_size, cfg.shrink, connection, cfg.seed, dtype)
 
 
 def _seq_len(cfg: ModelBenchConfig, model: LanguageModel) -> int:
