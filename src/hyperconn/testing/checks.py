@@ -33,6 +33,25 @@ GRADCHECK_FULL_MAX = 1500  # input elements: mHC n = 4, dim = 8 has ~900 (about 
 COMPILE_TOL = 1e-4
 
 
+def _compare(pairs, tol: float, differs: str, sides: tuple[str, str]) -> float:
+    """Each ``(what, got, expected)`` within ``tol`` (both None is fine: no gradient either way);
+    fails naming every pair that is not; returns the worst error."""
+    problems, worst = [], 0.0
+    for what, a, b in pairs:
+        if (a is None) != (b is None):
+            missing = sides[0] if a is None else sides[1]
+            problems.append(f"{what}: {missing} gives no gradient, the other does")
+            continue
+        if a is None:
+            continue
+        ok, err = close(a, b, tol)
+        worst = max(worst, err)
+        if not ok:
+            problems.append(f"{what} {differs}: max error {err:.3g} > {tol:g}")
+    _fail_if(problems)
+    return worst
+
+
 def _fail_if(problems: list[str]) -> None:
     if problems:
         raise CheckFailed("; ".join(problems))
@@ -114,20 +133,9 @@ def check_formula(s: Subject) -> str:
         return formula(mixing, x_, b)
 
     ref_out, ref_dx, ref_grads = run_with_grads(module, x, branch, s.grad_output, call=plain)
-    problems, worst = [], 0.0
-    for what, a, b in [("forward", out, ref_out), ("grad streams", dx, ref_dx)] + [
-        (f"grad {name}", grads[name], ref_grads[name]) for name in grads
-    ]:
-        if (a is None) != (b is None):
-            problems.append(f"{what}: {'forward' if a is None else 'the formula'} gives no gradient, the other does")
-            continue
-        if a is None:
-            continue
-        ok, err = close(a, b, FORMULA_TOL)
-        worst = max(worst, err)
-        if not ok:
-            problems.append(f"{what} differs from the mixing formula's: max error {err:.3g} > {FORMULA_TOL:g}")
-    _fail_if(problems)
+    pairs = [("forward", out, ref_out), ("grad streams", dx, ref_dx)]
+    pairs += [(f"grad {name}", grads[name], ref_grads[name]) for name in grads]
+    worst = _compare(pairs, FORMULA_TOL, "differs from the mixing formula's", ("forward", "the formula"))
     return f"forward and {1 + len(grads)} gradients, max error {worst:.1e}"
 
 
@@ -254,20 +262,9 @@ def check_recompute(s: Subject) -> str:
     x, branch = s.streams(2, 3), s.branch()
     ref = run_with_grads(plain, x, branch, s.grad_output)
     got = run_with_grads(again, x, branch, s.grad_output)
-    problems, worst = [], 0.0
     pairs = [("forward", got[0], ref[0]), ("grad streams", got[1], ref[1])]
     pairs += [(f"grad {name}", got[2][name], ref[2][name]) for name in ref[2]]
-    for what, a, b in pairs:
-        if (a is None) != (b is None):
-            problems.append(f"{what}: present {'without' if a is None else 'with'} recompute only")
-            continue
-        if a is None:
-            continue
-        ok, err = close(a, b, RECOMPUTE_TOL)
-        worst = max(worst, err)
-        if not ok:
-            problems.append(f"{what} with recompute=True differs: max error {err:.3g} > {RECOMPUTE_TOL:g}")
-    _fail_if(problems)
+    worst = _compare(pairs, RECOMPUTE_TOL, "with recompute=True differs", ("recompute=True", "recompute=False"))
     return f"max error {worst:.1e}"
 
 
