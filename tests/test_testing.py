@@ -34,7 +34,13 @@ def _case_param(case):
     return pytest.param(case, id=case.id, marks=pytest.mark.slow if case.slow else ())
 
 
-BUILTIN_CASES = [_case_param(case) for kind in KINDS for case in conformance_cases(kind)]
+# the compile check (7-53 s a kind) for two kinds here; every kind's fullgraph compile is also in
+# tests/connections/test_api.py, which this suite runs anyway
+COMPILED_KINDS = ("shc", "orthogonal")
+BUILTIN_CASES = [
+    _case_param(case) for kind in KINDS for case in conformance_cases(kind)
+    if case.check not in SLOW_CHECKS or kind in COMPILED_KINDS
+]
 
 
 @pytest.mark.parametrize("case", BUILTIN_CASES)
