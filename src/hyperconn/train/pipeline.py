@@ -1,7 +1,7 @@
 """Pipeline parallelism (``train.pipeline_parallel=P``) with ``torch.distributed.pipelining``.
 
-The model is built whole on every rank from ``train.seed`` (the same values as one process), then
-each rank keeps its stage: stage ``s`` of ``P`` owns blocks ``s L/P .. (s+1) L/P - 1`` (the
+Each rank builds only its stage (meta device, pruned, ``to_empty``, :func:`init_stage`: the same
+values as one process): stage ``s`` of ``P`` owns blocks ``s L/P .. (s+1) L/P - 1`` (the
 ``blocks`` list becomes a ``ModuleDict`` keyed by the original indices, so every parameter keeps
 the plain model's name: checkpoints are interchangeable), the first stage also the embedding and
 the expand, the last the readout, the final norm and the head. Stage boundaries carry the streams
@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..model import LanguageModel
 from .layout import Layout
@@ -200,9 +201,68 @@ class PipelineEval(nn.Module):
 
 
 def build_pipeline(cfg, layout: Layout, device: torch.device) -> tuple[LanguageModel, Pipeline]:
-    """``(this rank's pruned model, the pipeline the loop calls)``."""
-    from .build import build_plain
-
-    model = build_plain(cfg, cfg.train.seed)
-    prune_to_stage(model, layout.pp, layout.pp_rank).to(device)
+    """``(this rank's pruned model, the pipeline the loop calls)``: built on the meta device,
+    pruned, allocated for this stage only, then initialised by :func:`init_stage` to the values
+    one process starts from."""
+    with torch.device("meta"):
+        model = LanguageModel(cfg.model)
+    prune_to_stage(model, layout.pp, layout.pp_rank)
+    model.to_empty(device=device)
+    init_stage(model, cfg)
     return model, Pipeline(model, layout, device, cfg.train.grad_accum, cfg.train.pipeline_schedule)
+
+
+def init_stage(stage: LanguageModel, cfg) -> None:
+    """Give a pruned stage ``build.build_plain``'s values without building the whole model:
+
+    1. the whole model's ``reset_parameters()`` is run on the meta device under
+       :class:`_RecordDraws`, which records each random initialiser (in order) instead of running it;
+    2. from ``train.seed``, every recorded draw is made in full on the CPU (the same draws, in the
+       same order, as the plain build) and kept where the stage owns that parameter;
+    3. the stage's own ``reset_parameters()`` runs with the random initialisers skipped
+       (:class:`_SkipDraws`): the deterministic ones (fills, copies, the rotary tables, constants
+       derived from the parameters) on this stage's tensors."""
+    from .parallel import _RANDOM_INIT
+
+    with torch.device("meta"):
+        whole = LanguageModel(cfg.model)
+    names = {id(p): name for name, p in whole.named_parameters()}
+    owned = dict(stage.named_parameters())
+    draws: list[tuple] = []
+    with torch.no_grad(), _RecordDraws(_RANDOM_INIT, names, draws):
+        whole.reset_parameters()
+    torch.manual_seed(cfg.train.seed)
+    with torch.no_grad():
+        for name, shape, dtype, func, args, kwargs in draws:
+            full = torch.empty(shape, dtype=dtype, device="cpu")
+            func(full, *args, **kwargs)
+            if name in owned:
+                owned[name].copy_(full.to(owned[name].device))
+    with torch.no_grad(), _SkipDraws(_RANDOM_INIT):
+        stage.reset_parameters()
+
+
+class _RecordDraws(TorchFunctionMode):
+    def __init__(self, random_init, names: dict, draws: list) -> None:
+        super().__init__()
+        self.random_init, self.names, self.draws = random_init, names, draws
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in self.random_init:
+            target = args[0] if args else kwargs.pop("tensor")
+            name = self.names.get(id(target))
+            self.draws.append((name, tuple(target.shape), target.dtype, func, tuple(args[1:]), kwargs))
+            return target
+        return func(*args, **kwargs)
+
+
+class _SkipDraws(TorchFunctionMode):
+    def __init__(self, random_init) -> None:
+        super().__init__()
+        self.random_init = random_init
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.random_init:
+            return args[0] if args else (kwargs or {}).get("tensor")
+        return func(*args, **(kwargs or {}))
