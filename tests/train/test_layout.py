@@ -37,7 +37,7 @@ def _argv(corpus, cache_dir, out, *sets):
             r"cannot share one weight; set model.tie_embeddings=false",
         ),
         (["train.tensor_parallel=2", "train.pipeline_parallel=2"], r"one of them at a time"),
-        (["train.pipeline_parallel=2", "train.fsdp=true"], r"set train.fsdp=false"),
+        (["train.pipeline_parallel=2", "train.compile=true"], r"runs eagerly: set train.compile=false"),
         (
             ["train.tensor_parallel=2", "train.checkpoint_format=full"],
             r"writes sharded checkpoints: set train.checkpoint_format=sharded",

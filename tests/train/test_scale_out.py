@@ -98,8 +98,9 @@ def _full_weights(raw, pipelined: bool) -> dict:
     if not pipelined:  # clones: a replicated (plain) parameter comes back as the live tensor
         full = get_model_state_dict(raw, options=StateDictOptions(full_state_dict=True))
         return {k: v.detach().clone() for k, v in full.items()}
+    stage = get_model_state_dict(raw, options=StateDictOptions(full_state_dict=True))  # FSDP: gathered over dp
     parts = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, {k: v.detach().clone() for k, v in raw.state_dict().items()})
+    dist.all_gather_object(parts, {k: v.detach().clone() for k, v in stage.items()})
     return {k: v for part in parts for k, v in part.items()}
 
 
@@ -107,7 +108,11 @@ def _layout_steps(kind: str, n: int, how: str, rank: int, world: int = 2) -> tup
     """5 steps under TP = 2 or PP = 2 (x DP = world / 2): the mean loss over the data-parallel
     ranks, the whole weights after step 1 and after step 5 (every rank)."""
     tp = {"tensor_parallel": 2, "fsdp": how == "tp-fsdp", "tied": how == "tp-tied"}
-    pp = {"pipeline_parallel": 2, "pipeline_schedule": "1f1b" if how == "pp-1f1b" else "gpipe"}
+    pp = {
+        "pipeline_parallel": 2,
+        "pipeline_schedule": "1f1b" if how == "pp-1f1b" else "gpipe",
+        "fsdp": how == "pp-fsdp",
+    }
     cfg = _cfg(kind, n, **(tp if how.startswith("tp") else pp))
     info = DistInfo(rank, rank, world, torch.device("cpu"))
     layout = make_layout(cfg.train, info, cfg.model)
@@ -192,7 +197,7 @@ def _worker4(rank: int, world: int, port: int, out: str) -> None:
     results: dict = {}
     try:
         for kind, n in KINDS:
-            for how in ("tp", "tp-fsdp", "pp"):
+            for how in ("tp", "tp-fsdp", "pp", "pp-fsdp"):
                 results[f"{how} {kind}"] = _layout_steps(kind, n, how, rank, world)
     finally:
         dist.destroy_process_group()
@@ -211,7 +216,7 @@ def launched4(tmp_path_factory):
     return torch.load(root / "results.pt", weights_only=False)
 
 
-@pytest.mark.parametrize("how", ["tp", "tp-fsdp", "pp"])
+@pytest.mark.parametrize("how", ["tp", "tp-fsdp", "pp", "pp-fsdp"])
 @pytest.mark.parametrize(("kind", "n"), KINDS)
 def test_a_layout_times_two_data_parallel_ranks_gives_the_one_process_run(launched4, how, kind, n):
     """Each dp rank its own micro-batches; one process takes all of them (the mean loss and gradient)."""

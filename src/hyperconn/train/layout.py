@@ -103,8 +103,6 @@ def check_settings(t, model_cfg) -> None:
             f"train.tensor_parallel={tp} with train.pipeline_parallel={pp}: one of them at a time "
             "(3-D meshes are not supported yet); set the other to 1"
         )
-    if t.fsdp and pp > 1:
-        raise ValueError(f"{what} composes with DDP-style data parallelism only: set train.fsdp=false")
     if t.init_from is not None:
         raise ValueError(f"{what} trains the native model only, not train.init_from={t.init_from!r}")
     if t.compile:

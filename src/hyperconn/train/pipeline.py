@@ -96,6 +96,14 @@ class Pipeline(nn.Module):
         self.stage_fn = StageForward(model)
         self.pp_group = layout.group("pp")
         self.dp_group = layout.group("dp") if layout.dp > 1 else None
+        self.fsdp = layout.fsdp and layout.dp > 1
+        if self.fsdp:  # FSDP2 over dp: each block, then the stage's forward module as the root
+            from torch.distributed.fsdp import fully_shard
+
+            mesh = layout.mesh["dp"]
+            for block in model.blocks.values():
+                fully_shard(block, mesh=mesh)
+            fully_shard(self.stage_fn, mesh=mesh)
         s, p = layout.pp_rank, layout.pp
         self.first, self.last = s == 0, s == p - 1
         self.stage = PipelineStage(self.stage_fn, s, p, device, group=self.pp_group)
@@ -128,7 +136,7 @@ class Pipeline(nn.Module):
 
     @torch.no_grad()
     def _sync_gradients(self) -> None:
-        if self.dp_group is None:
+        if self.dp_group is None or self.fsdp:  # FSDP2 reduce-scattered (and averaged) over dp itself
             return
         for p in self.module.parameters():
             if p.grad is not None:
@@ -137,16 +145,22 @@ class Pipeline(nn.Module):
 
     @torch.no_grad()
     def _clip(self, max_norm: float) -> torch.Tensor:
-        grads = [p.grad for p in self.module.parameters() if p.grad is not None]
+        grads = [_local(p.grad) for p in self.module.parameters() if p.grad is not None]
         local = torch.zeros((), dtype=torch.float32, device=self.device)
         for g in grads:
             local += g.float().pow(2).sum()
+        if self.fsdp:  # each dp rank holds a shard of every gradient
+            dist.all_reduce(local, group=self.dp_group)
         dist.all_reduce(local, group=self.pp_group)
         total = local.sqrt()
         coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
         for g in grads:
             g.mul_(coef.to(g.dtype))
         return total
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t
 
 
 def _peer(layout: Layout, stage: int) -> int:
@@ -209,6 +223,10 @@ def build_pipeline(cfg, layout: Layout, device: torch.device) -> tuple[LanguageM
     prune_to_stage(model, layout.pp, layout.pp_rank)
     model.to_empty(device=device)
     init_stage(model, cfg)
+    if layout.fsdp and layout.dp > 1:
+        from .parallel import check_shardable
+
+        check_shardable(model, cfg.model.connection.kind)
     return model, Pipeline(model, layout, device, cfg.train.grad_accum, cfg.train.pipeline_schedule)
 
 
