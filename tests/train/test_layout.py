@@ -36,7 +36,7 @@ def _argv(corpus, cache_dir, out, *sets):
             ["train.pipeline_parallel=2", "model.tie_embeddings=true"],
             r"cannot share one weight; set model.tie_embeddings=false",
         ),
-        (["train.tensor_parallel=2", "train.pipeline_parallel=2"], r"one of them at a time"),
+        (["train.tensor_parallel=2", "train.pipeline_parallel=2", "train.fsdp=true"], r"FSDP2 on a 3-D mesh"),
         (["train.pipeline_parallel=2", "train.compile=true"], r"runs eagerly: set train.compile=false"),
         (
             ["train.tensor_parallel=2", "train.checkpoint_format=full"],

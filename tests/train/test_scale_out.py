@@ -105,34 +105,34 @@ def _full_weights(raw, pipelined: bool) -> dict:
 
 
 def _layout_steps(kind: str, n: int, how: str, rank: int, world: int = 2) -> tuple[list[float], dict, dict]:
-    """5 steps under TP = 2 or PP = 2 (x DP = world / 2): the mean loss over the data-parallel
-    ranks, the whole weights after step 1 and after step 5 (every rank)."""
-    tp = {"tensor_parallel": 2, "fsdp": how == "tp-fsdp", "tied": how == "tp-tied"}
-    pp = {
-        "pipeline_parallel": 2,
-        "pipeline_schedule": "1f1b" if how == "pp-1f1b" else "gpipe",
-        "fsdp": how == "pp-fsdp",
-    }
-    cfg = _cfg(kind, n, **(tp if how.startswith("tp") else pp))
+    """5 steps under ``how`` (``tp``, ``pp`` and their variants; ``tp-pp``: both; the rest of the
+    world data-parallel): the mean loss over the data-parallel ranks, the whole weights after step 1
+    and after step 5 (every rank)."""
+    pipelined = "pp" in how
+    settings = {"fsdp": how.endswith("fsdp"), "tied": how == "tp-tied"}
+    if how.startswith("tp"):
+        settings["tensor_parallel"] = 2
+    if pipelined:
+        settings.update(pipeline_parallel=2, pipeline_schedule="1f1b" if how == "pp-1f1b" else "gpipe")
+    cfg = _cfg(kind, n, **settings)
     info = DistInfo(rank, rank, world, torch.device("cpu"))
     layout = make_layout(cfg.train, info, cfg.model)
-    build = build_tensor_parallel if how.startswith("tp") else build_pipeline
-    raw, model = build(cfg, layout, info.device)
+    raw, model = (build_pipeline if pipelined else build_tensor_parallel)(cfg, layout, info.device)
     optimizer = build_optimizer(raw, 1e-2, (0.9, 0.95), 0.1)
     losses, first = [], None
     for step in range(STEPS):
         batches = _micro_batches(step, layout.dp, layout.dp_rank)
-        if how.startswith("tp"):
-            loss, _ = backward_step(model, batches, grad_clip=CLIP, grad_sync=model)
-        else:
+        if pipelined:
             loss, _ = model.forward_backward(batches, "fp32", CLIP)
+        else:
+            loss, _ = backward_step(model, batches, grad_clip=CLIP, grad_sync=model)
         apply_update(optimizer)
         mean = loss.detach().clone()
         dist.all_reduce(mean)  # the same on the tp / pp ranks of one dp coordinate
         losses.append(mean.item() / world)
         if step == 0:
-            first = _full_weights(raw, how.startswith("pp"))
-    return losses, first, _full_weights(raw, how.startswith("pp"))
+            first = _full_weights(raw, pipelined)
+    return losses, first, _full_weights(raw, pipelined)
 
 
 def _trainer_runs(cfgs: dict, rank: int, results: dict) -> None:
@@ -199,6 +199,7 @@ def _worker4(rank: int, world: int, port: int, out: str) -> None:
         for kind, n in KINDS:
             for how in ("tp", "tp-fsdp", "pp", "pp-fsdp"):
                 results[f"{how} {kind}"] = _layout_steps(kind, n, how, rank, world)
+            results[f"tp-pp {kind}"] = _layout_steps(kind, n, "tp-pp", rank, world)
     finally:
         dist.destroy_process_group()
     if rank == 0:
@@ -222,6 +223,16 @@ def test_a_layout_times_two_data_parallel_ranks_gives_the_one_process_run(launch
     """Each dp rank its own micro-batches; one process takes all of them (the mean loss and gradient)."""
     losses, first, last = launched4[f"{how} {kind}"]
     ref_losses, ref_first, ref_last = _reference(kind, n, dp=2)
+    assert losses == pytest.approx(ref_losses, rel=LOSS_REL)
+    _close(first, ref_first, W1_ABS)
+    _close(last, ref_last, W5_ABS)
+
+
+@pytest.mark.parametrize(("kind", "n"), KINDS)
+def test_tensor_parallel_pipeline_stages_give_the_one_process_run(launched4, kind, n):
+    """TP = 2 inside each of PP = 2 stages: four processes, one data-parallel rank."""
+    losses, first, last = launched4[f"tp-pp {kind}"]
+    ref_losses, ref_first, ref_last = _reference(kind, n)
     assert losses == pytest.approx(ref_losses, rel=LOSS_REL)
     _close(first, ref_first, W1_ABS)
     _close(last, ref_last, W5_ABS)

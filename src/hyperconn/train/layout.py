@@ -98,10 +98,10 @@ def check_settings(t, model_cfg) -> None:
     if tp == 1 and pp == 1:
         return
     what = f"train.tensor_parallel={tp}" if tp > 1 else f"train.pipeline_parallel={pp}"
-    if tp > 1 and pp > 1:  # checked first: the message names both
+    if tp > 1 and pp > 1 and t.fsdp:
         raise ValueError(
-            f"train.tensor_parallel={tp} with train.pipeline_parallel={pp}: one of them at a time "
-            "(3-D meshes are not supported yet); set the other to 1"
+            f"train.tensor_parallel={tp} with train.pipeline_parallel={pp} composes with DDP-style data "
+            "parallelism only (FSDP2 on a 3-D mesh is not supported yet): set train.fsdp=false"
         )
     if t.init_from is not None:
         raise ValueError(f"{what} trains the native model only, not train.init_from={t.init_from!r}")

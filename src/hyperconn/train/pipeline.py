@@ -97,6 +97,11 @@ class Pipeline(nn.Module):
         self.pp_group = layout.group("pp")
         self.dp_group = layout.group("dp") if layout.dp > 1 else None
         self.fsdp = layout.fsdp and layout.dp > 1
+        self.tp = None
+        if layout.tp > 1:  # each stage tensor-parallel: its gradient sync and norm are TensorParallel's
+            from .tensor_parallel import TensorParallel
+
+            self.tp = TensorParallel(model, layout)
         if self.fsdp:  # FSDP2 over dp: each block, then the stage's forward module as the root
             from torch.distributed.fsdp import fully_shard
 
@@ -129,7 +134,10 @@ class Pipeline(nn.Module):
         total = torch.stack([loss.detach().float() for loss in losses]).mean() if self.last else torch.zeros(())
         total = total.to(self.device)
         dist.broadcast(total, group=self.pp_group, group_src=self.layout.pp - 1)
-        self._sync_gradients()
+        if self.tp is not None:
+            self.tp.sync_gradients()
+        else:
+            self._sync_gradients()
         if grad_clip is None:
             return total, None
         return total, self._clip(grad_clip)
@@ -145,6 +153,12 @@ class Pipeline(nn.Module):
 
     @torch.no_grad()
     def _clip(self, max_norm: float) -> torch.Tensor:
+        if self.tp is not None:
+            squared = self.tp.grad_norm_squared()
+            dist.all_reduce(squared, group=self.pp_group)
+            total = squared.sqrt()
+            self.tp.scale_gradients(torch.clamp(max_norm / (total + 1e-6), max=1.0))
+            return total
         grads = [_local(p.grad) for p in self.module.parameters() if p.grad is not None]
         local = torch.zeros((), dtype=torch.float32, device=self.device)
         for g in grads:
@@ -210,8 +224,9 @@ class PipelineEval(nn.Module):
         if pipe.last:
             for stage in range(layout.pp - 1):
                 _send(out, _peer(layout, stage))
-            return out
-        return _recv(last, idx.device)
+        else:
+            out = _recv(last, idx.device)
+        return out[:, : idx.shape[1]]  # under TP a short window was padded on the first stage
 
 
 def build_pipeline(cfg, layout: Layout, device: torch.device) -> tuple[LanguageModel, Pipeline]:
@@ -221,6 +236,10 @@ def build_pipeline(cfg, layout: Layout, device: torch.device) -> tuple[LanguageM
     with torch.device("meta"):
         model = LanguageModel(cfg.model)
     prune_to_stage(model, layout.pp, layout.pp_rank)
+    if layout.tp > 1:  # TP within each stage: the same plan as without pipeline stages
+        from .tensor_parallel import apply_tensor_parallel
+
+        apply_tensor_parallel(model, layout)
     model.to_empty(device=device)
     init_stage(model, cfg)
     if layout.fsdp and layout.dp > 1:
@@ -255,9 +274,21 @@ def init_stage(stage: LanguageModel, cfg) -> None:
             full = torch.empty(shape, dtype=dtype, device="cpu")
             func(full, *args, **kwargs)
             if name in owned:
-                owned[name].copy_(full.to(owned[name].device))
+                _copy_full(owned[name], full)
     with torch.no_grad(), _SkipDraws(_RANDOM_INIT):
         stage.reset_parameters()
+
+
+def _copy_full(target: torch.Tensor, full: torch.Tensor) -> None:
+    """``target = full``, where ``target`` may be a DTensor (tensor parallelism): its part of ``full``."""
+    if hasattr(target, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        local = target.to_local()
+        piece = distribute_tensor(full.to(local.device), target.device_mesh, target.placements, src_data_rank=None)
+        local.copy_(piece.to_local())
+    else:
+        target.copy_(full.to(target.device))
 
 
 class _RecordDraws(TorchFunctionMode):

@@ -64,7 +64,8 @@ def apply_tensor_parallel(model: LanguageModel, layout: Layout) -> LanguageModel
     )
 
     mesh, k = layout.mesh["tp"], layout.tp
-    for block in model.blocks:
+    blocks = model.blocks.values() if isinstance(model.blocks, nn.ModuleDict) else model.blocks  # a stage's
+    for block in blocks:
         plan = {
             "attn": PrepareModuleInput(
                 input_layouts=(Shard(1), None, None, None), desired_input_layouts=(Replicate(), None, None, None)
@@ -90,9 +91,14 @@ def apply_tensor_parallel(model: LanguageModel, layout: Layout) -> LanguageModel
         extra = -idx.shape[1] % k
         return (torch.nn.functional.pad(idx, (0, extra)), *args[1:]) if extra else None
 
-    model.embed.register_forward_pre_hook(pad)
-    model.expand.register_forward_hook(lambda _m, _i, out: out.chunk(k, dim=1)[rank])
-    model.head.register_forward_hook(lambda _m, _i, out: _GatherTokens.apply(out, group, rank, k)[:, : length["T"]])
+    def gather(_module, _args, out):  # a pipeline's last stage never saw the length: the caller trims
+        return _GatherTokens.apply(out, group, rank, k)[:, : length.get("T", out.shape[1] * k)]
+
+    if model.embed is not None:  # a pipeline stage may hold neither end
+        model.embed.register_forward_pre_hook(pad)
+        model.expand.register_forward_hook(lambda _m, _i, out: out.chunk(k, dim=1)[rank])
+    if model.head is not None:
+        model.head.register_forward_hook(gather)
     return model
 
 
@@ -141,6 +147,14 @@ class TensorParallel(nn.Module):
 
     @torch.no_grad()
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
+        total = self.grad_norm_squared().sqrt()
+        self.scale_gradients(torch.clamp(max_norm / (total + 1e-6), max=1.0))
+        return total
+
+    @torch.no_grad()
+    def grad_norm_squared(self) -> torch.Tensor:
+        """The squared norm of every gradient this model's ranks hold between them (a pipeline
+        stage's: the pipeline sums it over ``pp``)."""
         sharded, replicated = self._params()
         device = self.layout_device()
         split = torch.zeros((), dtype=torch.float32, device=device)  # summed over tp (and dp under FSDP)
@@ -154,12 +168,14 @@ class TensorParallel(nn.Module):
             both = torch.stack([split, whole])
             dist.all_reduce(both, group=self.dp_group)
             split, whole = both[0], both[1]
-        total = (split + whole).sqrt()
-        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        return split + whole
+
+    @torch.no_grad()
+    def scale_gradients(self, coef: torch.Tensor) -> None:
+        sharded, replicated = self._params()
         for p in sharded + replicated:
             g = _local(p.grad)
             g.mul_(coef.to(g.dtype))
-        return total
 
     def layout_device(self) -> torch.device:
         return _local(next(self.module.parameters())).device
