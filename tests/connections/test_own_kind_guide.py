@@ -127,6 +127,8 @@ def test_an_entry_point_kind_through_every_command(tmp_path):
               "--bench-rounds", "0", "--batches", "1", "--out", str(cmp),
               *set_args(micro_settings(without=("train.steps",))), "--steps", "4"], site, tmp_path))
     assert "expm-n4" in json.loads((cmp / "summary.json").read_text())["groups"]
+    bench = _ok(_cli(["bench", "layer", "--smoke", "--kinds", "residual,expm"], site, tmp_path))
+    assert re.search(r"\bexpm\b", bench) and "naive:expm" not in bench  # its own mixing is its reference
 
     # without the package on the path: one line naming the kind, exit 2, for every command that loads it
     for args in (["eval", str(run)], ["analyze", str(run), "--batches", "1"],

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..connections import available_connections, make_connection
-from ..connections.reference import naive_forward
+from ..connections.reference import NAIVE_KINDS, naive_forward
 from .timing import interleaved_medians, saved_activation_bytes
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -201,7 +201,7 @@ def build_contenders(cfg: LayerBenchConfig, n: int, x, grad, compiled: bool, use
         built[kind] = library_contender(kind, n, x, grad, compiled, seed=cfg.seed)
         if cfg.recompute:
             built[f"{kind}+recompute"] = library_contender(kind, n, x, grad, compiled, True, cfg.seed)
-        if cfg.naive:  # eager always; in compiled groups too, so the speedups share the rounds
+        if cfg.naive and kind in NAIVE_KINDS:  # eager always; in compiled groups too, so the speedups share the rounds
             built[f"naive:{kind}"] = naive_contender(kind, n, x, grad, cfg.seed)
     if use_package:
         for kind in PACKAGE_KINDS:

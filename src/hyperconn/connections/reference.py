@@ -56,6 +56,10 @@ def _split_groups(conn: HyperConnection, state: dict, x: torch.Tensor) -> list[t
     return out
 
 
+NAIVE_KINDS = ("residual", "hc", "mhc", "mhc_lite", "kromhc", "shc", "identity", "orthogonal")
+"""The kinds transcribed here (a kind of your own has its own ``mixing`` as its reference)."""
+
+
 def naive_mixing(conn: HyperConnection, streams: torch.Tensor, state: dict | None = None):
     """``(H_pre, H_res, H_post)`` of ``conn`` at ``streams``, computed the slow, obvious way.
 
