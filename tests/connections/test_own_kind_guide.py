@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.support import TINY, micro_settings, set_args
+from tests.support import TINY
 
 import hyperconn
 from hyperconn.connections import registry
@@ -95,62 +95,90 @@ def test_the_guides_kind_in_a_model_and_an_hf_conversion(installed):
     assert {type(c).__name__ for c in hyperconn.hf.hyper_connections(converted)} == {"ExpOrthogonal"}
 
 
-def _cli(args: list[str], pythonpath: Path | None, cwd: Path) -> subprocess.CompletedProcess:
+# runs ``hyperconn`` commands one after the other in one fresh process (one import of torch), each
+# with its own captured output and exit code; prints them as JSON on its last line
+_SESSION = """
+import contextlib, io, json, sys
+from hyperconn.cli import main
+results = []
+for args in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(args)
+        except SystemExit as exit:
+            rc = exit.code if isinstance(exit.code, int) else 1
+    results.append({"rc": rc, "out": out.getvalue(), "err": err.getvalue()})
+print(json.dumps(results))
+"""
+
+
+def _session(commands: list[list[str]], pythonpath: Path | None, cwd: Path) -> list[dict]:
+    """Each ``hyperconn`` command of ``commands`` in one new process, with ``pythonpath`` as its
+    only ``PYTHONPATH`` (None: none, so the user's package is not importable)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
-    return subprocess.run([sys.executable, "-m", "hyperconn", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=600)
-
-
-def _ok(done: subprocess.CompletedProcess) -> str:
+    done = subprocess.run([sys.executable, "-c", _SESSION, json.dumps(commands)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _ok(result: dict) -> str:
+    assert result["rc"] == 0, result["err"][-3000:]
+    return result["out"]
 
 
 @pytest.mark.slow
-def test_an_entry_point_kind_through_every_command(tmp_path):
+def test_an_entry_point_kind_through_every_command(tmp_path, micro_args):
     site = write_package(tmp_path / "site")
-    run = tmp_path / "runs" / "expm"
-    micro = set_args(micro_settings())
-    _ok(_cli(["train", "--preset", "demo", "--kind", "expm", "--out", str(run), *micro], site, tmp_path))
+    run, cmp = tmp_path / "runs" / "expm", tmp_path / "runs" / "cmp"
+    micro = [*micro_args, "--steps", "8"]
+    train, ev, gen, analyze, compare, bench = _session([
+        ["train", "--preset", "demo", "--kind", "expm", "--out", str(run), *micro],
+        ["eval", str(run)],
+        ["generate", str(run), "--prompt", "RO", "--max-new-tokens", "5"],
+        ["analyze", str(run), "--batches", "1"],
+        ["compare", "--preset", "demo", "--kinds", "residual,expm", "--num-streams", "4", "--seeds", "1",
+         "--bench-rounds", "0", "--batches", "1", "--out", str(cmp),
+         *micro_args, "--steps", "4"],
+        ["bench", "layer", "--smoke", "--kinds", "residual,expm"],
+    ], site, tmp_path)  # fmt: skip
+    _ok(train)
     assert "kind: expm" in (run / "config.yaml").read_text()
     origin = json.loads((run / "provenance.json").read_text())["connection"]
     assert origin == {"kind": "expm", "import_path": "mykinds.expm:ExpOrthogonal", "distribution": "mykinds",
                       "version": "1.2"}
-    assert "val_loss" in _ok(_cli(["eval", str(run)], site, tmp_path))
-    _ok(_cli(["generate", str(run), "--prompt", "RO", "--max-new-tokens", "5"], site, tmp_path))
-    out = _ok(_cli(["analyze", str(run), "--batches", "1"], site, tmp_path))
+    assert "val_loss" in _ok(ev)
+    _ok(gen)
+    out = _ok(analyze)
     assert "orthogonal" in out and "determinant_one" in out and "VIOLATED" not in out
-    cmp = tmp_path / "runs" / "cmp"
-    _ok(_cli(["compare", "--preset", "demo", "--kinds", "residual,expm", "--num-streams", "4", "--seeds", "1",
-              "--bench-rounds", "0", "--batches", "1", "--out", str(cmp),
-              *set_args(micro_settings(without=("train.steps",))), "--steps", "4"], site, tmp_path))
+    _ok(compare)
     assert "expm-n4" in json.loads((cmp / "summary.json").read_text())["groups"]
-    bench = _ok(_cli(["bench", "layer", "--smoke", "--kinds", "residual,expm"], site, tmp_path))
-    assert re.search(r"\bexpm\b", bench) and "naive:expm" not in bench  # its own mixing is its reference
+    out = _ok(bench)
+    assert re.search(r"\bexpm\b", out) and "naive:expm" not in out  # its own mixing is its reference
 
     # without the package on the path: one line naming the kind, exit 2, for every command that loads it
-    for args in (["eval", str(run)], ["analyze", str(run), "--batches", "1"],
-                 ["train", "--preset", "demo", "--resume", "--out", str(run), *micro]):
-        done = _cli(args, None, tmp_path)
-        assert done.returncode == 2, (args, done.stderr[-2000:])
-        assert done.stderr.strip().count("\n") == 0 and "expm" in done.stderr, done.stderr
+    refusals = [["eval", str(run)], ["analyze", str(run), "--batches", "1"],
+                ["train", "--preset", "demo", "--resume", "--out", str(run), *micro]]
+    for args, result in zip(refusals, _session(refusals, None, tmp_path), strict=True):
+        assert result["rc"] == 2, (args, result["err"][-2000:])
+        assert result["err"].strip().count("\n") == 0 and "expm" in result["err"], result["err"]
 
 
 @pytest.mark.slow
-def test_an_import_path_and_a_script_registered_kind_record_how_to_find_them(tmp_path):
+def test_an_import_path_and_a_script_registered_kind_record_how_to_find_them(tmp_path, micro_args):
     site = write_package(tmp_path / "site", with_entry_point=False)
-    micro = set_args(micro_settings())
-    by_path = tmp_path / "runs" / "by-path"
-    _ok(_cli(["train", "--preset", "demo", "--kind", "mykinds.expm:ExpOrthogonal", "--out", str(by_path), *micro],
-             site, tmp_path))
+    micro = [*micro_args, "--steps", "8"]
+    by_path, by_name = tmp_path / "runs" / "by-path", tmp_path / "runs" / "by-name"
+    (train,) = _session([["train", "--preset", "demo", "--kind", "mykinds.expm:ExpOrthogonal", "--out",
+                          str(by_path), *micro]], site, tmp_path)
+    _ok(train)
     assert "kind: mykinds.expm:ExpOrthogonal" in (by_path / "config.yaml").read_text()
-    assert "val_loss" in _ok(_cli(["eval", str(by_path)], site, tmp_path))
 
     # a script registers the class and trains by its short name: the run records the import path
     script = tmp_path / "train_expm.py"
-    by_name = tmp_path / "runs" / "by-name"
     script.write_text(
         "import sys, hyperconn\nfrom hyperconn.cli import main\nfrom mykinds.expm import ExpOrthogonal\n"
         "hyperconn.register_connection(ExpOrthogonal)\n"
@@ -160,4 +188,6 @@ def test_an_import_path_and_a_script_registered_kind_record_how_to_find_them(tmp
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "kind: mykinds.expm:ExpOrthogonal" in (by_name / "config.yaml").read_text()
-    assert "val_loss" in _ok(_cli(["eval", str(by_name)], site, tmp_path))
+    # a later process finds both from their config.yaml alone
+    for result in _session([["eval", str(by_path)], ["eval", str(by_name)]], site, tmp_path):
+        assert "val_loss" in _ok(result)
