@@ -80,8 +80,9 @@ def paired_section(summary: dict, names: dict[str, str]) -> list[str]:
         f"{over} (p_holm); resolved = p_holm < {alpha:g} (a negative difference: A ends "
         f"lower). Otherwise: not detected, with the largest difference the {pct}% interval still allows. "
         f"mdd_80: the difference the paired t-test at per-comparison alpha = {alpha:g} would detect with "
-        f"{power:.0%} power, (t_(1−alpha/2, k−1) + t_({power:g}, k−1)) sd/√k with the observed sd (before the Holm "
-        "correction, which only raises it).",
+        f"{power:.0%} power, from the noncentral t with k−1 degrees of freedom (delta sd/√k where the power "
+        f"of the two-sided test reaches {power:g}) with the observed sd (before the Holm correction, which only "
+        "raises it).",
         "",
     ]
     rows, resolved = [], []
