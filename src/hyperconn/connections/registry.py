@@ -40,12 +40,9 @@ from .residual import Residual
 from .shc import SHC
 
 ENTRY_POINT_GROUP = "hyperconn.connections"
-BUILTIN_KINDS: tuple[str, ...] = tuple(
-    cls.kind for cls in (Residual, HC, MHC, MHCLite, KromHC, SHC, Identity, Orthogonal)
-)
-_REGISTRY: dict[str, type[HyperConnection]] = {
-    cls.kind: cls for cls in (Residual, HC, MHC, MHCLite, KromHC, SHC, Identity, Orthogonal)
-}
+_BUILTIN = (Residual, HC, MHC, MHCLite, KromHC, SHC, Identity, Orthogonal)  # in the order the docs list them
+BUILTIN_KINDS: tuple[str, ...] = tuple(cls.kind for cls in _BUILTIN)
+_REGISTRY: dict[str, type[HyperConnection]] = {cls.kind: cls for cls in _BUILTIN}
 
 
 def _check_class(cls: object, origin: str) -> type[HyperConnection]:
@@ -144,7 +141,7 @@ def kind_spelling(kind: str) -> str:
     built-in or installed entry-point kind, otherwise the class's import path ``"module:Class"``
     (a kind registered by a script is not known to ``hyperconn eval`` in another process)."""
     cls = connection_class(kind)
-    if cls.kind in BUILTIN_KINDS and _REGISTRY.get(cls.kind) is cls:
+    if cls in _BUILTIN:
         return cls.kind
     entry = _entry_points().get(cls.kind)
     if entry is not None and entry.value.replace(" ", "") == f"{cls.__module__}:{cls.__qualname__}":
